@@ -1,0 +1,5 @@
+import sys
+
+from fewframes.cli import main
+
+sys.exit(main())

@@ -1,0 +1,224 @@
+"""One configuration type per concept, shared by the library, the CLI and the KFP components.
+
+Defaults are the paper's (Adam, lr 0.001 decayed by 0.95 per epoch, batch 256, dropout 0.5, 5 epochs,
+2-layer LSTMs of 1024 cells, teacher blocks of 20 frames). Presets shrink them for CPUs and tests.
+Every config round-trips through a plain dict (``to_dict``/``from_dict``) so it can travel as a KFP
+parameter or an MLflow param without a second, hand-kept copy of the field list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+# YouTube-8M frame-level feature sizes.
+RGB_DIM = 1024
+AUDIO_DIM = 128
+FEATURE_DIM = RGB_DIM + AUDIO_DIM
+MAX_FRAMES = 300
+
+FrameSelection = Literal["uniform", "random", "first", "middle", "last", "first_middle_last", "all"]
+FRAME_SELECTIONS: tuple[str, ...] = ("uniform", "random", "first", "middle", "last", "first_middle_last", "all")
+
+# Distillation loss variants of the paper: (a) L_rep two-stage, (b) L_rep + L_CE, (c) L_rep + L_pred + L_CE.
+DistillLoss = Literal["rep", "rep_ce", "rep_pred_ce"]
+DISTILL_LOSSES: tuple[str, ...] = ("rep", "rep_ce", "rep_pred_ce")
+TrainingMode = Literal["serial", "parallel"]
+TRAINING_MODES: tuple[str, ...] = ("serial", "parallel")
+Matching = Literal["final", "intermediate"]
+PredDistance = Literal["kl", "mse"]
+
+_C = TypeVar("_C")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class _DictMixin:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls: type[_C], values: dict[str, Any]) -> _C:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self: _C, **changes: Any) -> _C:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class ModelConfig(_DictMixin):
+    """Sizes of the hierarchical LSTM encoder and its classifier (teacher and student alike)."""
+
+    num_classes: int
+    feature_dim: int = FEATURE_DIM
+    hidden_size: int = 1024
+    num_layers: int = 2
+    block_length: int = 20  # l: frames per lower-LSTM block (teacher 20; students use student_block_length)
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("num_classes", "feature_dim", "hidden_size", "num_layers", "block_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_DictMixin):
+    """Optimisation settings (the paper's set-up by default)."""
+
+    epochs: int = 5
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.95  # exponential decay per epoch
+    weight_decay: float = 1e-5  # the paper's "L2 penalty"
+    seed: int = 0
+    checkpoint_every_steps: int = 0  # 0: only at the end of each epoch
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    mixed_precision: bool = True  # bf16 autocast on CUDA only; ignored on CPU
+    train_fraction: float = 1.0  # seeded subset of the training split (the paper's Table 3)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"TrainConfig.train_fraction must be in (0, 1], got {self.train_fraction}")
+
+
+@dataclass(frozen=True)
+class StudentConfig(_DictMixin):
+    """What a student (or a from-scratch k-frame baseline) reads and how it is distilled."""
+
+    k: int
+    frame_selection: str = "uniform"
+    loss: str = "rep_pred_ce"  # one of DISTILL_LOSSES; ignored for baselines
+    mode: str = "serial"  # one of TRAINING_MODES
+    matching: str = "final"  # final | intermediate (L_rep vs L_rep^I)
+    pred_distance: str = "kl"  # kl | mse
+    rep_weight: float = 1.0
+    pred_weight: float = 1.0
+    ce_weight: float = 1.0
+    block_length: int | None = None  # None: the rule in fewframes.models.student_block_length(k)
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"StudentConfig.k must be >= 1, got {self.k}")
+        if self.frame_selection not in FRAME_SELECTIONS:
+            raise ConfigError(
+                f"StudentConfig.frame_selection must be one of {', '.join(FRAME_SELECTIONS)}, got {self.frame_selection!r}"
+            )
+        if self.loss not in DISTILL_LOSSES:
+            raise ConfigError(f"StudentConfig.loss must be one of {', '.join(DISTILL_LOSSES)}, got {self.loss!r}")
+        if self.mode not in TRAINING_MODES:
+            raise ConfigError(f"StudentConfig.mode must be one of {', '.join(TRAINING_MODES)}, got {self.mode!r}")
+        if self.matching not in ("final", "intermediate"):
+            raise ConfigError(f"StudentConfig.matching must be final or intermediate, got {self.matching!r}")
+        if self.pred_distance not in ("kl", "mse"):
+            raise ConfigError(f"StudentConfig.pred_distance must be kl or mse, got {self.pred_distance!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig(_DictMixin):
+    """The bundled synthetic data set and the split."""
+
+    videos: int = 2000
+    classes: int = 100
+    seed: int = 0
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class Preset(_DictMixin):
+    """A named bundle of sizes: data, model and training. ``fewframes run --preset NAME``."""
+
+    name: str
+    data: DataConfig
+    hidden_size: int
+    num_layers: int
+    teacher_block_length: int
+    train: TrainConfig
+    ks: tuple[int, ...] = (10, 30)
+    losses: tuple[str, ...] = ("rep_pred_ce",)
+
+    def model_config(self, num_classes: int | None = None, block_length: int | None = None) -> ModelConfig:
+        return ModelConfig(
+            num_classes=num_classes or self.data.classes,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            block_length=block_length or self.teacher_block_length,
+        )
+
+
+PRESETS: dict[str, Preset] = {
+    # Unit tests and the pipeline smoke test: seconds per step.
+    "tiny": Preset(
+        name="tiny",
+        data=DataConfig(videos=160, classes=12, seed=0),
+        hidden_size=16,
+        num_layers=2,
+        teacher_block_length=20,
+        train=TrainConfig(epochs=2, batch_size=32, seed=0),
+        ks=(6, 30),
+        losses=("rep_pred_ce",),
+    ),
+    # The README's main job on a 2-core laptop: about ten minutes for the whole DAG.
+    "demo": Preset(
+        name="demo",
+        data=DataConfig(videos=2000, classes=50, seed=0),
+        hidden_size=64,
+        num_layers=2,
+        teacher_block_length=20,
+        train=TrainConfig(epochs=5, batch_size=64, seed=0),
+        ks=(10, 30),
+        losses=("rep", "rep_ce", "rep_pred_ce"),
+    ),
+    # The paper's sizes (GPU node pools).
+    "paper": Preset(
+        name="paper",
+        data=DataConfig(videos=20000, classes=3862, seed=0),
+        hidden_size=1024,
+        num_layers=2,
+        teacher_block_length=20,
+        train=TrainConfig(),
+        ks=(6, 10, 15, 20, 30),
+        losses=DISTILL_LOSSES,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}") from None
+
+
+__all__ = [
+    "AUDIO_DIM",
+    "DISTILL_LOSSES",
+    "FEATURE_DIM",
+    "FRAME_SELECTIONS",
+    "MAX_FRAMES",
+    "RGB_DIM",
+    "TRAINING_MODES",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "PRESETS",
+    "Preset",
+    "StudentConfig",
+    "TrainConfig",
+    "get_preset",
+]

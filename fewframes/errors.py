@@ -1,0 +1,21 @@
+"""Errors that the CLI turns into one line naming the file, field or flag, and a non-zero exit."""
+
+
+class FewframesError(Exception):
+    """Base class: the message is complete and fit to show a user as one line."""
+
+
+class DataError(FewframesError):
+    """Bad input data: a TFRecord shard, a record, a frame store. The message names the file and record."""
+
+
+class StoreError(DataError):
+    """A frame store is missing, incomplete or inconsistent."""
+
+
+class TrackingError(FewframesError):
+    """The MLflow tracking server is unreachable or refused a call."""
+
+
+class PipelineError(FewframesError):
+    """A pipeline parameter, artifact or KFP host is wrong."""

@@ -1,0 +1,41 @@
+import pytest
+
+from fewframes.config import PRESETS, ConfigError, ModelConfig, StudentConfig, TrainConfig, get_preset
+
+
+def test_config_round_trips_through_a_dict():
+    student = StudentConfig(k=30, frame_selection="uniform", loss="rep_ce", mode="parallel")
+    assert StudentConfig.from_dict(student.to_dict()) == student
+    train = TrainConfig(epochs=3, batch_size=8)
+    assert TrainConfig.from_dict(train.to_dict()) == train
+
+
+def test_unknown_field_is_named():
+    with pytest.raises(ConfigError, match="unknown field.*nope"):
+        TrainConfig.from_dict({"epochs": 2, "nope": 1})
+
+
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: StudentConfig(k=0), "k"),
+        (lambda: StudentConfig(k=5, frame_selection="sideways"), "frame_selection"),
+        (lambda: StudentConfig(k=5, loss="l1"), "loss"),
+        (lambda: StudentConfig(k=5, mode="both"), "mode"),
+        (lambda: ModelConfig(num_classes=0), "num_classes"),
+        (lambda: TrainConfig(train_fraction=0.0), "train_fraction"),
+    ],
+)
+def test_invalid_values_name_their_field(make, field):
+    with pytest.raises(ConfigError, match=field):
+        make()
+
+
+def test_paper_defaults_are_the_papers():
+    train = TrainConfig()
+    assert (train.epochs, train.batch_size, train.learning_rate, train.lr_decay) == (5, 256, 1e-3, 0.95)
+    model = get_preset("paper").model_config()
+    assert (model.hidden_size, model.num_layers, model.block_length, model.dropout) == (1024, 2, 20, 0.5)
+    assert set(PRESETS) >= {"tiny", "demo", "paper"}
+    with pytest.raises(ConfigError, match="--preset"):
+        get_preset("huge")
