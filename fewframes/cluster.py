@@ -1,0 +1,50 @@
+"""Cluster settings: the single source of truth for image names and GPU node-pool scheduling.
+
+The compiled pipeline's GPU settings (accelerator type and limit, node selector, toleration), the
+Terraform GPU node pool (its label and taint) and the container build script all read these values, so a
+taint can never drift from the toleration that is meant to match it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from fewframes.config import _DictMixin
+
+# One setting names the component image; overridable for forks and private registries.
+DEFAULT_IMAGE_REPOSITORY = "ghcr.io/fewframes/fewframes"
+IMAGE_REPOSITORY = os.environ.get("FEWFRAMES_IMAGE_REPOSITORY", DEFAULT_IMAGE_REPOSITORY)
+IMAGE_TAG = os.environ.get("FEWFRAMES_IMAGE_TAG", "0.1.0")
+
+
+def image(variant: str = "cpu") -> str:
+    """The component image: ``cpu`` (slim) or ``cuda`` (GPU node pools)."""
+    if variant not in ("cpu", "cuda"):
+        raise ValueError(f"image variant must be cpu or cuda, got {variant!r}")
+    return f"{IMAGE_REPOSITORY}:{IMAGE_TAG}-{variant}"
+
+
+@dataclass(frozen=True)
+class GpuSettings(_DictMixin):
+    """How a training or benchmark task asks for a GPU on the cluster. ``gpus == 0`` means a CPU task."""
+
+    gpus: int = 0
+    accelerator_type: str = "nvidia-tesla-t4"  # GKE accelerator name; also the node pool's guest accelerator
+    cpu_request: str = "4"
+    memory_request: str = "16Gi"
+    node_pool: str = "gpu-pool"
+    # GKE puts this label on GPU nodes; the pipeline's node selector uses it.
+    node_selector_key: str = "cloud.google.com/gke-accelerator"
+    # The GPU node pool's taint, and the toleration GPU tasks carry (one definition for both).
+    taint_key: str = "nvidia.com/gpu"
+    taint_value: str = "present"
+    taint_effect: str = "NoSchedule"
+
+    @property
+    def enabled(self) -> bool:
+        return self.gpus > 0
+
+
+DEFAULT_GPU = GpuSettings(gpus=1)
+CPU_ONLY = GpuSettings(gpus=0)
