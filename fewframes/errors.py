@@ -19,3 +19,7 @@ class TrackingError(FewframesError):
 
 class PipelineError(FewframesError):
     """A pipeline parameter, artifact or KFP host is wrong."""
+
+
+class ModelError(FewframesError):
+    """A model's input tensors or checkpoint do not fit its configuration. The message names the tensor."""
