@@ -62,6 +62,9 @@ class ModelConfig(_DictMixin):
     num_layers: int = 2
     block_length: int = 20  # l: frames per lower-LSTM block (teacher 20; students use student_block_length)
     dropout: float = 0.5
+    # E, the video encoding: "state" = final (c, h) of every upper-LSTM layer concatenated (2*num_layers*
+    # hidden_size; the authors' code, the paper's h in R^4096); "hidden" = the top layer's final h only.
+    encoding: str = "state"
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "feature_dim", "hidden_size", "num_layers", "block_length"):
@@ -69,6 +72,8 @@ class ModelConfig(_DictMixin):
                 raise ConfigError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.encoding not in ("state", "hidden"):
+            raise ConfigError(f"ModelConfig.encoding must be state or hidden, got {self.encoding!r}")
 
 
 @dataclass(frozen=True)
