@@ -23,3 +23,7 @@ class PipelineError(FewframesError):
 
 class ModelError(FewframesError):
     """A model's input tensors or checkpoint do not fit its configuration. The message names the tensor."""
+
+
+class TrainingError(FewframesError):
+    """A training run's arguments, teacher or output folder do not fit (e.g. resuming with other settings)."""
