@@ -115,6 +115,9 @@ class StudentConfig(_DictMixin):
     pred_weight: float = 1.0
     ce_weight: float = 1.0
     block_length: int | None = None  # None: the rule in fewframes.models.student_block_length(k)
+    # loss="rep", serial: epochs of stage 1 (L_rep alone) out of TrainConfig.epochs; the rest fine-tune with
+    # L_CE. None: half of the epochs (rounded down, at least 1).
+    rep_stage_epochs: int | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:
