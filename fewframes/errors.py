@@ -27,3 +27,7 @@ class ModelError(FewframesError):
 
 class TrainingError(FewframesError):
     """A training run's arguments, teacher or output folder do not fit (e.g. resuming with other settings)."""
+
+
+class EvaluationError(FewframesError):
+    """Scores, labels or a model's outputs do not fit the evaluation data. The message names the array."""
