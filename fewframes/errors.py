@@ -31,3 +31,7 @@ class TrainingError(FewframesError):
 
 class EvaluationError(FewframesError):
     """Scores, labels or a model's outputs do not fit the evaluation data. The message names the array."""
+
+
+class BenchmarkError(FewframesError):
+    """A benchmark, export or predict argument (model file, source, flag) is wrong. The message names it."""
