@@ -48,3 +48,23 @@ class GpuSettings(_DictMixin):
 
 DEFAULT_GPU = GpuSettings(gpus=1)
 CPU_ONLY = GpuSettings(gpus=0)
+
+
+# --- Cluster services (read by infra/, docs/cluster.md and the components' defaults) ---
+# Kubeflow Pipelines backend (standalone manifests); its major version must match the kfp SDK's.
+KFP_BACKEND_VERSION = "2.17.3"
+KFP_NAMESPACE = "kubeflow"
+# The Kubernetes service account KFP runs pipeline pods as; Workload Identity maps it to a GCP account.
+PIPELINE_SERVICE_ACCOUNT = "pipeline-runner"
+
+# The MLflow tracking server on the cluster (Service name, namespace, port) and its image.
+MLFLOW_NAMESPACE = "mlflow"
+MLFLOW_SERVICE = "mlflow"
+MLFLOW_PORT = 5000
+MLFLOW_TRACKING_URI = f"http://{MLFLOW_SERVICE}.{MLFLOW_NAMESPACE}.svc.cluster.local:{MLFLOW_PORT}"
+MLFLOW_SERVICE_ACCOUNT = "mlflow"
+
+
+def mlflow_server_image() -> str:
+    """The MLflow tracking server image (MLflow + PostgreSQL driver + GCS client), built by containers/build.sh."""
+    return f"{IMAGE_REPOSITORY}-mlflow:{IMAGE_TAG}"
