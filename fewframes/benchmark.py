@@ -1,0 +1,505 @@
+"""Inference cost of teachers and students: parameters, FLOPs, latency and throughput, model-only and end to end.
+
+The paper's Table 4 shows a k=30 student doing 10% of the teacher's FLOPs but taking 70% of its time: the
+student still read and decoded every frame. Here the end-to-end path starts at the frame store on disk and
+the student reads ONLY its k frames (``FrameStore.read_frames``), keeps them quantised (uint8) until the
+model dequantises them on the device, and runs the model's dense path (no packing) when all k are real.
+
+FLOPs
+-----
+``hierarchical_flops`` is the analytic count; ``counted_flops`` runs the model under
+``torch.utils.flop_counter.FlopCounterMode`` and measures the matrix products it executes. Both count
+2 FLOPs per multiply-add of:
+
+- every LSTM gate matmul: per executed step and layer, ``x_t @ W_ih^T`` (4H x input) and ``h @ W_hh^T``
+  (4H x H);
+- the classifier's linear layer.
+
+Neither counts biases, sigmoid/tanh, the gates' elementwise products, dequantisation, L2 normalisation or
+dropout (all O(H) per step against the O(H^2) matmuls). The paper's Table 4 figures (teacher 5.042
+"GFLOPs") match multiply-adds, i.e. half of ours.
+
+The counter: ``FlopCounterMode`` has no formula for LSTMs. On CPU, ``aten.lstm`` decomposes into one
+``aten.mkldnn_rnn_layer`` per layer (padded input) or, for a ``PackedSequence``, into per-step
+``aten.addmm`` calls that the stock counter already measures. We register a formula for
+``mkldnn_rnn_layer`` (and ``_cudnn_rnn`` for CUDA) that reads the EXECUTED shapes: rows actually fed
+(time steps x sequences, or packed rows) times the weight matrices' sizes. So the counter catches what the
+analytic formula assumes (e.g. the padded last block of the dense path, blocks dropped on the packed path).
+
+Timing
+------
+Latency: p50/p95 over repeated batch-1 calls. Throughput: videos/s at a large batch. Both after warm-up,
+under ``torch.inference_mode``, with CUDA events and synchronisation on a GPU (``time.perf_counter`` on CPU).
+End to end = read from the store (+ frame selection for students) -> uint8 tensor -> device -> model ->
+sigmoid scores back on the host.
+
+Contract details chosen here (not fixed elsewhere): a student is recognised by a ``student_config``
+attribute (``StudentConfig``) on the loaded model, or by the ``students`` argument; anything else reads
+all of a video's frames (a teacher). Frame selection for benchmarking uses a fixed seed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fewframes.config import FEATURE_DIM, ModelConfig, StudentConfig
+from fewframes.errors import BenchmarkError
+from fewframes.models import VideoClassifier, prepare_frames
+
+# ---------------------------------------------------------------------------------------------------------
+# Parameters and FLOPs
+# ---------------------------------------------------------------------------------------------------------
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (a shared classifier counts once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def lstm_flops(rows: int, input_size: int, hidden_size: int, num_layers: int) -> int:
+    """Gate-matmul FLOPs of a stacked LSTM that processes ``rows`` (sequence, step) pairs.
+
+    Layer 1 multiplies by W_ih (4H x input) and W_hh (4H x H); later layers take H inputs. 2 FLOPs per MAC.
+    """
+    per_row = 4 * hidden_size * (input_size + hidden_size)
+    per_row += (num_layers - 1) * 4 * hidden_size * (2 * hidden_size)
+    return 2 * rows * per_row
+
+
+def encoding_size(config: ModelConfig) -> int:
+    """Size of the video encoding E for ``config.encoding`` (see ``fewframes.models``)."""
+    return 2 * config.num_layers * config.hidden_size if config.encoding == "state" else config.hidden_size
+
+
+def hierarchical_flops(config: ModelConfig, n_frames: int, *, padded: bool = True) -> int:
+    """Analytic FLOPs to classify one video of ``n_frames`` frames with a hierarchical LSTM model.
+
+    The lower LSTM runs over b = ceil(n/l) blocks of l = ``config.block_length`` frames; the upper LSTM over
+    the b block encodings (H each); the classifier maps E (``encoding_size``) to ``num_classes`` logits.
+    ``padded=True`` is the model's dense path (the last block is zero-padded to l steps, which the LSTM
+    executes); ``padded=False`` is the packed path (only real frames are executed).
+    A student reads n = k frames; a teacher n = the video's length.
+    """
+    if n_frames < 1:
+        raise BenchmarkError(f"n_frames must be >= 1, got {n_frames}")
+    blocks = math.ceil(n_frames / config.block_length)
+    lower_rows = blocks * config.block_length if padded else n_frames
+    lower = lstm_flops(lower_rows, config.feature_dim, config.hidden_size, config.num_layers)
+    upper = lstm_flops(blocks, config.hidden_size, config.hidden_size, config.num_layers)
+    classifier = 2 * encoding_size(config) * config.num_classes
+    return lower + upper + classifier
+
+
+def _weights_matmul_flops(rows: int, weights: Iterable[Any]) -> int:
+    # Every 2-D weight (W_ih, W_hh, projections) multiplies each executed row once; biases are skipped.
+    return 2 * rows * sum(int(np.prod(shape)) for shape in weights if shape is not None and len(shape) == 2)
+
+
+def _mkldnn_rnn_layer_flops(input, weight0, weight1, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    # aten::mkldnn_rnn_layer(input [T,B,in] or [B,T,in], w_ih, w_hh, b_ih, b_hh, hx, cx, reverse, batch_sizes, ...)
+    rows = int(np.prod(input[:-1]))
+    return _weights_matmul_flops(rows, [weight0, weight1])
+
+
+def _cudnn_rnn_flops(input, weights, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    # aten::_cudnn_rnn(input, weight[], ...): a packed input is 2-D [rows, in], a padded one 3-D.
+    rows = int(np.prod(input[:-1]))
+    return _weights_matmul_flops(rows, weights)
+
+
+def _rnn_flop_formulas() -> dict[Any, Callable[..., int]]:
+    formulas: dict[Any, Callable[..., int]] = {torch.ops.aten.mkldnn_rnn_layer: _mkldnn_rnn_layer_flops}
+    if hasattr(torch.ops.aten, "_cudnn_rnn"):
+        formulas[torch.ops.aten._cudnn_rnn] = _cudnn_rnn_flops
+    return formulas
+
+
+def counted_flops(model: nn.Module, frames: Tensor, mask: Tensor | None = None) -> int:
+    """FLOPs the model EXECUTES on this batch, measured by ``FlopCounterMode`` (see the module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=_rnn_flop_formulas())
+    with torch.inference_mode(), counter:
+        model(frames, mask)
+    return int(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The machine
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine(device: str = "cpu") -> dict[str, Any]:
+    """What the timings were measured on: CPU model, cores, memory, torch version, threads, GPU if any."""
+    info: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": device,
+        "cuda_available": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        info["memory_gib"] = round(pages * page_size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        info["memory_gib"] = None
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu`` or ``cuda`` (a clear error when CUDA is asked for and absent)."""
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise BenchmarkError(f"--device must be cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchmarkError(f"--device {device}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes; on CUDA measured with events after synchronising."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    begin = time.perf_counter()
+    fn()
+    return time.perf_counter() - begin
+
+
+def _percentile_ms(seconds: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(seconds) * 1000.0, q))
+
+
+def model_latency(
+    model: nn.Module, n_frames: int, device: torch.device, *, repeats: int = 20, warmup: int = 3, seed: int = 0
+) -> list[float]:
+    """Seconds per batch-1 call on random uint8 frames already on the device (all frames real)."""
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (1, n_frames, _feature_dim(model)), dtype=torch.uint8, generator=generator)
+    frames = frames.to(device)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(frames)
+        return [time_call(lambda: model(frames), device) for _ in range(repeats)]
+
+
+def model_throughput(
+    model: nn.Module, n_frames: int, batch_size: int, device: torch.device, *, repeats: int = 3, warmup: int = 1,
+    seed: int = 0,
+) -> float:
+    """Videos per second at ``batch_size`` on random uint8 frames already on the device."""
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randint(
+        0, 256, (batch_size, n_frames, _feature_dim(model)), dtype=torch.uint8, generator=generator
+    ).to(device)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(frames)
+        seconds = sum(time_call(lambda: model(frames), device) for _ in range(repeats))
+    return batch_size * repeats / seconds
+
+
+def _feature_dim(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    return config.feature_dim if isinstance(config, ModelConfig) else FEATURE_DIM
+
+
+class PlainLSTMClassifier(nn.Module):
+    """The reference the hierarchical teacher must beat: one stacked ``nn.LSTM`` over all frames, then a linear.
+
+    Same input handling (dequantise + L2-normalise), same hidden size, layers and encoding size as the
+    ``ModelConfig`` it is built from; used only to benchmark the teacher's throughput against.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lstm = nn.LSTM(config.feature_dim, config.hidden_size, config.num_layers, batch_first=True)
+        self.linear = nn.Linear(encoding_size(config), config.num_classes)
+
+    def forward(self, frames: Tensor, mask: Tensor | None = None) -> Tensor:
+        """frames uint8 [B, T, D] (all real) -> logits [B, C]."""
+        _, (h_n, c_n) = self.lstm(prepare_frames(frames))
+        if self.config.encoding == "hidden":
+            return self.linear(h_n[-1])
+        state = torch.stack([c_n, h_n], dim=1).permute(2, 0, 1, 3).reshape(frames.shape[0], -1)
+        return self.linear(state)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# End to end: frame store -> class scores
+# ---------------------------------------------------------------------------------------------------------
+
+
+def frame_positions(
+    length: int, student: StudentConfig | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, mask) a model reads from a video of ``length`` frames: all for a teacher, k for a student."""
+    if student is None or student.frame_selection == "all":
+        return np.arange(length, dtype=np.int64), np.ones(length, dtype=bool)
+    from fewframes.data.selection import select_frames
+
+    positions, mask = select_frames(student.frame_selection, length, student.k, rng)
+    return np.asarray(positions, dtype=np.int64), np.asarray(mask, dtype=bool)
+
+
+def read_batch(
+    store: Any, indices: Sequence[int], student: StudentConfig | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the frames a model needs for ``indices`` from ``store``: uint8 [B, T, D] and a mask or None.
+
+    Only the selected frames' bytes are read. The mask is None when every slot holds a real frame, so the
+    model takes its dense path (no packing): the usual case for a student on videos of >= k frames.
+    """
+    selections = [frame_positions(int(store.lengths[i]), student, rng) for i in indices]
+    slots = max(len(positions) for positions, _ in selections)
+    frames = np.zeros((len(indices), slots, FEATURE_DIM), dtype=np.uint8)
+    mask = np.zeros((len(indices), slots), dtype=bool)
+    for row, (index, (positions, real)) in enumerate(zip(indices, selections)):
+        real_positions = positions[real]
+        frames[row, : len(real_positions)] = store.read_frames(int(index), real_positions)
+        mask[row, : len(real_positions)] = True
+    return frames, (None if mask.all() else mask)
+
+
+def classify_batch(
+    model: nn.Module, frames: np.ndarray, mask: np.ndarray | None, device: torch.device
+) -> np.ndarray:
+    """uint8 frames (host) -> sigmoid class scores float32 [B, C] (host). Dequantisation happens on the device."""
+    frames_t = torch.from_numpy(frames).to(device, non_blocking=True)
+    mask_t = None if mask is None else torch.from_numpy(mask).to(device, non_blocking=True)
+    logits = model(frames_t, mask_t).logits
+    return torch.sigmoid(logits).float().cpu().numpy()
+
+
+def e2e_run(
+    model: nn.Module, store: Any, indices: Sequence[int], student: StudentConfig | None, device: torch.device,
+    batch_size: int, seed: int = 0,
+) -> tuple[float, int]:
+    """Classify ``indices`` from the store in batches; returns (seconds, bytes read)."""
+    rng = np.random.default_rng(seed)
+    bytes_before = store.bytes_read
+
+    def work() -> None:
+        for start in range(0, len(indices), batch_size):
+            frames, mask = read_batch(store, indices[start : start + batch_size], student, rng)
+            classify_batch(model, frames, mask, device)
+
+    with torch.inference_mode():
+        seconds = time_call(work, device)
+    return seconds, store.bytes_read - bytes_before
+
+
+def e2e_latency(
+    model: nn.Module, store: Any, indices: Sequence[int], student: StudentConfig | None, device: torch.device,
+    *, warmup: int = 3, seed: int = 0,
+) -> list[float]:
+    """Seconds to classify each video alone (batch 1), store to scores."""
+    rng = np.random.default_rng(seed)
+    with torch.inference_mode():
+        for index in indices[:warmup]:
+            classify_batch(model, *read_batch(store, [index], student, rng), device)
+        return [
+            time_call(lambda i=index: classify_batch(model, *read_batch(store, [i], student, rng), device), device)
+            for index in indices
+        ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The library call behind ``fewframes benchmark`` and the pipeline's benchmark component
+# ---------------------------------------------------------------------------------------------------------
+
+
+def resolve_model(model: VideoClassifier | str | os.PathLike[str]) -> VideoClassifier:
+    """A model as given, or loaded from its saved file with ``fewframes.training.load_model``."""
+    if isinstance(model, nn.Module):
+        return model
+    path = Path(model)
+    if not path.exists():
+        raise BenchmarkError(f"model file {path} does not exist")
+    from fewframes.training import load_model
+
+    return load_model(path)
+
+
+def student_config_of(model: nn.Module) -> StudentConfig | None:
+    """The StudentConfig a loaded model carries (None for a teacher)."""
+    student = getattr(model, "student_config", None)
+    return student if isinstance(student, StudentConfig) else None
+
+
+def open_store(store: Any) -> Any:
+    """A ``FrameStore`` as given, or opened from its path."""
+    if isinstance(store, (str, os.PathLike)):
+        from fewframes.data.store import FrameStore
+
+        return FrameStore.open(store)
+    return store
+
+
+def benchmark_models(
+    models: Mapping[str, VideoClassifier | str | os.PathLike[str]],
+    store: Any,
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    n_videos: int = 128,
+    latency_videos: int = 20,
+    students: Mapping[str, StudentConfig] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Benchmark each model side by side on the same videos of ``store`` (a ``FrameStore`` or its path).
+
+    ``models``: name -> model or saved model path; ``students``: name -> StudentConfig for in-memory
+    students that do not carry one. Returns one row per model: name, k (None = all frames), params,
+    gflops_per_video (analytic, mean over the videos) and gflops_counted (FlopCounterMode, first batch),
+    latency_ms_p50/p95 and throughput_videos_s (model alone, frames already on the device),
+    e2e_latency_ms_p50/p95 and e2e_throughput_videos_s (store on disk to class scores),
+    bytes_read_per_video, and the sizes used.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise BenchmarkError(f"--batch must be >= 1, got {batch_size}")
+    if not models:
+        raise BenchmarkError("--models: give at least one model")
+    torch_device = resolve_device(device)
+    frame_store = open_store(store)
+    total = len(frame_store)
+    if total == 0:
+        raise BenchmarkError(f"frame store {store} holds no video")
+    indices = list(range(min(n_videos, total)))
+    latency_indices = indices[: max(1, min(latency_videos, len(indices)))]
+    students = dict(students or {})
+
+    rows: list[dict[str, Any]] = []
+    for name, source in tqdm(list(models.items()), desc="benchmark", unit="model", disable=not progress):
+        model = resolve_model(source).to(torch_device).eval()
+        student = students.get(name) or student_config_of(model)
+        config: ModelConfig = model.config
+        lengths = [int(frame_store.lengths[i]) for i in indices]
+        frames_read = [min(n, student.k) if student and student.frame_selection != "all" else n for n in lengths]
+        typical = int(np.median(frames_read))
+
+        # FLOPs: analytic over the benchmarked videos, counted on the first batch (the path the model takes).
+        first = indices[:batch_size]
+        frames, mask = read_batch(frame_store, first, student, np.random.default_rng(seed))
+        dense = mask is None
+        analytic_first = sum(hierarchical_flops(config, frames.shape[1] if dense else n, padded=dense)
+                             for n in frames_read[: len(first)])
+        counted = counted_flops(
+            model, torch.from_numpy(frames).to(torch_device), None if dense else torch.from_numpy(mask).to(torch_device)
+        )
+        analytic_mean = float(np.mean([hierarchical_flops(config, n) for n in frames_read]))
+
+        latency = model_latency(model, typical, torch_device, seed=seed)
+        throughput = model_throughput(model, typical, batch_size, torch_device, seed=seed)
+        e2e_run(model, frame_store, indices[:batch_size], student, torch_device, batch_size, seed)  # warm-up
+        e2e_seconds, e2e_bytes = e2e_run(model, frame_store, indices, student, torch_device, batch_size, seed)
+        e2e_lat = e2e_latency(model, frame_store, latency_indices, student, torch_device, seed=seed)
+
+        rows.append({
+            "name": name,
+            "k": student.k if student and student.frame_selection != "all" else None,
+            "frame_selection": student.frame_selection if student else "all",
+            "block_length": config.block_length,
+            "hidden_size": config.hidden_size,
+            "num_layers": config.num_layers,
+            "num_classes": config.num_classes,
+            "params": count_parameters(model),
+            "frames_per_video": float(np.mean(frames_read)),
+            "gflops_per_video": analytic_mean / 1e9,
+            "gflops_counted": counted / len(first) / 1e9,
+            "gflops_analytic_first_batch": analytic_first / len(first) / 1e9,
+            "latency_ms_p50": _percentile_ms(latency, 50),
+            "latency_ms_p95": _percentile_ms(latency, 95),
+            "throughput_videos_s": throughput,
+            "e2e_latency_ms_p50": _percentile_ms(e2e_lat, 50),
+            "e2e_latency_ms_p95": _percentile_ms(e2e_lat, 95),
+            "e2e_throughput_videos_s": len(indices) / e2e_seconds,
+            "bytes_read_per_video": e2e_bytes / len(indices),
+            "batch_size": batch_size,
+            "n_videos": len(indices),
+            "device": str(torch_device),
+        })
+    return rows
+
+
+def add_ratios(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
+    """Add each row's cost relative to the reference row (default: the first with k=None, i.e. the teacher).
+
+    time ratios are reference throughput / row throughput (= time per video ratio).
+    """
+    ref = next((r for r in rows if r["name"] == reference), None) if reference else None
+    ref = ref or next((r for r in rows if r["k"] is None), None)
+    if ref is None:
+        return rows
+    for row in rows:
+        row["flops_ratio"] = row["gflops_per_video"] / ref["gflops_per_video"]
+        row["time_ratio_model"] = ref["throughput_videos_s"] / row["throughput_videos_s"]
+        row["time_ratio_e2e"] = ref["e2e_throughput_videos_s"] / row["e2e_throughput_videos_s"]
+        row["latency_ratio_e2e"] = row["e2e_latency_ms_p50"] / ref["e2e_latency_ms_p50"]
+        row["bytes_ratio"] = (
+            row["bytes_read_per_video"] / ref["bytes_read_per_video"] if ref["bytes_read_per_video"] else None
+        )
+    return rows
+
+
+__all__ = [
+    "PlainLSTMClassifier",
+    "add_ratios",
+    "benchmark_models",
+    "classify_batch",
+    "count_parameters",
+    "counted_flops",
+    "describe_machine",
+    "e2e_latency",
+    "e2e_run",
+    "encoding_size",
+    "frame_positions",
+    "hierarchical_flops",
+    "lstm_flops",
+    "model_latency",
+    "model_throughput",
+    "open_store",
+    "read_batch",
+    "resolve_device",
+    "resolve_model",
+    "student_config_of",
+    "time_call",
+]

@@ -1,0 +1,193 @@
+"""Classify new videos with a trained teacher or student and write a YouTube-8M Kaggle submission CSV.
+
+``predict(model, src, out, top_k=20)`` reads videos from a frame store (only the frames the model needs:
+a student's k selected frames, a teacher's all) or from frame-level TFRecords (which must be parsed whole,
+then only the selected frames are kept), and writes
+
+    VideoId,LabelConfidencePairs
+    abc1,17 0.981234 3 0.520000 ...
+
+one line per video, its ``top_k`` (label, sigmoid score) pairs sorted by score, highest first (ties: lower
+label first), scores as ``%f`` like the official starter code's ``format_lines``. The file is written under a
+temporary name in the same directory and renamed at the end, so an interrupted run leaves no half file.
+
+Contract details chosen here: the source is TFRecords when it is a ``.tfrecord`` file, a glob, or a
+directory holding ``*.tfrecord`` shards; anything else is opened as a frame store. Students take their
+``StudentConfig`` (k, frame selection) from the loaded model (see ``fewframes.benchmark.student_config_of``)
+or from the ``student`` argument; random frame selection is seeded.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import nn
+
+from fewframes.benchmark import (
+    open_store,
+    resolve_model,
+    classify_batch,
+    frame_positions,
+    read_batch,
+    resolve_device,
+    student_config_of,
+)
+from fewframes.config import FEATURE_DIM, StudentConfig
+from fewframes.errors import BenchmarkError
+
+CSV_HEADER = "VideoId,LabelConfidencePairs"
+
+
+def top_k_pairs(scores: np.ndarray, top_k: int) -> list[tuple[int, float]]:
+    """The ``top_k`` (label, score) pairs of one video's scores, highest score first, ties by lower label."""
+    k = min(top_k, scores.shape[0])
+    candidates = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
+    order = np.lexsort((candidates, -scores[candidates]))  # primary key: -score; then label
+    return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
+
+
+def format_line(video_id: str, scores: np.ndarray, top_k: int) -> str:
+    """One submission line (no newline): ``id,label score label score ...``."""
+    if "," in video_id or "\n" in video_id:
+        raise BenchmarkError(f"video id {video_id!r} contains a comma or newline; cannot write it to the CSV")
+    return video_id + "," + " ".join(f"{label:d} {score:f}" for label, score in top_k_pairs(scores, top_k))
+
+
+def is_tfrecord_source(src: str | os.PathLike[str]) -> bool:
+    """True when ``src`` names TFRecords (a ``.tfrecord`` file, a glob, or a directory of shards)."""
+    text = os.fspath(src)
+    if any(ch in text for ch in "*?[") or text.endswith(".tfrecord"):
+        return True
+    if text.startswith("gs://"):
+        return False
+    return Path(text).is_dir() and any(Path(text).glob("*.tfrecord"))
+
+
+def _store_batches(
+    store: Any, student: StudentConfig | None, batch_size: int, rng: np.random.Generator
+) -> Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]:
+    ids = list(store.video_ids)
+    for start in range(0, len(store), batch_size):
+        indices = list(range(start, min(start + batch_size, len(store))))
+        frames, mask = read_batch(store, indices, student, rng)
+        yield [ids[i] for i in indices], frames, mask
+
+
+def _tfrecord_batches(
+    src: str, student: StudentConfig | None, batch_size: int, rng: np.random.Generator
+) -> Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]:
+    from fewframes.data.yt8m import read_tfrecords
+
+    def flush(ids: list[str], selected: list[np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+        slots = max(len(s) for s in selected)
+        frames = np.zeros((len(selected), slots, FEATURE_DIM), dtype=np.uint8)
+        mask = np.zeros((len(selected), slots), dtype=bool)
+        for row, chosen in enumerate(selected):
+            frames[row, : len(chosen)] = chosen
+            mask[row, : len(chosen)] = True
+        return ids, frames, (None if mask.all() else mask)
+
+    ids: list[str] = []
+    selected: list[np.ndarray] = []
+    for video in read_tfrecords(src):
+        positions, real = frame_positions(video.num_frames, student, rng)
+        chosen = positions[real]
+        selected.append(np.concatenate([video.rgb[chosen], video.audio[chosen]], axis=1))
+        ids.append(video.id)
+        if len(ids) == batch_size:
+            yield flush(ids, selected)
+            ids, selected = [], []
+    if ids:
+        yield flush(ids, selected)
+
+
+def _write_atomically(out: Path, lines: Iterable[str]) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    count = 0
+    try:
+        with open(temp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(CSV_HEADER + "\n")
+            for line in lines:
+                handle.write(line + "\n")
+                count += 1
+        os.replace(temp, out)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def predict(
+    model: nn.Module | str | os.PathLike[str],
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    top_k: int = 20,
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+    student: StudentConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> int:
+    """Classify every video of ``src`` (frame store or TFRecords) and write the submission CSV ``out``.
+
+    Returns the number of videos written. ``model`` is a ``VideoClassifier`` or a saved model path.
+    """
+    from tqdm.auto import tqdm
+
+    if top_k < 1:
+        raise BenchmarkError(f"--top-k must be >= 1, got {top_k}")
+    if batch_size < 1:
+        raise BenchmarkError(f"--batch must be >= 1, got {batch_size}")
+    torch_device = resolve_device(device)
+    loaded = resolve_model(model).to(torch_device).eval()
+    student = student or student_config_of(loaded)
+    rng = np.random.default_rng(seed)
+    src_text = os.fspath(src)
+    if is_tfrecord_source(src_text):
+        batches = _tfrecord_batches(src_text, student, batch_size, rng)
+        total = None
+    else:
+        store = open_store(src_text)
+        batches = _store_batches(store, student, batch_size, rng)
+        total = len(store)
+
+    def lines() -> Iterator[str]:
+        with torch.inference_mode(), tqdm(total=total, desc="predict", unit="video", disable=not progress) as bar:
+            for ids, frames, mask in batches:
+                scores = classify_batch(loaded, frames, mask, torch_device)
+                for video_id, video_scores in zip(ids, scores):
+                    yield format_line(video_id, video_scores, top_k)
+                bar.update(len(ids))
+
+    return _write_atomically(Path(out), lines())
+
+
+def read_predictions(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, float]]]:
+    """Parse a submission CSV back into {video id: [(label, score), ...]} (checks the header)."""
+    with open(path, encoding="utf-8") as handle:
+        return _parse(handle, os.fspath(path))
+
+
+def _parse(handle: TextIO, name: str) -> dict[str, list[tuple[int, float]]]:
+    header = handle.readline().rstrip("\n")
+    if header != CSV_HEADER:
+        raise BenchmarkError(f"{name}: header must be {CSV_HEADER!r}, got {header!r}")
+    result: dict[str, list[tuple[int, float]]] = {}
+    for number, line in enumerate(handle, start=2):
+        video_id, _, pairs = line.rstrip("\n").partition(",")
+        values: Sequence[str] = pairs.split()
+        if len(values) % 2:
+            raise BenchmarkError(f"{name} line {number}: odd number of label/score values")
+        result[video_id] = [(int(values[i]), float(values[i + 1])) for i in range(0, len(values), 2)]
+    return result
+
+
+__all__ = ["CSV_HEADER", "format_line", "is_tfrecord_source", "predict", "read_predictions", "top_k_pairs"]
