@@ -1,0 +1,98 @@
+"""``fewframes benchmark``: FLOPs, latency and throughput of teachers and students, model-only and end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fewframes.errors import BenchmarkError
+
+COLUMNS = (
+    ("name", "model", "{}"),
+    ("k", "k", "{}"),
+    ("params", "params", "{:,}"),
+    ("gflops_per_video", "GFLOPs/video", "{:.4f}"),
+    ("latency_ms_p50", "lat p50 ms", "{:.2f}"),
+    ("latency_ms_p95", "lat p95 ms", "{:.2f}"),
+    ("throughput_videos_s", "videos/s", "{:.1f}"),
+    ("e2e_latency_ms_p50", "e2e p50 ms", "{:.2f}"),
+    ("e2e_throughput_videos_s", "e2e videos/s", "{:.1f}"),
+    ("bytes_read_per_video", "bytes/video", "{:,.0f}"),
+    ("time_ratio_e2e", "e2e time ratio", "{:.3f}"),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``benchmark`` to the ``fewframes`` command line."""
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="FLOPs, latency and throughput of saved models (model alone and from the frame store)",
+        description="Benchmark saved teacher/student models side by side on the same videos of a frame store. "
+        "Students read only their k frames. Prints a table and writes JSON with the machine described.",
+    )
+    parser.add_argument("--models", nargs="+", required=True, metavar="MODEL",
+                        help="saved model files (teacher first; NAME=PATH to name a row)")
+    parser.add_argument("--store", required=True, help="frame store to read the videos from (local or gs://)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--batch", type=int, default=64, help="batch size for throughput (default: 64)")
+    parser.add_argument("--videos", type=int, default=128, help="videos to time end to end (default: 128)")
+    parser.add_argument("--out", help="write the rows and the machine description to this JSON file")
+    parser.set_defaults(handler=run)
+
+
+def _named(models: list[str]) -> dict[str, str]:
+    named: dict[str, str] = {}
+    for item in models:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).stem, item
+        if not name or not path:
+            raise BenchmarkError(f"--models: expected PATH or NAME=PATH, got {item!r}")
+        if name in named:
+            raise BenchmarkError(f"--models: the name {name!r} is given twice; use NAME=PATH")
+        named[name] = path
+    return named
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    """Print the benchmark rows as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for _, header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*("-" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in COLUMNS))
+    Console().print(table)
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON atomically (temp name in the same directory, then rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(temp, out)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``fewframes benchmark``."""
+    from fewframes.benchmark import add_ratios, benchmark_models, describe_machine
+
+    rows = benchmark_models(_named(args.models), args.store, device=args.device, batch_size=args.batch,
+                            n_videos=args.videos)
+    rows = add_ratios(rows)
+    machine = describe_machine(args.device)
+    print_table(rows, f"fewframes benchmark on {machine['device']} ({machine['cpu_model']}, {machine['cpu_cores']} cores"
+                      + (f", {machine['gpu']}" if machine["gpu"] else "") + ")")
+    if args.out:
+        write_json(args.out, {"machine": machine, "store": str(args.store), "rows": rows})
+    return 0
