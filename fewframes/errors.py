@@ -35,3 +35,7 @@ class EvaluationError(FewframesError):
 
 class BenchmarkError(FewframesError):
     """A benchmark, export or predict argument (model file, source, flag) is wrong. The message names it."""
+
+
+class StorageError(FewframesError):
+    """A local or gs:// path cannot be read or written (missing bucket, object or credentials). Names the path."""
