@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Build (and optionally push) the fewframes images and print the names the pipeline uses.
+#
+#   containers/build.sh [--push] [--no-pin] [--dry-run] [cpu|cuda|mlflow|all ...]
+#
+# Image names come from fewframes.cluster (image("cpu"), image("cuda"), mlflow_server_image()), so
+# FEWFRAMES_IMAGE_REPOSITORY / FEWFRAMES_IMAGE_TAG change them for the build and the compiled pipeline alike.
+# Each base image tag is resolved to its digest first (docker buildx imagetools) and built as tag@sha256:...,
+# so the build is reproducible and the digest is printed; --no-pin builds from the tag as written.
+# --dry-run prints the docker commands instead of running them (no Docker engine needed).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-python3}"
+push=0
+pin=1
+dry_run=0
+variants=()
+
+usage() {
+    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+for argument in "$@"; do
+    case "${argument}" in
+        --push) push=1 ;;
+        --no-pin) pin=0 ;;
+        --dry-run) dry_run=1 ;;
+        -h | --help) usage; exit 0 ;;
+        cpu | cuda | mlflow) variants+=("${argument}") ;;
+        all) variants+=(cpu cuda mlflow) ;;
+        *) echo "build.sh: unknown argument '${argument}' (expected cpu, cuda, mlflow, all, --push, --no-pin, --dry-run)" >&2; exit 2 ;;
+    esac
+done
+if [[ ${#variants[@]} -eq 0 ]]; then
+    variants=(cpu cuda mlflow)
+fi
+
+# The one source of truth for image names; run from the repo so an uninstalled checkout works too.
+image_name() {
+    local variant="$1"
+    PYTHONPATH="${repo_root}${PYTHONPATH:+:${PYTHONPATH}}" "${python}" -c '
+import sys
+from fewframes import cluster
+variant = sys.argv[1]
+print(cluster.mlflow_server_image() if variant == "mlflow" else cluster.image(variant))
+' "${variant}"
+}
+
+# The BASE_IMAGE default written in a Dockerfile's ARG line.
+default_base() {
+    sed -n 's/^ARG BASE_IMAGE=//p' "$1" | head -n 1
+}
+
+run() {
+    if [[ ${dry_run} -eq 1 ]]; then
+        printf '+'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+
+revision="$(git -C "${repo_root}" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+built=()
+for variant in "${variants[@]}"; do
+    dockerfile="${repo_root}/containers/${variant}.Dockerfile"
+    name="$(image_name "${variant}")"
+    base="$(default_base "${dockerfile}")"
+    if [[ ${pin} -eq 1 && ${dry_run} -eq 0 ]]; then
+        digest="$(docker buildx imagetools inspect "${base}" --format '{{json .Manifest.Digest}}' | tr -d '"')"
+        base="${base}@${digest}"
+    fi
+    echo "==> ${variant}: ${name} (base ${base})" >&2
+    run docker build \
+        --platform linux/amd64 \
+        --file "${dockerfile}" \
+        --build-arg "BASE_IMAGE=${base}" \
+        --label "org.opencontainers.image.revision=${revision}" \
+        --label "org.opencontainers.image.base.name=${base}" \
+        --tag "${name}" \
+        "${repo_root}"
+    if [[ ${push} -eq 1 ]]; then
+        run docker push "${name}"
+    fi
+    built+=("${variant}=${name}")
+done
+
+# Last lines on stdout: the images, one per line, as the pipeline names them.
+printf '%s\n' "${built[@]}"

@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# The fewframes component image, CUDA variant: GPU training, distillation and benchmarks on the GPU node
+# pool. The base already carries torch 2.13.0 built for CUDA 13.0 with cuDNN 9 (the same CUDA as PyPI's
+# torch 2.13.0 wheel); GKE's node driver must support CUDA 13 (driver >= 580, docs/cluster.md).
+# Build from the repository root:
+#   containers/build.sh cuda       (tags fewframes.cluster.image("cuda"))
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+ARG TORCH_VERSION=2.13.0
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# Fail the build early if the base is not the torch the lock and the tests expect.
+RUN python -c "import torch; assert torch.__version__.startswith('${TORCH_VERSION}'), torch.__version__; assert torch.version.cuda, 'not a CUDA build'"
+
+# The tested dependency set (containers/lock.py); torch==2.13.0 in it is already satisfied by the base.
+COPY containers/requirements.lock /opt/fewframes/requirements.lock
+RUN pip install --no-cache-dir -r /opt/fewframes/requirements.lock
+
+COPY pyproject.toml README.md /opt/fewframes/src/
+COPY fewframes /opt/fewframes/src/fewframes
+COPY components /opt/fewframes/src/components
+COPY pipelines /opt/fewframes/src/pipelines
+RUN pip install --no-cache-dir --constraint /opt/fewframes/requirements.lock /opt/fewframes/src \
+    && rm -rf /opt/fewframes/src \
+    && python -c "import fewframes, fewframes.components, fewframes.pipelines, torch; assert torch.__version__.startswith('${TORCH_VERSION}')"
+
+RUN useradd --create-home --uid 10001 --user-group fewframes
+USER 10001:10001
+WORKDIR /home/fewframes
+CMD ["fewframes", "--help"]

@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# The MLflow tracking server on the cluster (infra/k8s/mlflow): PostgreSQL backend store, GCS artifact root.
+# Build from the repository root:
+#   containers/build.sh mlflow     (tags fewframes.cluster.mlflow_server_image())
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+COPY containers/mlflow-server.requirements.txt /opt/mlflow/requirements.txt
+RUN python -m venv /opt/venv \
+    && pip install --no-cache-dir -r /opt/mlflow/requirements.txt
+
+RUN useradd --create-home --uid 10001 --user-group mlflow
+USER 10001:10001
+WORKDIR /home/mlflow
+EXPOSE 5000
+# The Deployment passes the store URIs (from a Secret) as arguments.
+ENTRYPOINT ["mlflow", "server"]
+CMD ["--host", "0.0.0.0", "--port", "5000"]

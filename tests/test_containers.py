@@ -1,0 +1,217 @@
+"""The component images, checked offline: hadolint and shellcheck (real binaries from the dev extra), the
+build context that .dockerignore leaves (docker-py's own implementation of the rules), the dependency lock,
+and build.sh printing the image names of fewframes.cluster. No Docker engine is needed or used."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+
+from fewframes import cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTAINERS = ROOT / "containers"
+DOCKERFILES = sorted(CONTAINERS.glob("*.Dockerfile"))
+COMPONENT_DOCKERFILES = [CONTAINERS / "cpu.Dockerfile", CONTAINERS / "cuda.Dockerfile"]
+TORCH_VERSION = "2.13.0"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    assert path, f"{name} is not installed: pip install -e '.[dev]' installs it"
+    return path
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, arguments = line.partition(" ")
+            pairs.append((keyword.upper(), arguments.strip()))
+    return pairs
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (CONTAINERS / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            requirement = Requirement(line)
+            (specifier,) = requirement.specifier
+            assert specifier.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = specifier.version
+    return pins
+
+
+def test_three_dockerfiles_exist() -> None:
+    assert {path.name for path in DOCKERFILES} == {"cpu.Dockerfile", "cuda.Dockerfile", "mlflow.Dockerfile"}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_hadolint_passes(dockerfile: Path) -> None:
+    result = subprocess.run(
+        [_tool("hadolint"), "--no-color", "--failure-threshold", "info", str(dockerfile)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_really_lints() -> None:
+    """Guards the test above against a wrapper that passes everything: a bad Dockerfile must fail."""
+    result = subprocess.run(
+        [_tool("hadolint"), "--no-color", "-"], input="FROM ubuntu\nRUN pip install torch\n", capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "DL3006" in result.stdout and "DL3013" in result.stdout
+
+
+def test_shellcheck_passes_on_build_script() -> None:
+    result = subprocess.run([_tool("shellcheck"), str(CONTAINERS / "build.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_images_run_as_non_root_and_base_is_tagged(dockerfile: Path) -> None:
+    instructions = _instructions(dockerfile)
+    users = [arguments for keyword, arguments in instructions if keyword == "USER"]
+    assert users, f"{dockerfile.name} has no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) > 0, f"{dockerfile.name} ends as user {users[-1]!r}"
+    base = dict(
+        arguments.split("=", 1) for keyword, arguments in instructions if keyword == "ARG" and "=" in arguments
+    )["BASE_IMAGE"]
+    assert ":" in base and not base.endswith(":latest"), base
+
+
+def test_torch_version_is_the_same_everywhere() -> None:
+    for dockerfile in COMPONENT_DOCKERFILES:
+        args = dict(a.split("=", 1) for k, a in _instructions(dockerfile) if k == "ARG" and "=" in a)
+        assert args["TORCH_VERSION"] == TORCH_VERSION, dockerfile.name
+    cuda_base = dict(a.split("=", 1) for k, a in _instructions(CONTAINERS / "cuda.Dockerfile") if k == "ARG" and "=" in a)
+    assert cuda_base["BASE_IMAGE"].startswith(f"pytorch/pytorch:{TORCH_VERSION}-cuda")
+    assert _lock()["torch"] == TORCH_VERSION
+    assert re.search(rf"^TORCH_VERSION \?= {re.escape(TORCH_VERSION)}$", (ROOT / "Makefile").read_text(), re.M)
+
+
+def test_build_context_holds_what_the_dockerfiles_copy_and_nothing_heavy() -> None:
+    from docker.utils.build import exclude_paths  # docker-py's implementation of .dockerignore
+
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    context = exclude_paths(str(ROOT), patterns)
+    for unwanted in (".venv", ".git", "runs", "data", "tests", "benchmarks", "docs", "infra", "fewframes.egg-info"):
+        assert not any(path == unwanted or path.startswith(unwanted + "/") for path in context), unwanted
+    assert not any("__pycache__" in path or path.endswith(".pyc") for path in context)
+    for dockerfile in DOCKERFILES:
+        for keyword, arguments in _instructions(dockerfile):
+            if keyword != "COPY":
+                continue
+            *sources, _destination = [part for part in arguments.split() if not part.startswith("--")]
+            for source in sources:
+                assert source in context, f"{dockerfile.name} copies {source}, which .dockerignore leaves out"
+    assert "fewframes/cluster.py" in context and "pipelines/__init__.py" in context
+    size = sum((ROOT / path).stat().st_size for path in context if (ROOT / path).is_file())
+    assert size < 5 * 2**20, f"build context is {size / 2**20:.1f} MiB"
+
+
+def test_lock_pins_every_direct_dependency_within_pyproject_ranges() -> None:
+    pins = _lock()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    checked = 0
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue  # e.g. tensorflow (non-x86_64): the lock is for linux/amd64
+        name = canonicalize_name(requirement.name)
+        if name in pins:
+            assert requirement.specifier.contains(Version(pins[name])), f"{name}=={pins[name]} vs {line}"
+            checked += 1
+    for core in ("torch", "numpy", "pyarrow", "kfp", "kfp-kubernetes", "mlflow", "tensorflow-cpu", "google-cloud-storage"):
+        assert core in pins, f"requirements.lock does not pin {core}"
+    assert checked >= 8
+
+
+def test_lock_generator_resolves_the_installed_closure() -> None:
+    """containers/lock.py walks the real installed metadata; every project dependency appears, no local labels."""
+    sys.path.insert(0, str(CONTAINERS))
+    try:
+        import lock  # containers/lock.py
+    finally:
+        sys.path.remove(str(CONTAINERS))
+    resolved = lock.resolve_installed()
+    assert resolved["torch"] == TORCH_VERSION  # '+cpu' dropped so the lock fits the CUDA base too
+    assert all("+" not in version for version in resolved.values())
+    assert {"kfp", "mlflow", "pyarrow", "numpy"} <= set(resolved)
+    assert "pytest" not in resolved  # dev extra stays out of the images
+
+
+def test_mlflow_server_speaks_the_components_mlflow_version() -> None:
+    pins = _lock()
+    for line in (CONTAINERS / "mlflow-server.requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            requirement = Requirement(line)
+            name = canonicalize_name(requirement.name)
+            (specifier,) = requirement.specifier
+            assert specifier.operator == "==", line
+            if name in pins:
+                assert specifier.version == pins[name], f"server {line} vs components {name}=={pins[name]}"
+
+
+def _build_dry_run(*arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHON": sys.executable, **environment}
+    return subprocess.run(
+        ["bash", str(CONTAINERS / "build.sh"), "--dry-run", *arguments], capture_output=True, text=True, env=env
+    )
+
+
+def test_build_script_tags_and_prints_the_pipeline_image_names() -> None:
+    result = _build_dry_run()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-3:] == [
+        f"cpu={cluster.image('cpu')}",
+        f"cuda={cluster.image('cuda')}",
+        f"mlflow={cluster.mlflow_server_image()}",
+    ]
+    builds = [line for line in lines if line.startswith("+ docker build")]
+    assert len(builds) == 3
+    assert f"--tag {cluster.image('cuda')}" in builds[1] and "cuda.Dockerfile" in builds[1]
+
+
+def test_build_script_follows_the_image_overrides_of_fewframes_cluster() -> None:
+    environment = {"FEWFRAMES_IMAGE_REPOSITORY": "europe-docker.pkg.dev/p/r/fewframes", "FEWFRAMES_IMAGE_TAG": "abc123"}
+    expected = subprocess.run(
+        [sys.executable, "-c", "from fewframes import cluster; print(cluster.image('cpu'))"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **environment},
+        check=True,
+    ).stdout.strip()
+    assert expected == "europe-docker.pkg.dev/p/r/fewframes:abc123-cpu"
+    result = _build_dry_run("cpu", "--push", **environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"cpu={expected}"
+    assert f"+ docker push {expected}" in result.stdout
+
+
+def test_build_script_rejects_unknown_arguments() -> None:
+    result = _build_dry_run("gpu")
+    assert result.returncode == 2
+    assert "unknown argument 'gpu'" in result.stderr
