@@ -1,0 +1,344 @@
+"""The training modes of the paper: teacher, serial students (a)/(b)/(c), parallel training, baselines.
+
+How the classifier is shared (the paper: "the classifier's parameters are SHARED between teacher and
+student; serial: the student plugs in the teacher's trained classifier"):
+
+- Serial (a) ``loss="rep"``: the student starts with a copy of the teacher's trained classifier. Stage 1
+  (``StudentConfig.rep_stage_epochs``, default half of the epochs) trains the student's encoder on L_rep
+  alone, the classifier frozen; validation GAP in stage 1 is the student encoder with the teacher's
+  classifier plugged in. Stage 2 (the remaining epochs) fine-tunes encoder + classifier with L_CE, with a
+  fresh Adam at the initial learning rate.
+- Serial (b)/(c): the student's classifier is initialised from the teacher's trained classifier and
+  fine-tuned with the student's loss; the teacher (and its own classifier) stay frozen, so the teacher's
+  outputs that the student matches never drift.
+- Parallel: ONE classifier module held by both models; the teacher's L_CE and (for (b)/(c)) the
+  student's L_CE both train it, the matching terms move the student's encoder only. Parallel (a) has no
+  second stage: the student's encoder learns from L_rep while the shared classifier learns from the
+  teacher (the student is evaluated with it).
+- Baselines: a hierarchical model of the student's size trained from scratch with L_CE on k frames chosen
+  by ``StudentConfig.frame_selection``; no teacher.
+
+Every function takes ``store`` as a FrameStore or a path, trains on the ``train`` split (a seeded
+``TrainConfig.train_fraction`` subset) and keeps the epoch with the best ``validation`` GAP. Under
+``torchrun`` each detects ``WORLD_SIZE``/``RANK``, joins the process group and shards the data;
+``TrainConfig.batch_size`` is the global batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fewframes.config import TRAINING_MODES, ModelConfig, StudentConfig, TrainConfig
+from fewframes.distributed import DistContext, setup_distributed, teardown_distributed
+from fewframes.errors import TrainingError
+from fewframes.training.data import TEACHER_STRATEGY, TrainingData, open_training_data, teacher_k
+from fewframes.training.loop import (
+    Role,
+    Run,
+    Stage,
+    configure_determinism,
+    run_training,
+    seed_everything,
+    seed_training_stream,
+)
+from fewframes.training.objectives import CrossEntropyObjective, ParallelObjective, SerialDistillObjective
+from fewframes.training.results import ParallelResult, TrainResult, load_model, read_model_file
+
+# TrainConfig fields that do not change what a run computes, so a resume may change them.
+_NOT_IN_SIGNATURE = ("num_workers", "device", "checkpoint_every_steps")
+
+
+def _signature(kind: str, ctx: DistContext, **configs: Any) -> dict[str, Any]:
+    signature: dict[str, Any] = {"kind": kind, "world_size": ctx.world_size}
+    for name, config in configs.items():
+        if config is None:
+            signature[name] = None
+        elif hasattr(config, "to_dict"):
+            values = config.to_dict()
+            if isinstance(config, TrainConfig):
+                values = {k: v for k, v in values.items() if k not in _NOT_IN_SIGNATURE}
+            signature[name] = values
+        else:
+            signature[name] = config
+    return signature
+
+
+def _common_params(train_config: TrainConfig, model_config: ModelConfig, **extra: Any) -> dict[str, Any]:
+    params = {
+        "train_fraction": train_config.train_fraction,
+        "hidden_size": model_config.hidden_size,
+        "num_layers": model_config.num_layers,
+        "epochs": train_config.epochs,
+        "batch_size": train_config.batch_size,
+        "learning_rate": train_config.learning_rate,
+        "lr_decay": train_config.lr_decay,
+        "weight_decay": train_config.weight_decay,
+        "dropout": model_config.dropout,
+        "seed": train_config.seed,
+    }
+    params.update({key: value for key, value in extra.items() if value is not None})
+    return params
+
+
+def _student_params(student_config: StudentConfig) -> dict[str, Any]:
+    return {
+        "k": student_config.k,
+        "frame_selection": student_config.frame_selection,
+        "loss": student_config.loss,
+        "mode": student_config.mode,
+        "matching": student_config.matching,
+        "pred_distance": student_config.pred_distance,
+        "rep_weight": student_config.rep_weight,
+        "pred_weight": student_config.pred_weight,
+        "ce_weight": student_config.ce_weight,
+    }
+
+
+def _check_num_classes(model_config: ModelConfig, data: TrainingData) -> None:
+    if model_config.num_classes != data.num_classes:
+        raise TrainingError(
+            f"ModelConfig.num_classes is {model_config.num_classes} but the frame store {data.store_path} "
+            f"has {data.num_classes} classes"
+        )
+
+
+def _student_model_config(model_config: ModelConfig, student_config: StudentConfig) -> ModelConfig:
+    from fewframes.models import student_model_config
+
+    return student_model_config(model_config, student_config.k, student_config.block_length)
+
+
+def _prepare(train_config: TrainConfig) -> DistContext:
+    ctx = setup_distributed(train_config.device)
+    configure_determinism(ctx)
+    seed_everything(train_config.seed, ctx)
+    return ctx
+
+
+def _out(out_dir: str | os.PathLike[str]) -> Path:
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train_teacher(
+    store: Any,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    tracker: Any = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the teacher on all frames with L_CE; the best epoch by validation GAP is saved to ``teacher.pt``."""
+    from fewframes.models import build_model
+
+    ctx = _prepare(train_config)
+    try:
+        data = open_training_data(store, train_config)
+        _check_num_classes(model_config, data)
+        teacher = build_model(model_config).to(ctx.device)
+        seed_training_stream(train_config.seed, ctx)
+        role = Role("teacher", teacher, model_config, None, TEACHER_STRATEGY, teacher_k())
+        stage = Stage(
+            "ce", train_config.epochs, CrossEntropyObjective(teacher), list(teacher.parameters()),
+            TEACHER_STRATEGY, teacher_k(),
+        )
+        run = Run(
+            kind="teacher", out_dir=_out(out_dir), roles=[role], stages=[stage], data=data,
+            train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
+            signature=_signature("teacher", ctx, model_config=model_config, train_config=train_config),
+            params=_common_params(train_config, model_config, role="teacher", frame_selection="all",
+                                  block_length=model_config.block_length),
+        )
+        return run_training(run)["teacher"]
+    finally:
+        teardown_distributed(ctx)
+
+
+def _load_teacher(teacher: nn.Module | str | os.PathLike[str], model_config: ModelConfig | None) -> tuple[nn.Module, ModelConfig, str | None]:
+    """The teacher as a model, its ModelConfig, and a fingerprint of where it came from (for resume checks)."""
+    if isinstance(teacher, (str, os.PathLike)):
+        payload = read_model_file(teacher)
+        loaded = load_model(teacher)
+        config = ModelConfig.from_dict(payload["model_config"])
+        if model_config is not None and model_config != config:
+            raise TrainingError(f"model_config does not match the teacher file {teacher}'s ModelConfig")
+        return loaded, config, str(Path(teacher).resolve())
+    config = model_config or getattr(teacher, "config", None)
+    if config is None:
+        raise TrainingError("train_student: pass model_config with a teacher given as a model")
+    return teacher, config, None
+
+
+def train_student(
+    store: Any,
+    teacher: nn.Module | str | os.PathLike[str],
+    student_config: StudentConfig,
+    train_config: TrainConfig,
+    *,
+    model_config: ModelConfig | None = None,
+    out_dir: str | os.PathLike[str],
+    tracker: Any = None,
+    progress: bool = True,
+    teacher_run_id: str | None = None,
+) -> TrainResult:
+    """Serial distillation: a student on k frames learns from a frozen, trained teacher (file or model).
+
+    ``student_config.loss`` picks (a) "rep" (two stages), (b) "rep_ce" or (c) "rep_pred_ce";
+    ``student_config.matching="intermediate"`` adds L_rep^I. The best epoch is saved to ``student.pt``.
+    """
+    from fewframes.models import build_model
+
+    if student_config.mode != "serial":
+        raise TrainingError(
+            f"train_student trains serial students; StudentConfig.mode is {student_config.mode!r} (use train_parallel)"
+        )
+    ctx = _prepare(train_config)
+    try:
+        data = open_training_data(store, train_config)
+        teacher_model, teacher_config, teacher_source = _load_teacher(teacher, model_config)
+        _check_num_classes(teacher_config, data)
+        teacher_model = teacher_model.to(ctx.device)
+        frozen_teacher = copy.deepcopy(teacher_model)
+        student_config_model = _student_model_config(teacher_config, student_config)
+        # The student plugs in (a copy of) the teacher's trained classifier.
+        student = build_model(student_config_model, classifier=copy.deepcopy(teacher_model.classifier)).to(ctx.device)
+        seed_training_stream(train_config.seed, ctx)
+        k, strategy = student_config.k, student_config.frame_selection
+        role = Role("student", student, student_config_model, student_config, strategy, k)
+
+        if student_config.loss == "rep":
+            stage1_epochs = student_config.rep_stage_epochs or max(1, train_config.epochs // 2)
+            stage2_epochs = train_config.epochs - stage1_epochs
+            if stage2_epochs < 1:
+                raise TrainingError(
+                    f"loss=rep trains in two stages: TrainConfig.epochs ({train_config.epochs}) must exceed "
+                    f"StudentConfig.rep_stage_epochs ({stage1_epochs})"
+                )
+
+            def freeze_classifier() -> None:
+                student.classifier.requires_grad_(False)
+
+            def unfreeze_classifier() -> None:
+                student.classifier.requires_grad_(True)
+
+            stages = [
+                Stage("rep", stage1_epochs, SerialDistillObjective(student, frozen_teacher, student_config, "rep"),
+                      list(student.encoder.parameters()), strategy, k, paired=True, before_stage=freeze_classifier),
+                Stage("ce", stage2_epochs, CrossEntropyObjective(student), list(student.parameters()),
+                      strategy, k, before_stage=unfreeze_classifier),
+            ]
+        else:
+            stages = [
+                Stage(student_config.loss, train_config.epochs,
+                      SerialDistillObjective(student, frozen_teacher, student_config, student_config.loss),
+                      list(student.parameters()), strategy, k, paired=True),
+            ]
+        run = Run(
+            kind="serial", out_dir=_out(out_dir), roles=[role], stages=stages, data=data,
+            train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
+            signature=_signature("serial", ctx, model_config=teacher_config, student_config=student_config,
+                                 train_config=train_config, teacher=teacher_source),
+            params=_common_params(train_config, teacher_config, role="student", teacher_run_id=teacher_run_id,
+                                  block_length=student_config_model.block_length, **_student_params(student_config)),
+        )
+        return run_training(run)["student"]
+    finally:
+        teardown_distributed(ctx)
+
+
+def train_parallel(
+    store: Any,
+    model_config: ModelConfig,
+    student_config: StudentConfig,
+    train_config: TrainConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    tracker: Any = None,
+    progress: bool = True,
+) -> ParallelResult:
+    """Train teacher and student jointly (one optimizer step updates both, the classifier shared).
+
+    Each epoch records the student's ``val_gap``/``val_map`` and the teacher's ``teacher_val_gap``/
+    ``teacher_val_map`` (the report's Figure 2). Each model's best epoch is saved: ``teacher.pt``, ``student.pt``.
+    """
+    from fewframes.models import build_model
+
+    student_config = student_config if student_config.mode == "parallel" else student_config.replace(mode="parallel")
+    ctx = _prepare(train_config)
+    try:
+        data = open_training_data(store, train_config)
+        _check_num_classes(model_config, data)
+        teacher = build_model(model_config).to(ctx.device)
+        student_config_model = _student_model_config(model_config, student_config)
+        student = build_model(student_config_model, classifier=teacher.classifier).to(ctx.device)  # shared
+        seed_training_stream(train_config.seed, ctx)
+        k, strategy = student_config.k, student_config.frame_selection
+        roles = [
+            Role("teacher", teacher, model_config, None, TEACHER_STRATEGY, teacher_k(), metric_prefix="teacher_"),
+            Role("student", student, student_config_model, student_config, strategy, k),
+        ]
+        objective = ParallelObjective(teacher, student, student_config)
+        parameters = list({id(p): p for p in objective.parameters()}.values())
+        stage = Stage(f"parallel_{student_config.loss}", train_config.epochs, objective, parameters, strategy, k,
+                      paired=True)
+        run = Run(
+            kind="parallel", out_dir=_out(out_dir), roles=roles, stages=[stage], data=data,
+            train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
+            signature=_signature("parallel", ctx, model_config=model_config, student_config=student_config,
+                                 train_config=train_config),
+            params=_common_params(train_config, model_config, role="parallel",
+                                  block_length=student_config_model.block_length, **_student_params(student_config)),
+        )
+        results = run_training(run)
+        history = [dict(record) for record in results["student"].history]
+        return ParallelResult(teacher=results["teacher"], student=results["student"], history=history)
+    finally:
+        teardown_distributed(ctx)
+
+
+def train_baseline(
+    store: Any,
+    student_config: StudentConfig,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    tracker: Any = None,
+    progress: bool = True,
+) -> TrainResult:
+    """A hierarchical model of the student's size trained from scratch with L_CE on k frames chosen by
+    ``student_config.frame_selection`` (Uniform-k, Random-k, First-k, ...); no teacher. Saved to ``baseline.pt``."""
+    from fewframes.models import build_model
+
+    ctx = _prepare(train_config)
+    try:
+        data = open_training_data(store, train_config)
+        _check_num_classes(model_config, data)
+        baseline_config = _student_model_config(model_config, student_config)
+        model = build_model(baseline_config).to(ctx.device)
+        seed_training_stream(train_config.seed, ctx)
+        k, strategy = student_config.k, student_config.frame_selection
+        role = Role("baseline", model, baseline_config, student_config, strategy, k)
+        stage = Stage("ce", train_config.epochs, CrossEntropyObjective(model), list(model.parameters()), strategy, k)
+        run = Run(
+            kind="baseline", out_dir=_out(out_dir), roles=[role], stages=[stage], data=data,
+            train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
+            signature=_signature("baseline", ctx, model_config=model_config, student_config=student_config,
+                                 train_config=train_config),
+            params=_common_params(train_config, model_config, role="baseline", k=k, frame_selection=strategy,
+                                  block_length=baseline_config.block_length),
+        )
+        return run_training(run)["baseline"]
+    finally:
+        teardown_distributed(ctx)
+
+
+__all__ = ["train_baseline", "train_parallel", "train_student", "train_teacher"]

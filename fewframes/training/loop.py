@@ -1,0 +1,456 @@
+"""The epoch loop every training mode shares: stages, checkpoints, resume, DDP, validation, best epoch.
+
+A run is a list of stages (one for most modes; two for serial (a): L_rep alone, then L_CE fine-tuning)
+over global epochs 1..E, and a list of roles: the models whose validation GAP is tracked and whose best
+epoch is saved (the teacher, the student, or both in parallel training).
+
+Exact resume. A checkpoint (every epoch end, and every ``TrainConfig.checkpoint_every_steps`` optimizer
+steps) holds the models, the stage's optimizer and scheduler, every rank's RNG states, the position
+(epoch, batches done in it, global step), the epoch's running loss sums, the best-so-far and the history.
+Batches are a pure function of (seed, epoch) and the loader skips the batches already done, so a run
+killed at any point and started again with the same arguments and out_dir ends with the same weights
+and metrics as one that never stopped. A finished run writes ``result.json``; calling it again returns
+the saved result without training.
+
+Order at an epoch's end: validate every role, step the scheduler, save improved best models (atomic),
+then write the epoch checkpoint. A kill between two of these repeats the end of the epoch from the last
+checkpoint, with the same outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from fewframes.checkpoint import CheckpointDir, atomic_write_text, capture_rng_state, restore_rng_state
+from fewframes.config import ModelConfig, StudentConfig, TrainConfig
+from fewframes.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    wrap_ddp,
+)
+from fewframes.errors import TrainingError
+from fewframes.training.results import TrainResult, load_model, save_model
+
+RESULT_FILE = "result.json"
+CHECKPOINT_DIR = "checkpoints"
+GAP_TOP_K = 20
+
+
+@dataclass
+class Role:
+    """A model whose validation GAP is tracked each epoch and whose best epoch is saved to ``<name>.pt``."""
+
+    name: str  # teacher | student | baseline
+    model: nn.Module
+    model_config: ModelConfig
+    student_config: StudentConfig | None
+    val_strategy: str
+    val_k: int
+    metric_prefix: str = ""  # "" for the run's main model; "teacher_" for the teacher in parallel training
+
+
+@dataclass
+class Stage:
+    """A span of epochs trained with one objective and one optimizer over ``trainable`` parameters."""
+
+    name: str
+    epochs: int
+    objective: nn.Module
+    trainable: list[nn.Parameter]
+    strategy: str  # the frame selection of the training batches (of the student batch when paired)
+    k: int
+    paired: bool = False  # batches are (teacher_batch, student_batch) of the same videos
+    find_unused_parameters: bool = False
+    before_stage: Callable[[], None] | None = None  # e.g. unfreeze the classifier for stage 2
+
+
+@dataclass
+class Run:
+    """Everything the loop needs for one training run."""
+
+    kind: str  # teacher | serial | parallel | baseline (the MLflow ``mode``-like tag and the checkpoint's)
+    out_dir: Path
+    roles: list[Role]
+    stages: list[Stage]
+    data: Any  # fewframes.training.data.TrainingData
+    train_config: TrainConfig
+    ctx: DistContext
+    signature: dict[str, Any]
+    tracker: Any = None
+    progress: bool = True
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int, ctx: DistContext) -> None:
+    """Seed model initialisation identically on every rank (DDP also broadcasts rank 0's weights)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def seed_training_stream(seed: int, ctx: DistContext) -> None:
+    """After the models are built: rank 0 keeps the single-process stream, other ranks get their own
+    (different dropout masks per rank)."""
+    if ctx.rank:
+        torch.manual_seed(seed + 104729 * ctx.rank)
+
+
+def configure_determinism(ctx: DistContext) -> None:
+    """Deterministic kernels, so resumed and uninterrupted runs agree (warn-only on CUDA, where some
+    kernels have no deterministic version)."""
+    torch.use_deterministic_algorithms(True, warn_only=ctx.device.type == "cuda")
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+
+
+def autocast_for(ctx: DistContext, train_config: TrainConfig) -> Any:
+    """bf16 autocast on CUDA when mixed precision is on; nothing on CPU."""
+    if ctx.device.type == "cuda" and train_config.mixed_precision:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Validation
+
+
+def collect_predictions(
+    model: nn.Module, batches: Iterator[Any], ctx: DistContext, train_config: TrainConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid scores and labels of every validation video, gathered from all ranks (each video once,
+    in video-id order, so the figures do not depend on the sharding)."""
+    was_training = model.training
+    model.eval()
+    ids: list[str] = []
+    scores: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    with torch.no_grad(), autocast_for(ctx, train_config):
+        for batch in batches:
+            logits = model(batch.frames, batch.mask).logits
+            scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+            labels.append(batch.labels.float().cpu().numpy())
+            ids.extend(str(video_id) for video_id in batch.video_ids)
+    model.train(was_training)
+    local = (
+        ids,
+        np.concatenate(scores) if scores else np.zeros((0, 0), np.float32),
+        np.concatenate(labels) if labels else np.zeros((0, 0), np.float32),
+    )
+    parts = all_gather_objects(local, ctx)
+    by_id: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for part_ids, part_scores, part_labels in parts:
+        for row, video_id in enumerate(part_ids):
+            by_id.setdefault(video_id, (part_scores[row], part_labels[row]))  # padded duplicates drop out
+    order = sorted(by_id)
+    if not order:
+        raise TrainingError("the validation split is empty: no video to choose the best epoch by")
+    return np.stack([by_id[i][0] for i in order]), np.stack([by_id[i][1] for i in order])
+
+
+def validation_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """GAP@20 and mAP of the YouTube-8M starter code (fewframes.metrics)."""
+    from fewframes.metrics import global_average_precision, mean_average_precision
+
+    return {
+        "gap": float(global_average_precision(scores, labels, top_k=GAP_TOP_K)),
+        "map": float(mean_average_precision(scores, labels)),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _signature_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    for key in sorted(set(saved) | set(wanted)):
+        if saved.get(key) != wanted.get(key):
+            return key
+    return None
+
+
+def _state_dicts(run: Run) -> dict[str, Any]:
+    return {role.name: role.model.state_dict() for role in run.roles}
+
+
+def _role_path(run: Run, role: Role) -> Path:
+    return run.out_dir / f"{role.name}.pt"
+
+
+def _empty_position() -> dict[str, Any]:
+    return {"epoch": 0, "batches_done": 0, "global_step": 0, "loss_sums": {}, "loss_count": 0.0}
+
+
+def _stage_bounds(stages: list[Stage]) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    for stage in stages:
+        bounds.append((start, start + stage.epochs))
+        start += stage.epochs
+    return bounds
+
+
+def _load_finished(run: Run) -> dict[str, Any] | None:
+    path = run.out_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    key = _signature_mismatch(saved.get("signature", {}), run.signature)
+    if key is not None:
+        raise TrainingError(
+            f"{run.out_dir} holds a finished run with other settings ({key} differs); use another out_dir"
+        )
+    return saved
+
+
+def run_training(run: Run) -> dict[str, TrainResult]:
+    """Train ``run`` (resuming from its latest checkpoint) and return a TrainResult per role."""
+    ctx = run.ctx
+    finished = _load_finished(run)
+    if finished is not None:
+        return _results_from_disk(run, finished)
+
+    checkpoints = CheckpointDir(run.out_dir / CHECKPOINT_DIR)
+    state = checkpoints.latest()
+    if state is not None:
+        key = _signature_mismatch(state["signature"], run.signature)
+        if key is not None:
+            raise TrainingError(
+                f"{checkpoints.directory} holds a checkpoint of a run with other settings ({key} differs); "
+                "use another out_dir or delete it"
+            )
+        for role in run.roles:
+            role.model.load_state_dict(state["models"][role.name])
+        position = state["position"]
+        history: list[dict[str, Any]] = list(state["history"])
+        best: dict[str, dict[str, Any]] = dict(state["best"])
+    else:
+        position = _empty_position()
+        history = []
+        best = {role.name: {"epoch": 0, "gap": -math.inf, "map": math.nan} for role in run.roles}
+
+    if ctx.is_main and run.tracker is not None and run.params:
+        run.tracker.log_params(run.params)
+
+    total_epochs = sum(stage.epochs for stage in run.stages)
+    for stage_index, (stage, (first, end)) in enumerate(zip(run.stages, _stage_bounds(run.stages))):
+        if position["epoch"] >= end:
+            continue
+        if stage.before_stage is not None:
+            stage.before_stage()
+        optimizer = torch.optim.Adam(
+            stage.trainable, lr=run.train_config.learning_rate, weight_decay=run.train_config.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=run.train_config.lr_decay)
+        resuming_stage = state is not None and state.get("stage") == stage_index and position["epoch"] >= first
+        if resuming_stage:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        if state is not None:
+            restore_rng_state(state["rng"][ctx.rank])
+        state = None  # consumed: later stages start fresh
+        objective = stage.objective.to(ctx.device)
+        wrapped = wrap_ddp(objective, ctx, find_unused_parameters=stage.find_unused_parameters)
+
+        for epoch in range(max(first, position["epoch"]), end):
+            position = _train_epoch(run, stage, stage_index, wrapped, optimizer, scheduler, epoch, position,
+                                    checkpoints, history, best, total_epochs)
+            lr_used = scheduler.get_last_lr()[0]
+            record = _end_epoch(run, stage, epoch, position, lr_used, best)
+            scheduler.step()
+            history.append(record)
+            position = {**_empty_position(), "epoch": epoch + 1, "global_step": position["global_step"]}
+            rng = all_gather_objects(capture_rng_state(), ctx)
+            if ctx.is_main:
+                _save_checkpoint(run, checkpoints, stage_index, optimizer, scheduler, position, history, best, rng)
+            barrier(ctx)
+
+    results = _finish(run, history, best)
+    return results
+
+
+def _train_epoch(
+    run: Run,
+    stage: Stage,
+    stage_index: int,
+    wrapped: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epoch: int,
+    position: dict[str, Any],
+    checkpoints: CheckpointDir,
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+    total_epochs: int,
+) -> dict[str, Any]:
+    from fewframes.training.data import train_batches
+    from tqdm.auto import tqdm
+
+    ctx, config = run.ctx, run.train_config
+    skip = position["batches_done"] if position["epoch"] == epoch else 0
+    loss_sums: dict[str, float] = dict(position["loss_sums"]) if skip else {}
+    loss_count = float(position["loss_count"]) if skip else 0.0
+    global_step = int(position["global_step"])
+    batches, total = train_batches(
+        run.data, config, ctx, strategy=stage.strategy, k=stage.k, paired=stage.paired, epoch=epoch, skip_batches=skip
+    )
+    wrapped.train()
+    bar = tqdm(
+        batches,
+        total=total,
+        initial=skip,
+        desc=f"{run.kind} epoch {epoch + 1}/{total_epochs} ({stage.name})",
+        unit="batch",
+        disable=not (run.progress and ctx.is_main),
+        leave=False,
+    )
+    batches_done = skip
+    for args in bar:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_for(ctx, config):
+            loss, parts = wrapped(*args)
+        loss.backward()
+        optimizer.step()
+        batches_done += 1
+        global_step += 1
+        values = {"loss": float(loss.detach())}
+        values.update({name: float(value) for name, value in parts.items() if name != "total"})
+        for name, value in values.items():
+            loss_sums[name] = loss_sums.get(name, 0.0) + value
+        loss_count += 1.0
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
+        every = config.checkpoint_every_steps
+        if every and global_step % every == 0 and batches_done < total:
+            mid = {"epoch": epoch, "batches_done": batches_done, "global_step": global_step,
+                   "loss_sums": dict(loss_sums), "loss_count": loss_count}
+            rng = all_gather_objects(capture_rng_state(), ctx)
+            if ctx.is_main:
+                _save_checkpoint(run, checkpoints, stage_index, optimizer, scheduler, mid, history, best, rng)
+    bar.close()
+    return {"epoch": epoch, "batches_done": batches_done, "global_step": global_step,
+            "loss_sums": loss_sums, "loss_count": loss_count}
+
+
+def _end_epoch(
+    run: Run, stage: Stage, epoch: int, position: dict[str, Any], lr_used: float, best: dict[str, Any]
+) -> dict[str, Any]:
+    from fewframes.training.data import val_batches
+
+    ctx = run.ctx
+    # Each rank's per-batch mean losses, summed over ranks: with equal local batches this is the global mean.
+    names = sorted(position["loss_sums"])
+    reduced = all_reduce_sum([position["loss_sums"][n] for n in names] + [position["loss_count"]], ctx)
+    count = max(reduced[-1], 1.0)
+    record: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name, "lr": lr_used}
+    for name, total in zip(names, reduced[:-1]):
+        record["train_loss" if name == "loss" else f"train_{name}"] = total / count
+    for role in run.roles:
+        scores, labels = collect_predictions(
+            role.model, val_batches(run.data, run.train_config, ctx, strategy=role.val_strategy, k=role.val_k),
+            ctx, run.train_config,
+        )
+        metrics = validation_metrics(scores, labels)
+        record[f"{role.metric_prefix}val_gap"] = metrics["gap"]
+        record[f"{role.metric_prefix}val_map"] = metrics["map"]
+        if metrics["gap"] > best[role.name]["gap"]:
+            best[role.name] = {"epoch": epoch + 1, "gap": metrics["gap"], "map": metrics["map"]}
+            if ctx.is_main:
+                save_model(role.model, _role_path(run, role), role.model_config, role.student_config,
+                           role=role.name, metrics={"val_gap": metrics["gap"], "val_map": metrics["map"],
+                                                    "epoch": float(epoch + 1)})
+    if ctx.is_main and run.tracker is not None:
+        run.tracker.log_metrics({k: v for k, v in record.items() if isinstance(v, float)}, step=epoch + 1)
+    return record
+
+
+def _save_checkpoint(
+    run: Run,
+    checkpoints: CheckpointDir,
+    stage_index: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    position: dict[str, Any],
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+    rng: list[dict[str, Any]],
+) -> None:
+    state = {
+        "signature": run.signature,
+        "stage": stage_index,
+        "models": _state_dicts(run),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,  # one state per rank
+        "position": position,
+        "history": history,
+        "best": best,
+        "saved_at": time.time(),
+    }
+    checkpoints.save(state, position["global_step"])
+
+
+def _finish(run: Run, history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, TrainResult]:
+    ctx = run.ctx
+    if ctx.is_main:
+        summary = {
+            "signature": run.signature,
+            "history": history,
+            "best": {name: values for name, values in best.items()},
+        }
+        atomic_write_text(json.dumps(summary, indent=2, default=float), run.out_dir / RESULT_FILE)
+    barrier(ctx)
+    results = _results_from_disk(run, {"history": history, "best": best})
+    if ctx.is_main and run.tracker is not None:
+        for role in run.roles:
+            result = results[role.name]
+            run.tracker.log_metrics(
+                {f"{role.metric_prefix}best_val_gap": result.best_val_gap,
+                 f"{role.metric_prefix}best_val_map": result.best_val_map,
+                 f"{role.metric_prefix}best_epoch": float(result.best_epoch)}
+            )
+            run.tracker.log_torch_model(result.model, role.name)
+    return results
+
+
+def _role_history(run: Run, role: Role, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not role.metric_prefix:
+        return [dict(record) for record in history]
+    # The teacher's own view of a parallel run: its figures under the plain names.
+    own = []
+    for record in history:
+        entry = {key: value for key, value in record.items() if not key.startswith("val_")}
+        entry["val_gap"] = record[f"{role.metric_prefix}val_gap"]
+        entry["val_map"] = record[f"{role.metric_prefix}val_map"]
+        own.append(entry)
+    return own
+
+
+def _results_from_disk(run: Run, saved: dict[str, Any]) -> dict[str, TrainResult]:
+    results = {}
+    for role in run.roles:
+        path = _role_path(run, role)
+        model = load_model(path, map_location=run.ctx.device)
+        role_best = saved["best"][role.name]
+        results[role.name] = TrainResult(
+            best_epoch=int(role_best["epoch"]),
+            best_val_gap=float(role_best["gap"]),
+            best_val_map=float(role_best["map"]),
+            history=_role_history(run, role, saved["history"]),
+            model_path=path,
+            model=model,
+            model_config=role.model_config,
+            student_config=role.student_config,
+        )
+    return results
+
+
+__all__ = ["Role", "Run", "Stage", "run_training", "collect_predictions", "validation_metrics"]
