@@ -1,0 +1,308 @@
+"""The KFP v2 components: one per pipeline step, each a thin lightweight Python component.
+
+Each body imports ``fewframes`` (the component image already has it: ``install_kfp_package=False``,
+``packages_to_install=[]``), turns its typed artifacts into paths, calls one step of
+``fewframes.components.steps`` and writes the step's metrics (``Metrics.log_metric``, shown in the KFP UI)
+and metadata back. The same definitions run under ``kfp.local.SubprocessRunner(use_venv=False)`` in the
+current environment and, compiled, on a Kubeflow cluster in the image named by ``fewframes.cluster.image``.
+
+This module deliberately has no ``from __future__ import annotations``: KFP reads the parameter annotations
+(``Input[Dataset]``, ``List[int]``) at decoration time and cannot parse postponed (string) annotations.
+
+Every step is deterministic given its inputs (seeded), so KFP caching reuses results; the MLflow inputs
+(``tracking_uri``, ``parent_run_id``) are inputs too, so a run with tracking re-executes its steps, while
+one with ``tracking_uri=''`` is fully cacheable.
+"""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from fewframes.cluster import image
+
+BASE_IMAGE = image("cpu")
+
+
+def _component(function):  # noqa: ANN001, ANN202 - a decorator
+    return dsl.component(base_image=BASE_IMAGE, install_kfp_package=False, packages_to_install=[])(function)
+
+
+@_component
+def start_tracking(
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    pipeline_run_id: str,
+    pipeline: str,
+    run_name: str,
+) -> str:
+    """Create (cluster) or tag (local) the pipeline run's parent MLflow run; return its id ('' = off)."""
+    from fewframes.components.steps import start_tracking_step
+
+    return start_tracking_step(tracking_uri, experiment, parent_run_id, pipeline_run_id, pipeline, run_name)
+
+
+@_component
+def ingest_split(
+    source: str,
+    preset: str,
+    seed: int,
+    validation_fraction: float,
+    test_fraction: float,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    store: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Synthesize (source 'synth:<preset>' or '') or ingest YouTube-8M TFRecords; write the frame store + split."""
+    from fewframes.components.steps import ingest_split_step, tracking_context
+
+    result = ingest_split_step(
+        source,
+        store.path,
+        preset=preset,
+        seed=seed,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    store.metadata.update(result.metadata)
+
+
+@_component
+def plan_students(
+    store: Input[Dataset],
+    ks: List[int],
+    losses: List[str],
+    modes: List[str],
+    intermediate_k: int,
+    fraction_k: int,
+    train_fractions: List[float],
+) -> List[dict]:
+    """The students to distil (one dict per ParallelFor iteration), checked against the store."""
+    from fewframes.components.steps import plan_students_step
+
+    return plan_students_step(store.path, ks, losses, modes, intermediate_k, fraction_k, train_fractions)
+
+
+@_component
+def plan_baselines(
+    store: Input[Dataset],
+    ks: List[int],
+    baselines: List[str],
+    fraction_k: int,
+    train_fractions: List[float],
+) -> List[dict]:
+    """The from-scratch k-frame baselines (one dict per ParallelFor iteration), checked against the store."""
+    from fewframes.components.steps import plan_baselines_step
+
+    return plan_baselines_step(store.path, ks, baselines, fraction_k, train_fractions)
+
+
+@_component
+def train_teacher(
+    store: Input[Dataset],
+    hidden_size: int,
+    num_layers: int,
+    teacher_block_length: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    device: str,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    teacher: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train the hierarchical-LSTM teacher on all frames."""
+    from fewframes.components.steps import Sizes, tracking_context, train_teacher_step
+
+    sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
+    result = train_teacher_step(store.path, teacher.path, sizes, tracking_context(tracking_uri, experiment, parent_run_id))
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    teacher.metadata.update(result.metadata)
+
+
+@_component
+def distill_student(
+    store: Input[Dataset],
+    teacher: Input[Model],
+    k: int,
+    loss: str,
+    mode: str,
+    matching: str,
+    train_fraction: float,
+    hidden_size: int,
+    num_layers: int,
+    teacher_block_length: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    device: str,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    student: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Distil a student that reads k frames from the teacher (serial) or alongside one (parallel)."""
+    from fewframes.components.steps import Sizes, distill_student_step, tracking_context
+
+    sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
+    result = distill_student_step(
+        store.path,
+        teacher.path,
+        student.path,
+        k=k,
+        loss=loss,
+        mode=mode,
+        matching=matching,
+        train_fraction=train_fraction,
+        sizes=sizes,
+        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    student.metadata.update(result.metadata)
+
+
+@_component
+def train_baseline(
+    store: Input[Dataset],
+    k: int,
+    frame_selection: str,
+    train_fraction: float,
+    hidden_size: int,
+    num_layers: int,
+    teacher_block_length: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    device: str,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    baseline: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train a k-frame baseline from scratch (no teacher)."""
+    from fewframes.components.steps import Sizes, tracking_context, train_baseline_step
+
+    sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
+    result = train_baseline_step(
+        store.path,
+        baseline.path,
+        k=k,
+        frame_selection=frame_selection,
+        train_fraction=train_fraction,
+        sizes=sizes,
+        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    baseline.metadata.update(result.metadata)
+
+
+@_component
+def evaluate(
+    store: Input[Dataset],
+    model: Input[Model],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """GAP@20, mAP, Hit@1, PERR on the test split (+ per-class AP and encodings)."""
+    from fewframes.components.steps import evaluate_step, tracking_context
+
+    result = evaluate_step(store.path, model.path, evaluation.path, tracking_context(tracking_uri, experiment, parent_run_id))
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    evaluation.metadata.update(result.metadata)
+
+
+@_component
+def benchmark(
+    store: Input[Dataset],
+    teacher: Input[Model],
+    students: Input[List[Model]],
+    baselines: Input[List[Model]],
+    teacher_evaluation: Input[Dataset],
+    student_evaluations: Input[List[Dataset]],
+    baseline_evaluations: Input[List[Dataset]],
+    device: str,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    results: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Parameters, FLOPs and latency of every model (GPU node pool on the cluster, CPU locally)."""
+    from fewframes.components.steps import benchmark_step, tracking_context
+
+    result = benchmark_step(
+        store.path,
+        [teacher.path] + [m.path for m in students] + [m.path for m in baselines],
+        [teacher_evaluation.path] + [e.path for e in student_evaluations] + [e.path for e in baseline_evaluations],
+        results.path,
+        tracking_context(tracking_uri, experiment, parent_run_id),
+        device=device,
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    results.metadata.update(result.metadata)
+
+
+@_component
+def report(
+    teacher_evaluation: Input[Dataset],
+    student_evaluations: Input[List[Dataset]],
+    baseline_evaluations: Input[List[Dataset]],
+    benchmark_results: Input[Dataset],
+    tolerance: float,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    markdown: Output[Markdown],
+    html: Output[HTML],
+    metrics: Output[Metrics],
+):
+    """The run's table of every evaluated model, the GAP-vs-k plot and the recommended student."""
+    from fewframes.components.steps import report_step, tracking_context
+
+    result = report_step(
+        [teacher_evaluation.path] + [e.path for e in student_evaluations] + [e.path for e in baseline_evaluations],
+        benchmark_results.path,
+        markdown.path,
+        html.path,
+        tracking_context(tracking_uri, experiment, parent_run_id),
+        tolerance=tolerance,
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    markdown.metadata.update(result.metadata)
+
+
+# Task names in the compiled pipeline (KFP derives them from the function names).
+COMPONENTS = {
+    "start-tracking": start_tracking,
+    "ingest-split": ingest_split,
+    "plan-students": plan_students,
+    "plan-baselines": plan_baselines,
+    "train-teacher": train_teacher,
+    "distill-student": distill_student,
+    "train-baseline": train_baseline,
+    "evaluate": evaluate,
+    "benchmark": benchmark,
+    "report": report,
+}

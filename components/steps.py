@@ -1,0 +1,890 @@
+"""What each pipeline step does, as plain functions of paths and values (no KFP here).
+
+The KFP components in ``definitions.py`` are thin: each turns its artifacts into paths, calls one of these
+functions, and writes the returned metrics/metadata back onto its KFP outputs. Keeping the work here means
+the steps are importable, testable and reusable without KFP, and the component bodies stay a few lines.
+
+Every step logs one MLflow child run (``fewframes.runs.step_run``) of the pipeline's parent run, except
+the two ``plan_*`` steps: they are pure bookkeeping (the fan-out lists, checked against the store) and
+log nothing.
+
+Artifacts written here:
+- a frame store (``ingest_split_step``) — a directory, as ``fewframes.data.store`` writes it;
+- a model directory holding the library's self-describing model file (``model.json`` beside it says which);
+- an evaluation directory: the library's metrics.json, per_class_ap.parquet, encodings.parquet and our
+  ``row.json`` (the model's parameters + metrics + MLflow run ids), which benchmark and report read;
+- a benchmark directory (``benchmark.json``: one row per model);
+- the report (Markdown + HTML + the GAP-vs-k PNG).
+
+Choices where the contracts were silent:
+- Students trained on a fraction of the training split (the paper's Table 3) use the full-data teacher.
+- A parallel-mode student trains its own teacher alongside (``train_parallel``); the pipeline's
+  ``train-teacher`` output is then unused by that task, except as the record of ``teacher_run_id``.
+- "Within 1% GAP of the teacher" is relative: student GAP >= teacher GAP * (1 - tolerance).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fewframes.config import (
+    DISTILL_LOSSES,
+    FRAME_SELECTIONS,
+    MAX_FRAMES,
+    TRAINING_MODES,
+    ConfigError,
+    ModelConfig,
+    StudentConfig,
+    TrainConfig,
+    get_preset,
+)
+from fewframes.errors import FewframesError, PipelineError
+from fewframes.runs import TAG_MODEL_KEY, TAG_ROLE, TrackingContext, step_run
+
+# A step that fails on bad input appends "step: message" here (when set), so `fewframes run` can show
+# the one-line cause instead of KFP's "task failed".
+ERROR_FILE_ENV = "FEWFRAMES_STEP_ERROR_FILE"
+# `fewframes run` sets this so two parallel local tasks do not oversubscribe the CPU cores.
+TORCH_THREADS_ENV = "FEWFRAMES_TORCH_THREADS"
+
+MODEL_INFO_FILE = "model.json"
+ROW_FILE = "row.json"
+BENCHMARK_FILE = "benchmark.json"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass
+class StepResult:
+    """What a step hands back to its KFP component: scalar metrics (KFP Metrics) and artifact metadata."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def reports_errors(step: str) -> Callable[[_F], _F]:
+    """Decorator: a FewframesError/ConfigError also goes to the error file named by ``ERROR_FILE_ENV``."""
+
+    def decorate(function: _F) -> _F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except (FewframesError, ConfigError) as exc:
+                error_file = os.environ.get(ERROR_FILE_ENV)
+                if error_file:
+                    with open(error_file, "a") as handle:
+                        handle.write(f"{step}: {exc}\n")
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _limit_threads() -> None:
+    threads = os.environ.get(TORCH_THREADS_ENV)
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def tracking_context(uri: str, experiment: str, parent_run_id: str) -> TrackingContext:
+    """The step's TrackingContext; the pipeline run id comes from the parent run's tag (one fewer input)."""
+    from fewframes.runs import TAG_PIPELINE, TAG_PIPELINE_RUN
+
+    if not uri or not parent_run_id:
+        return TrackingContext(uri=uri, experiment=experiment, parent_run_id=parent_run_id)
+    import mlflow
+
+    tags = mlflow.MlflowClient(tracking_uri=uri).get_run(parent_run_id).data.tags
+    return TrackingContext(
+        uri=uri,
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        pipeline_run_id=tags.get(TAG_PIPELINE_RUN, ""),
+        pipeline=tags.get(TAG_PIPELINE, ""),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# start-tracking
+# ----------------------------------------------------------------------------------------------------------
+
+
+@reports_errors("start-tracking")
+def start_tracking_step(
+    tracking_uri: str, experiment: str, parent_run_id: str, pipeline_run_id: str, pipeline: str, run_name: str
+) -> str:
+    """The parent run's id: create it when ``parent_run_id`` is empty (cluster runs), else tag the given one.
+
+    Fails at once, with one line, when the tracking server is unreachable.
+    """
+    from fewframes.runs import TAG_PIPELINE, TAG_PIPELINE_RUN, check_tracking, start_parent_run
+
+    if not tracking_uri:
+        return ""
+    check_tracking(tracking_uri)
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    if not parent_run_id:
+        context = TrackingContext(
+            uri=tracking_uri, experiment=experiment, pipeline_run_id=pipeline_run_id, pipeline=pipeline
+        )
+        return start_parent_run(context, run_name or f"{pipeline}-{pipeline_run_id}")
+    try:
+        client.get_run(parent_run_id)
+    except mlflow.exceptions.MlflowException:
+        raise PipelineError(f"parent_run_id {parent_run_id!r} is not a run at {tracking_uri}") from None
+    client.set_tag(parent_run_id, TAG_PIPELINE_RUN, pipeline_run_id)
+    if pipeline:
+        client.set_tag(parent_run_id, TAG_PIPELINE, pipeline)
+    return parent_run_id
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ingest/split
+# ----------------------------------------------------------------------------------------------------------
+
+
+def parse_source(source: str, default_preset: str) -> tuple[str, str]:
+    """``('synth', preset)`` for '' or 'synth:<preset>', else ``('tfrecords', source)`` (path, glob, gs://)."""
+    if not source:
+        return "synth", default_preset
+    if source.startswith("synth:"):
+        preset = source.split(":", 1)[1] or default_preset
+        get_preset(preset)  # a clear error for an unknown preset name
+        return "synth", preset
+    return "tfrecords", source
+
+
+@reports_errors("ingest-split")
+def ingest_split_step(
+    source: str,
+    store_path: str,
+    *,
+    preset: str,
+    seed: int,
+    validation_fraction: float,
+    test_fraction: float,
+    tracking: TrackingContext,
+) -> StepResult:
+    """Synthesize (``synth:<preset>`` or '') or read YouTube-8M TFRecords, write the frame store and its split."""
+    from fewframes.data.ingest import ingest
+    from fewframes.data.split import write_split
+    from fewframes.data.store import FrameStore
+
+    kind, where = parse_source(source, preset)
+    params = {
+        "source": source or f"synth:{preset}",
+        "preset": preset,
+        "seed": seed,
+        "validation_fraction": validation_fraction,
+        "test_fraction": test_fraction,
+    }
+    store_dir = Path(store_path)
+    with step_run(tracking, "ingest-split", params=params) as tracker:
+        started = time.perf_counter()
+        if kind == "synth":
+            from fewframes.data.synth import generate_synthetic
+
+            # The synthetic TFRecords go beside the store and are removed once ingested.
+            store_dir.parent.mkdir(parents=True, exist_ok=True)
+            data = get_preset(where).data
+            with tempfile.TemporaryDirectory(prefix=".synth-", dir=store_dir.parent) as tfrecord_dir:
+                generate_synthetic(tfrecord_dir, data)
+                ingest(os.path.join(tfrecord_dir, "*.tfrecord"), store_dir)
+        else:
+            ingest(where, store_dir)
+        write_split(
+            store_dir, validation_fraction=validation_fraction, test_fraction=test_fraction, seed=seed
+        )
+        store = FrameStore.open(store_dir)
+        lengths = [int(n) for n in store.lengths]
+        metrics = {
+            "videos": float(len(store)),
+            "classes": float(store.num_classes),
+            "max_length": float(max(lengths)),
+            "mean_length": float(sum(lengths) / len(lengths)),
+            "seconds": time.perf_counter() - started,
+        }
+        tracker.log_metrics(metrics)
+    return StepResult(
+        metrics=metrics,
+        metadata={"videos": len(store), "num_classes": store.num_classes, "max_length": max(lengths)},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# plan: the fan-out lists, checked against the store
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _store_max_length(store_path: str) -> int:
+    from fewframes.data.store import FrameStore
+
+    return int(max(FrameStore.open(store_path).lengths))
+
+
+def _check_ks(ks: Iterable[int], max_length: int, where: str) -> list[int]:
+    checked = []
+    for k in ks:
+        k = int(k)
+        if k < 1:
+            raise PipelineError(f"ks: k must be >= 1, got {k}")
+        if k > min(max_length, MAX_FRAMES):
+            longest = f"the longest video ({max_length} frames) in frame store {where}" if where else (
+                f"the maximum video length ({MAX_FRAMES} frames)"
+            )
+            raise PipelineError(f"ks: k={k} is larger than {longest}")
+        checked.append(k)
+    return checked
+
+
+def _check_choices(name: str, values: Iterable[str], allowed: tuple[str, ...]) -> list[str]:
+    values = [str(v) for v in values]
+    for value in values:
+        if value not in allowed:
+            raise PipelineError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    return values
+
+
+def _fractions(train_fractions: Iterable[float]) -> list[float]:
+    fractions = [float(f) for f in train_fractions]
+    for fraction in fractions:
+        if not 0.0 < fraction <= 1.0:
+            raise PipelineError(f"train_fractions: {fraction} is not in (0, 1]")
+    return fractions
+
+
+def plan_students(
+    ks: list[int],
+    losses: list[str],
+    modes: list[str],
+    intermediate_k: int = 0,
+    fraction_k: int = 0,
+    train_fractions: list[float] | None = None,
+    *,
+    max_length: int = MAX_FRAMES,
+    where: str = "",
+) -> list[dict[str, Any]]:
+    """The students to distil: modes x losses x ks (final matching), plus intermediate matching at
+    ``intermediate_k`` (each mode x loss) and Serial(c) on ``train_fractions`` of the data at ``fraction_k``.
+    ``max_length``: the longest video (``where`` names its frame store in errors)."""
+    ks = _check_ks(ks, max_length, where)
+    losses = _check_choices("losses", losses, DISTILL_LOSSES)
+    modes = _check_choices("modes", modes, TRAINING_MODES)
+    fractions = _fractions(train_fractions or [])
+
+    def student(k: int, loss: str, mode: str, matching: str = "final", fraction: float = 1.0) -> dict[str, Any]:
+        return {"k": k, "loss": loss, "mode": mode, "matching": matching, "train_fraction": fraction}
+
+    plan = [student(k, loss, mode) for mode in modes for loss in losses for k in ks]
+    if intermediate_k:
+        (k,) = _check_ks([intermediate_k], max_length, where)
+        plan += [student(k, loss, mode, "intermediate") for mode in modes for loss in losses]
+    if fractions and fraction_k:
+        (k,) = _check_ks([fraction_k], max_length, where)
+        plan += [student(k, "rep_pred_ce", "serial", "final", f) for f in fractions if f < 1.0]
+    return plan
+
+
+def plan_baselines(
+    ks: list[int],
+    frame_selections: list[str],
+    fraction_k: int = 0,
+    train_fractions: list[float] | None = None,
+    *,
+    max_length: int = MAX_FRAMES,
+    where: str = "",
+) -> list[dict[str, Any]]:
+    """The k-frame baselines trained from scratch: frame_selections x ks, plus Uniform-k on
+    ``train_fractions`` of the data at ``fraction_k``."""
+    ks = _check_ks(ks, max_length, where)
+    allowed = tuple(s for s in FRAME_SELECTIONS if s != "all")
+    selections = _check_choices("baselines", frame_selections, allowed)
+    fractions = _fractions(train_fractions or [])
+    plan = [{"k": k, "frame_selection": s, "train_fraction": 1.0} for s in selections for k in ks]
+    if fractions and fraction_k:
+        (k,) = _check_ks([fraction_k], max_length, where)
+        plan += [{"k": k, "frame_selection": "uniform", "train_fraction": f} for f in fractions if f < 1.0]
+    return plan
+
+
+@reports_errors("plan-students")
+def plan_students_step(store_path: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """``plan_students`` checked against the frame store's longest video."""
+    return plan_students(*args, max_length=_store_max_length(store_path), where=store_path, **kwargs)
+
+
+@reports_errors("plan-baselines")
+def plan_baselines_step(store_path: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """``plan_baselines`` checked against the frame store's longest video."""
+    return plan_baselines(*args, max_length=_store_max_length(store_path), where=store_path, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The model and training settings every training step receives as pipeline parameters."""
+
+    hidden_size: int
+    num_layers: int
+    teacher_block_length: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    device: str = "auto"
+
+    def model_config(self, num_classes: int) -> ModelConfig:
+        return ModelConfig(
+            num_classes=num_classes,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            block_length=self.teacher_block_length,
+        )
+
+    def train_config(self, train_fraction: float = 1.0) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            device=self.device,
+            train_fraction=train_fraction,
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "teacher_block_length": self.teacher_block_length,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "seed": self.seed,
+        }
+
+
+def model_key(role: str, k: int = 0, **spec: Any) -> str:
+    """One readable name per model of a pipeline run (the join key of evaluate, benchmark and report)."""
+    fraction = float(spec.get("train_fraction", 1.0))
+    suffix = "" if fraction >= 1.0 else f"-frac{fraction:g}"
+    if role == "teacher":
+        return "teacher" + suffix
+    if role == "student":
+        return f"student-{spec['mode']}-{spec['loss']}-{spec.get('matching', 'final')}-k{k}{suffix}"
+    return f"baseline-{spec['frame_selection']}-k{k}{suffix}"
+
+
+def model_params(
+    role: str,
+    k: int | None = None,
+    frame_selection: str = "",
+    loss: str = "",
+    mode: str = "",
+    matching: str = "",
+    train_fraction: float = 1.0,
+    teacher_run_id: str = "",
+) -> dict[str, Any]:
+    """The same parameter names on every run about a model (``fewframes.runs.MODEL_PARAMS``)."""
+    return {
+        "role": role,
+        "k": "" if k is None else int(k),
+        "frame_selection": frame_selection,
+        "loss": loss,
+        "mode": mode,
+        "matching": matching,
+        "train_fraction": float(train_fraction),
+        "teacher_run_id": teacher_run_id,
+    }
+
+
+def _write_model_info(model_dir: Path, model_file: Path, info: dict[str, Any]) -> dict[str, Any]:
+    info = {**info, "model_file": os.path.relpath(model_file, model_dir)}
+    _write_json(model_dir / MODEL_INFO_FILE, info)
+    return info
+
+
+def read_model_info(model_dir: str | os.PathLike[str], what: str = "model") -> dict[str, Any]:
+    """The ``model.json`` a training step left in its model directory; a clear error when it is missing."""
+    path = Path(model_dir) / MODEL_INFO_FILE
+    if not path.is_file():
+        raise PipelineError(f"{what} artifact {model_dir} is missing or incomplete (no {MODEL_INFO_FILE})")
+    info = json.loads(path.read_text())
+    if not (Path(model_dir) / info["model_file"]).is_file():
+        raise PipelineError(f"{what} artifact {model_dir} is missing its model file {info['model_file']}")
+    return info
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Atomic JSON write: temp name in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(temp, path)
+
+
+def _training_metrics(result: Any) -> dict[str, float]:
+    return {"best_val_gap": float(result.best_val_gap), "best_epoch": float(result.best_epoch)}
+
+
+def _log_history(tracker: Any, history: list[dict[str, Any]]) -> None:
+    for row in history:
+        step = int(row.get("epoch", 0))
+        numbers = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}
+        tracker.log_metrics(numbers, step=step)
+
+
+@reports_errors("train-teacher")
+def train_teacher_step(store_path: str, model_dir: str, sizes: Sizes, tracking: TrackingContext) -> StepResult:
+    """Train the teacher on all frames (L_CE); best epoch by validation GAP."""
+    from fewframes.data.store import FrameStore
+    from fewframes.training import train_teacher
+
+    _limit_threads()
+    store = FrameStore.open(store_path)
+    out = Path(model_dir)
+    params = {**model_params("teacher", frame_selection="all"), **sizes.params()}
+    tags = {TAG_ROLE: "teacher", TAG_MODEL_KEY: "teacher"}
+    with step_run(tracking, "train-teacher", "train-teacher", params=params, tags=tags) as tracker:
+        result = train_teacher(
+            store, sizes.model_config(store.num_classes), sizes.train_config(), out_dir=out, tracker=tracker
+        )
+        metrics = _training_metrics(result)
+        tracker.log_metrics(metrics)
+        run_id = getattr(tracker, "run_id", "") or ""
+    info = _write_model_info(
+        out,
+        Path(result.model_path),
+        {**model_params("teacher", frame_selection="all"), "model_key": "teacher", "mlflow_run_id": run_id},
+    )
+    return StepResult(metrics=metrics, metadata=info)
+
+
+@reports_errors("distill-student")
+def distill_student_step(
+    store_path: str,
+    teacher_dir: str,
+    model_dir: str,
+    *,
+    k: int,
+    loss: str,
+    mode: str,
+    matching: str,
+    train_fraction: float,
+    sizes: Sizes,
+    tracking: TrackingContext,
+) -> StepResult:
+    """Distil a k-frame student from the teacher artifact (serial) or alongside a new teacher (parallel)."""
+    from fewframes.data.store import FrameStore
+    from fewframes.training import train_parallel, train_student
+
+    _limit_threads()
+    teacher_info = read_model_info(teacher_dir, "teacher")
+    k = int(k)
+    student_config = StudentConfig(k=k, frame_selection="uniform", loss=loss, mode=mode, matching=matching)
+    store = FrameStore.open(store_path)
+    model_config = sizes.model_config(store.num_classes)
+    train_config = sizes.train_config(float(train_fraction))
+    spec = {"loss": loss, "mode": mode, "matching": matching, "train_fraction": float(train_fraction)}
+    key = model_key("student", k, **spec)
+    params = {
+        **model_params("student", k, "uniform", loss, mode, matching, train_fraction, teacher_info["mlflow_run_id"]),
+        **sizes.params(),
+    }
+    tags = {TAG_ROLE: "student", TAG_MODEL_KEY: key}
+    out = Path(model_dir)
+    with step_run(tracking, "distill-student", key, params=params, tags=tags) as tracker:
+        if mode == "parallel":
+            parallel = train_parallel(
+                store, student_config, model_config, train_config, out_dir=out, tracker=tracker
+            )
+            result = parallel.student
+        else:
+            teacher_path = Path(teacher_dir) / teacher_info["model_file"]
+            result = train_student(
+                store, teacher_path, student_config, train_config, model_config=model_config, out_dir=out,
+                tracker=tracker,
+            )
+        metrics = _training_metrics(result)
+        tracker.log_metrics(metrics)
+        run_id = getattr(tracker, "run_id", "") or ""
+    info = _write_model_info(
+        out,
+        Path(result.model_path),
+        {
+            **model_params("student", k, "uniform", loss, mode, matching, train_fraction,
+                           teacher_info["mlflow_run_id"]),
+            "model_key": key,
+            "mlflow_run_id": run_id,
+        },
+    )
+    return StepResult(metrics=metrics, metadata=info)
+
+
+@reports_errors("train-baseline")
+def train_baseline_step(
+    store_path: str,
+    model_dir: str,
+    *,
+    k: int,
+    frame_selection: str,
+    train_fraction: float,
+    sizes: Sizes,
+    tracking: TrackingContext,
+) -> StepResult:
+    """Train a k-frame model from scratch, no teacher (Uniform-k, Random-k, First-k, ...)."""
+    from fewframes.data.store import FrameStore
+    from fewframes.training import train_baseline
+
+    _limit_threads()
+    k = int(k)
+    store = FrameStore.open(store_path)
+    student_config = StudentConfig(k=k, frame_selection=frame_selection)
+    key = model_key("baseline", k, frame_selection=frame_selection, train_fraction=float(train_fraction))
+    params = {**model_params("baseline", k, frame_selection, train_fraction=train_fraction), **sizes.params()}
+    tags = {TAG_ROLE: "baseline", TAG_MODEL_KEY: key}
+    out = Path(model_dir)
+    with step_run(tracking, "train-baseline", key, params=params, tags=tags) as tracker:
+        result = train_baseline(
+            store, student_config, sizes.model_config(store.num_classes),
+            sizes.train_config(float(train_fraction)), out_dir=out, tracker=tracker,
+        )
+        metrics = _training_metrics(result)
+        tracker.log_metrics(metrics)
+        run_id = getattr(tracker, "run_id", "") or ""
+    info = _write_model_info(
+        out,
+        Path(result.model_path),
+        {**model_params("baseline", k, frame_selection, train_fraction=train_fraction), "model_key": key,
+         "mlflow_run_id": run_id},
+    )
+    return StepResult(metrics=metrics, metadata=info)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------------------------------------
+
+# The metric names of evaluate's metrics.json that become MLflow/KFP metrics under our names.
+EVALUATION_METRICS = ("gap", "map", "hit_at_1", "perr")
+
+
+@reports_errors("evaluate")
+def evaluate_step(store_path: str, model_dir: str, out_dir: str, tracking: TrackingContext) -> StepResult:
+    """GAP@20, mAP, Hit@1, PERR (and per-class AP, encodings) of one model on the test split."""
+    from fewframes.data.store import FrameStore
+    from fewframes.evaluation import evaluate
+    from fewframes.training import load_model
+
+    _limit_threads()
+    info = read_model_info(model_dir)
+    model = load_model(Path(model_dir) / info["model_file"])
+    store = FrameStore.open(store_path)
+    role = info["role"]
+    strategy = "all" if role == "teacher" else info["frame_selection"]
+    k = None if role == "teacher" else int(info["k"])
+    params = {name: info.get(name, "") for name in model_params("teacher")}
+    params["model_run_id"] = info.get("mlflow_run_id", "")
+    tags = {TAG_ROLE: role, TAG_MODEL_KEY: info["model_key"]}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with step_run(tracking, "evaluate", f"evaluate {info['model_key']}", params=params, tags=tags) as tracker:
+        results = evaluate(model, store, split="test", strategy=strategy, k=k, out_dir=out)
+        metrics = {name: float(results[name]) for name in EVALUATION_METRICS if name in results}
+        tracker.log_metrics(metrics)
+        for name in ("metrics.json", "per_class_ap.parquet"):
+            if (out / name).exists():
+                tracker.log_artifact(out / name)
+        run_id = getattr(tracker, "run_id", "") or ""
+    row = {**info, **metrics, "evaluate_run_id": run_id}
+    _write_json(out / ROW_FILE, row)
+    return StepResult(metrics=metrics, metadata={"model_key": info["model_key"], "evaluate_run_id": run_id})
+
+
+def read_row(evaluation_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(evaluation_dir) / ROW_FILE
+    if not path.is_file():
+        raise PipelineError(f"evaluation artifact {evaluation_dir} is missing {ROW_FILE}")
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# benchmark
+# ----------------------------------------------------------------------------------------------------------
+
+
+# Benchmark sizes: small enough that the local demo stays quick, large enough for stable medians.
+BENCHMARK_BATCH = 32
+BENCHMARK_VIDEOS = 64
+BENCHMARK_LATENCY_VIDEOS = 10
+
+# fewframes.benchmark row field -> our metric name.
+BENCHMARK_METRICS = {
+    "params": "num_parameters",
+    "gflops_per_video": "gflops",
+    "latency_ms_p50": "latency_ms_p50",
+    "latency_ms_p95": "latency_ms_p95",
+    "throughput_videos_s": "throughput_videos_s",
+    "e2e_latency_ms_p50": "e2e_latency_ms_p50",
+}
+
+
+def _benchmark_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@reports_errors("benchmark")
+def benchmark_step(
+    store_path: str,
+    model_dirs: list[str],
+    evaluation_dirs: list[str],
+    out_dir: str,
+    tracking: TrackingContext,
+    device: str = "auto",
+) -> StepResult:
+    """Parameters, FLOPs, latency and throughput of every model (``fewframes.benchmark``), on the same
+    videos; the figures also land on each model's evaluate run so one MLflow row holds GAP and cost."""
+    from fewframes.benchmark import benchmark_models, describe_machine
+    from fewframes.runs import log_metrics_to_run
+
+    _limit_threads()
+    evaluate_runs = {}
+    for evaluation_dir in evaluation_dirs:
+        row = read_row(evaluation_dir)
+        evaluate_runs[row["model_key"]] = row.get("evaluate_run_id", "")
+    infos = {}
+    for model_dir in model_dirs:
+        info = read_model_info(model_dir)
+        infos[info["model_key"]] = (info, str(Path(model_dir) / info["model_file"]))
+    run_device = _benchmark_device(device)
+    with step_run(tracking, "benchmark", params={"models": len(infos), "device": run_device}) as tracker:
+        raw = benchmark_models(
+            {key: path for key, (_, path) in infos.items()},
+            store_path,
+            device=run_device,
+            batch_size=BENCHMARK_BATCH,
+            n_videos=BENCHMARK_VIDEOS,
+            latency_videos=BENCHMARK_LATENCY_VIDEOS,
+        )
+        rows = []
+        summary: dict[str, float] = {}
+        for bench in raw:
+            key = bench["name"]
+            figures = {ours: float(bench[theirs]) for theirs, ours in BENCHMARK_METRICS.items() if bench.get(theirs) is not None}
+            rows.append({"model_key": key, "role": infos[key][0]["role"], **figures, "raw": bench})
+            log_metrics_to_run(tracking.uri, evaluate_runs.get(key, ""), figures)
+            summary[f"{key}.latency_ms_p50"] = figures["latency_ms_p50"]
+            summary[f"{key}.gflops"] = figures["gflops"]
+        out = Path(out_dir)
+        _write_json(out / BENCHMARK_FILE, {"machine": describe_machine(run_device), "rows": rows})
+        tracker.log_artifact(out / BENCHMARK_FILE)
+        tracker.log_metrics(summary)
+    return StepResult(metrics=summary, metadata={"models": len(rows), "device": run_device})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------------------
+
+
+def recommend_student(rows: list[dict[str, Any]], tolerance: float = 0.01) -> dict[str, Any] | None:
+    """The smallest-k student (final matching, full data) whose GAP is within ``tolerance`` (relative) of the
+    teacher's; ties go to the higher GAP. None when there is no teacher row or no student qualifies."""
+    teachers = [r for r in rows if r["role"] == "teacher" and r.get("gap") is not None]
+    if not teachers:
+        return None
+    threshold = float(teachers[0]["gap"]) * (1.0 - tolerance)
+    candidates = [
+        r
+        for r in rows
+        if r["role"] == "student"
+        and r.get("matching", "final") == "final"
+        and float(r.get("train_fraction", 1.0)) >= 1.0
+        and r.get("gap") is not None
+        and float(r["gap"]) >= threshold
+    ]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda r: (int(r["k"]), -float(r["gap"])))
+
+
+def _series_name(row: dict[str, Any]) -> str:
+    if row["role"] == "student":
+        name = f"{row['mode']} {row['loss']}"
+        return name + (" (intermediate)" if row.get("matching") == "intermediate" else "")
+    return f"{row['frame_selection']}-k"
+
+
+def _gap_vs_k_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        if row["role"] == "teacher" or float(row.get("train_fraction", 1.0)) < 1.0 or row.get("gap") is None:
+            continue
+        series.setdefault(_series_name(row), []).append((int(row["k"]), float(row["gap"])))
+    for name, points in sorted(series.items()):
+        points.sort()
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    for row in rows:
+        if row["role"] == "teacher" and row.get("gap") is not None:
+            axes.axhline(float(row["gap"]), color="black", linestyle="--", label="teacher (all frames)")
+    axes.set_xlabel("k (frames read)")
+    axes.set_ylabel("GAP@20 (test)")
+    axes.set_title("GAP vs k")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    temp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temp, dpi=110)
+    plt.close(figure)
+    os.replace(temp, path)
+
+
+REPORT_COLUMNS = (
+    ("model_key", "model"),
+    ("k", "k"),
+    ("frame_selection", "frames"),
+    ("loss", "loss"),
+    ("mode", "mode"),
+    ("matching", "matching"),
+    ("train_fraction", "data"),
+    ("gap", "GAP"),
+    ("map", "mAP"),
+    ("hit_at_1", "Hit@1"),
+    ("perr", "PERR"),
+    ("num_parameters", "params"),
+    ("gflops", "GFLOPs"),
+    ("latency_ms_p50", "latency p50 (ms)"),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float):
+        return f"{value:.0f}" if value >= 1000 else f"{value:.4g}"
+    return str(value)
+
+
+def report_rows(evaluation_dirs: list[str], benchmark_dir: str | None) -> list[dict[str, Any]]:
+    """Every evaluated model's row, joined with its benchmark figures; teacher first, then by GAP."""
+    rows = [read_row(d) for d in evaluation_dirs]
+    if benchmark_dir and (Path(benchmark_dir) / BENCHMARK_FILE).is_file():
+        payload = json.loads((Path(benchmark_dir) / BENCHMARK_FILE).read_text())
+        bench = {r["model_key"]: r for r in payload["rows"]}
+        for row in rows:
+            extra = bench.get(row["model_key"], {})
+            row.update({k: v for k, v in extra.items() if k not in row and k != "raw"})
+    rows.sort(key=lambda r: (r["role"] != "teacher", -float(r.get("gap") or 0.0)))
+    return rows
+
+
+@reports_errors("report")
+def report_step(
+    evaluation_dirs: list[str],
+    benchmark_dir: str | None,
+    markdown_path: str,
+    html_path: str,
+    tracking: TrackingContext,
+    tolerance: float = 0.01,
+) -> StepResult:
+    """A table of every evaluated model, the GAP-vs-k plot and the recommended student (Markdown + HTML)."""
+    import base64
+    import html as html_lib
+
+    rows = report_rows(evaluation_dirs, benchmark_dir)
+    if not rows:
+        raise PipelineError("report: no evaluated models to report on")
+    recommended = recommend_student(rows, tolerance)
+    markdown_file, html_file = Path(markdown_path), Path(html_path)
+    plot = html_file.with_name("gap_vs_k.png") if html_file.suffix else html_file.parent / "gap_vs_k.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    _gap_vs_k_plot(rows, plot)
+    image = base64.b64encode(plot.read_bytes()).decode()
+
+    teacher = next((r for r in rows if r["role"] == "teacher"), None)
+    if recommended is not None:
+        verdict = (
+            f"**Recommended student:** `{recommended['model_key']}` — k={recommended['k']}, "
+            f"GAP {float(recommended['gap']):.4f}"
+            + (f" vs teacher {float(teacher['gap']):.4f}" if teacher else "")
+            + f" (tolerance {tolerance:.1%} of the teacher's GAP)."
+        )
+    else:
+        verdict = f"**Recommended student:** none within {tolerance:.1%} of the teacher's GAP."
+    header = [label for _, label in REPORT_COLUMNS]
+    lines = ["# fewframes report", "", verdict, "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in REPORT_COLUMNS) + " |")
+    lines += ["", f"![GAP vs k](data:image/png;base64,{image})", ""]
+    markdown_file.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_text(markdown_file, "\n".join(lines))
+
+    cells = "".join(f"<th>{html_lib.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html_lib.escape(_cell(row.get(key)))}</td>" for key, _ in REPORT_COLUMNS) + "</tr>"
+        for row in rows
+    )
+    verdict_html = html_lib.escape(verdict.replace("**", "").replace("`", ""))
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>fewframes report</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:3px 6px;text-align:right}</style></head><body><h1>fewframes report</h1>"
+        f"<p>{verdict_html}</p><table><tr>{cells}</tr>{body}</table>"
+        f"<p><img alt='GAP vs k' src='data:image/png;base64,{image}'></p></body></html>"
+    )
+    html_file.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_text(html_file, page)
+
+    metrics = {"models": float(len(rows))}
+    if teacher is not None:
+        metrics["teacher_gap"] = float(teacher["gap"])
+    if recommended is not None:
+        metrics["recommended_k"] = float(recommended["k"])
+        metrics["recommended_gap"] = float(recommended["gap"])
+    with step_run(tracking, "report", params={"tolerance": tolerance}) as tracker:
+        tracker.log_metrics(metrics)
+        # Named copies so the MLflow artifact view shows report.md / report.html, not KFP's output names.
+        with tempfile.TemporaryDirectory() as scratch:
+            for source, name in ((markdown_file, "report.md"), (html_file, "report.html"), (plot, "gap_vs_k.png")):
+                copy = Path(scratch) / name
+                shutil.copyfile(source, copy)
+                tracker.log_artifact(copy)
+    return StepResult(
+        metrics=metrics,
+        metadata={"recommended": recommended["model_key"] if recommended else "", "plot": str(plot)},
+    )
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)

@@ -1,0 +1,546 @@
+"""``fewframes run | compile | submit | compare``: the pipeline, locally, compiled, on a cluster, and its runs.
+
+- ``run``: the WHOLE DAG through ``kfp.local`` (``SubprocessRunner(use_venv=False)``: every step a
+  subprocess of the current environment), MLflow in ``RUN_DIR/mlflow.db`` unless ``--tracking-uri``.
+  The CLI creates the MLflow parent run first (an unreachable server fails here, before any training) and
+  passes its id as the ``parent_run_id`` pipeline parameter. KFP's verbose task logs go to
+  ``RUN_DIR/pipeline.log``; the terminal shows a progress bar over the tasks.
+- ``compile``: IR YAML for the Kubeflow UI, GPU settings from ``--gpus/--accelerator/...`` (default
+  ``fewframes.cluster.DEFAULT_GPU``; ``--gpus 0`` compiles a CPU-only pipeline).
+- ``submit``: compile + ``kfp.Client(host).create_run_from_pipeline_package``; ``--watch`` follows the run.
+  Authentication is kfp.Client's own (``KF_PIPELINES_SA_TOKEN_PATH``, kube config, ``--token``). On the
+  cluster the ``start-tracking`` step creates the MLflow parent run (``parent_run_id`` left empty).
+- ``compare``: the evaluate runs of an MLflow experiment side by side (rich table, optional CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fewframes.errors import PipelineError
+
+DEFAULT_RUNS_DIR = "runs"
+TERMINAL_STATES = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELING", "PAUSED"}
+# Parameters the CLI sets itself (flags), not via --param.
+_CLI_OWNED = {"parent_run_id"}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --param key=value
+# ----------------------------------------------------------------------------------------------------------
+
+
+def parse_params(pairs: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``key=value`` strings -> typed pipeline arguments; unknown keys and bad values are PipelineErrors.
+
+    Lists take JSON (``ks=[6,10]``) or commas (``ks=6,10``); numbers and strings as written.
+    """
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise PipelineError(f"--param {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        key = key.strip()
+        if key not in defaults or key in _CLI_OWNED:
+            known = ", ".join(sorted(k for k in defaults if k not in _CLI_OWNED))
+            raise PipelineError(f"--param {key}: unknown pipeline parameter (known: {known})")
+        values[key] = _coerce(key, raw.strip(), defaults[key])
+    return values
+
+
+def _coerce(key: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, list):
+            if raw.startswith("["):
+                items = json.loads(raw)
+            else:
+                items = [item.strip() for item in raw.split(",") if item.strip()]
+            kind = _list_kind(key)
+            return [kind(item) for item in items]
+        if isinstance(default, bool):
+            return raw.lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except (ValueError, json.JSONDecodeError):
+        raise PipelineError(f"--param {key}={raw}: not a valid {type(default).__name__}") from None
+    return raw
+
+
+def _list_kind(key: str) -> type:
+    return {"ks": int, "train_fractions": float}.get(key, str)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fewframes run
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _expected_tasks(params: dict[str, Any]) -> int:
+    """How many tasks the local DAG runs (for the progress bar); also checks the grid before anything runs."""
+    from fewframes.components.steps import plan_baselines, plan_students
+
+    students = plan_students(
+        params["ks"], params["losses"], params["modes"], params["intermediate_k"], params["fraction_k"],
+        params["train_fractions"],
+    )
+    baselines = plan_baselines(params["ks"], params["baselines"], params["fraction_k"], params["train_fractions"])
+    # start-tracking, ingest-split, 2 plans, train-teacher, evaluate(teacher), benchmark, report
+    return 8 + 2 * len(students) + 2 * len(baselines)
+
+
+class _TaskProgress:
+    """A tqdm bar over finished KFP tasks, from the executor_output.json files kfp.local writes."""
+
+    def __init__(self, root: Path, total: int, stream: Any) -> None:
+        from tqdm import tqdm
+
+        self.root = root
+        self.bar = tqdm(total=total, desc="pipeline", unit="task", file=stream, dynamic_ncols=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _count(self) -> tuple[int, str]:
+        done = sorted(self.root.glob("**/executor_output.json"), key=lambda p: p.stat().st_mtime)
+        last = done[-1].parent.name if done else ""
+        return len(done), last
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        count, last = self._count()
+        if count > self.bar.n:
+            self.bar.update(count - self.bar.n)
+            self.bar.set_postfix_str(f"last: {last}")
+
+    def __enter__(self) -> _TaskProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._refresh()
+        self.bar.close()
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    temp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, temp)
+    os.replace(temp, target)
+
+
+def run_local(
+    preset: str = "demo",
+    pipeline: str = "distill",
+    out: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "fewframes",
+    params: list[str] | None = None,
+    quiet_log: bool = True,
+) -> dict[str, Any]:
+    """Run the whole DAG with kfp.local in this environment; returns the run's summary (also RUN_DIR/run.json)."""
+    from fewframes.components.steps import ERROR_FILE_ENV, TORCH_THREADS_ENV, read_model_info
+    from fewframes.config import get_preset
+    from fewframes.pipelines.dag import make_pipeline, parameter_defaults
+    from fewframes.runs import TrackingContext, check_tracking, end_parent_run, local_tracking_uri, start_parent_run
+
+    preset_config = get_preset(preset)
+    defaults = parameter_defaults(pipeline, preset_config)
+    arguments = {**defaults, **parse_params(params or [], defaults)}
+    expected = _expected_tasks(arguments)
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out) if out else Path(DEFAULT_RUNS_DIR) / f"{pipeline}-{preset}-{stamp}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise PipelineError(f"--out {run_dir}: folder exists and is not empty (pick a new run folder)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir.resolve()
+
+    uri = tracking_uri if tracking_uri is not None else local_tracking_uri(run_dir)
+    check_tracking(uri)  # fail now, not after training
+    run_id = f"local-{pipeline}-{stamp}"
+    arguments.update(tracking_uri=uri, experiment=experiment, run_name=arguments["run_name"] or run_id)
+    context = TrackingContext(uri=uri, experiment=experiment, pipeline_run_id=run_id, pipeline=pipeline)
+    recorded = {k: v for k, v in arguments.items() if k not in ("tracking_uri", "parent_run_id", "run_name")}
+    parent_run_id = start_parent_run(context, arguments["run_name"], params=recorded)
+    arguments["parent_run_id"] = parent_run_id
+
+    from kfp import local
+
+    pipeline_root = run_dir / "kfp"
+    error_file = run_dir / "step_errors.log"
+    log_path = run_dir / "pipeline.log"
+    os.environ[ERROR_FILE_ENV] = str(error_file)
+    os.environ[TORCH_THREADS_ENV] = str(max(1, (os.cpu_count() or 2) // 2))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    dag = make_pipeline(pipeline, preset_config)
+
+    started = time.perf_counter()
+    failure: str | None = None
+    task = None
+    terminal = sys.stderr
+    with log_path.open("w") as log, _TaskProgress(pipeline_root, expected, terminal):
+        redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
+        with redirect, _quiet_kfp_warnings():
+            try:
+                task = dag(**arguments)
+            except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+                failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    seconds = time.perf_counter() - started
+    os.environ.pop(ERROR_FILE_ENV, None)
+    os.environ.pop(TORCH_THREADS_ENV, None)
+    end_parent_run(uri, parent_run_id, failed=failure is not None)
+    if failure is not None:
+        cause = error_file.read_text().strip().splitlines()[0] if error_file.is_file() else ""
+        raise PipelineError(cause or f"{failure} (task logs: {log_path})")
+
+    markdown = Path(task.outputs["Output"].path)
+    html = markdown.parent / "html"
+    _atomic_copy(markdown, run_dir / "report.md")
+    _atomic_copy(html, run_dir / "report.html")
+    models = {}
+    for info_file in sorted(pipeline_root.glob("**/model.json")):
+        info = read_model_info(info_file.parent)
+        models[info["model_key"]] = str(info_file.parent / info["model_file"])
+    summary = {
+        "run_id": run_id,
+        "pipeline": pipeline,
+        "preset": preset,
+        "run_dir": str(run_dir),
+        "seconds": round(seconds, 1),
+        "report": str(run_dir / "report.md"),
+        "report_html": str(run_dir / "report.html"),
+        "models": models,
+        "tracking_uri": uri,
+        "experiment": experiment,
+        "parent_run_id": parent_run_id,
+        "pipeline_log": str(log_path),
+        "arguments": {k: v for k, v in arguments.items() if k != "tracking_uri"},
+    }
+    temp = run_dir / ".run.json.tmp"
+    temp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(temp, run_dir / "run.json")
+    return summary
+
+
+@contextlib.contextmanager
+def _quiet_kfp_warnings() -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        # The subprocess runner warns that our image name has no "python" in it: we run in this venv on purpose.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        yield
+
+
+def _mlflow_ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    summary = run_local(
+        preset=args.preset,
+        pipeline=args.pipeline,
+        out=args.out,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        params=args.param,
+        quiet_log=not args.verbose,
+    )
+    minutes, seconds = divmod(summary["seconds"], 60)
+    print(f"fewframes run {summary['run_id']}: finished in {int(minutes)}m{seconds:04.1f}s")
+    print(f"  report      {summary['report']}  (HTML: {summary['report_html']})")
+    print(f"  models      {len(summary['models'])} under {summary['run_dir']}/kfp (list in run.json)")
+    print(f"  MLflow      {summary['tracking_uri']}  experiment {summary['experiment']!r}, "
+          f"parent run {summary['parent_run_id'] or '(tracking off)'}")
+    print(f"  task logs   {summary['pipeline_log']}")
+    if summary["tracking_uri"]:
+        print(f"  open the MLflow UI:  {_mlflow_ui_command(summary['tracking_uri'])}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fewframes compile
+# ----------------------------------------------------------------------------------------------------------
+
+
+def gpu_settings_from_args(args: argparse.Namespace) -> Any:
+    """GpuSettings from the --gpus/--accelerator/... flags (defaults: ``fewframes.cluster.DEFAULT_GPU``)."""
+    from fewframes.cluster import DEFAULT_GPU
+
+    changes = {}
+    for flag, field in (
+        ("gpus", "gpus"),
+        ("accelerator", "accelerator_type"),
+        ("cpu_request", "cpu_request"),
+        ("memory_request", "memory_request"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            changes[field] = value
+    if changes.get("gpus", DEFAULT_GPU.gpus) < 0:
+        raise PipelineError(f"--gpus must be >= 0, got {changes['gpus']}")
+    return DEFAULT_GPU.replace(**changes)
+
+
+def _add_gpu_flags(parser: argparse.ArgumentParser) -> None:
+    from fewframes.cluster import DEFAULT_GPU
+
+    group = parser.add_argument_group("GPU node pool (training and benchmark tasks)")
+    group.add_argument("--gpus", type=int, help=f"GPUs per task; 0 = CPU-only pipeline (default {DEFAULT_GPU.gpus})")
+    group.add_argument("--accelerator", help=f"GKE accelerator type (default {DEFAULT_GPU.accelerator_type})")
+    group.add_argument("--cpu-request", help=f"CPU request per GPU task (default {DEFAULT_GPU.cpu_request})")
+    group.add_argument("--memory-request", help=f"memory request per GPU task (default {DEFAULT_GPU.memory_request})")
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from fewframes.pipelines.dag import compile_pipeline
+
+    gpu = gpu_settings_from_args(args)
+    path = compile_pipeline(args.pipeline, args.out, args.preset, gpu)
+    where = f"GPU x{gpu.gpus} {gpu.accelerator_type}" if gpu.enabled else "CPU only"
+    print(f"compiled pipeline {args.pipeline!r} ({args.preset} sizes, {where}) to {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fewframes submit
+# ----------------------------------------------------------------------------------------------------------
+
+
+def check_host(host: str, timeout_s: float = 5.0) -> None:
+    """One quick request to the KFP API's healthz: any HTTP answer proves the host is there.
+
+    (kfp.Client retries an unreachable host for about half a minute before failing with a traceback.)
+    """
+    import urllib.error
+    import urllib.request
+
+    if not host.startswith(("http://", "https://")):
+        raise PipelineError(f"--host {host}: expected an http(s):// URL")
+    url = host.rstrip("/") + "/apis/v2beta1/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (perhaps 401/403 before auth): reachable
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PipelineError(f"--host {host}: Kubeflow Pipelines API unreachable ({reason})") from None
+
+
+def submit(
+    host: str,
+    pipeline: str = "distill",
+    preset: str = "demo",
+    experiment: str = "fewframes",
+    run_name: str | None = None,
+    params: list[str] | None = None,
+    gpu: Any = None,
+    tracking_uri: str | None = None,
+    token: str | None = None,
+    watch: bool = False,
+    poll_s: float = 10.0,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Compile and submit a run to the KFP host; returns ``run_id``, ``url`` and (with ``watch``) ``state``."""
+    import tempfile
+
+    from fewframes.cluster import DEFAULT_GPU
+    from fewframes.pipelines.dag import compile_pipeline, parameter_defaults
+
+    defaults = parameter_defaults(pipeline, preset)
+    arguments = parse_params(params or [], defaults)
+    _expected_tasks({**defaults, **arguments})  # a bad grid fails here, not on the cluster
+    arguments.setdefault("experiment", experiment)
+    if tracking_uri is not None:
+        arguments["tracking_uri"] = tracking_uri
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = run_name or f"{pipeline}-{preset}-{stamp}"
+    arguments.setdefault("run_name", name)
+    check_host(host)
+
+    import kfp
+
+    with tempfile.TemporaryDirectory() as scratch:
+        package = compile_pipeline(pipeline, os.path.join(scratch, f"{pipeline}.yaml"), preset, gpu or DEFAULT_GPU)
+        try:
+            client = kfp.Client(host=host, existing_token=token)
+            with contextlib.redirect_stdout(sys.stderr):  # kfp prints its own links; ours go to stdout
+                result = client.create_run_from_pipeline_package(
+                    package, arguments=arguments, run_name=name, experiment_name=experiment
+                )
+        except Exception as exc:  # kfp_server_api.ApiException and connection errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PipelineError(f"--host {host}: submitting the run failed: {first}") from None
+    url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
+    outcome = {"run_id": result.run_id, "url": url, "run_name": name, "experiment": experiment}
+    if watch:
+        outcome["state"] = watch_run(client, result.run_id, poll_s=poll_s, timeout_s=timeout_s)
+    return outcome
+
+
+def watch_run(client: Any, run_id: str, poll_s: float = 10.0, timeout_s: float | None = None) -> str:
+    """Follow a run to its end with a rich progress display (tasks done / seen); returns the final state."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    started = time.monotonic()
+    state = "PENDING"
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tasks"),
+        TimeElapsedColumn(), console=None, transient=False,
+    ) as progress:
+        bar = progress.add_task(f"run {run_id}: {state}", total=None)
+        while True:
+            try:
+                run = client.get_run(run_id)
+            except Exception as exc:
+                raise PipelineError(f"watching run {run_id} failed: {str(exc).splitlines()[0]}") from None
+            state = str(run.state or "PENDING")
+            tasks = list(getattr(getattr(run, "run_details", None), "task_details", None) or [])
+            done = sum(1 for t in tasks if str(getattr(t, "state", "")) in ("SUCCEEDED", "SKIPPED", "CACHED"))
+            progress.update(bar, description=f"run {run_id}: {state}", completed=done, total=max(len(tasks), done) or None)
+            if state in TERMINAL_STATES:
+                break
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                raise PipelineError(f"--watch: run {run_id} still {state} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+    return state
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    gpu = gpu_settings_from_args(args)
+    outcome = submit(
+        args.host,
+        pipeline=args.pipeline,
+        preset=args.preset,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        params=args.param,
+        gpu=gpu,
+        tracking_uri=args.tracking_uri,
+        token=args.token,
+        watch=args.watch,
+        poll_s=args.poll,
+    )
+    print(f"submitted run {outcome['run_name']} ({outcome['run_id']}) to experiment {outcome['experiment']!r}")
+    print(f"  {outcome['url']}")
+    if args.watch:
+        print(f"  finished: {outcome['state']}")
+        return 0 if outcome["state"] == "SUCCEEDED" else 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fewframes compare
+# ----------------------------------------------------------------------------------------------------------
+
+
+def default_compare_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else the newest local run's database under ./runs."""
+    from fewframes.runs import local_tracking_uri
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    databases = sorted(Path(DEFAULT_RUNS_DIR).glob("*/mlflow.db"), key=lambda p: p.stat().st_mtime)
+    if not databases:
+        raise PipelineError("--tracking-uri not given, MLFLOW_TRACKING_URI unset and no runs/*/mlflow.db found")
+    return local_tracking_uri(databases[-1].parent)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fewframes.runs import check_tracking, compare_rows, write_rows_csv
+
+    uri = args.tracking_uri or default_compare_uri()
+    check_tracking(uri)
+    rows = compare_rows(uri, args.experiment, args.metric)
+    columns = (
+        "role", "k", "frame_selection", "loss", "mode", "matching", "train_fraction",
+        "gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50", "run_name", "pipeline_run",
+    )
+    table = Table(title=f"{args.experiment} at {uri} — {len(rows)} evaluated models, by {args.metric}")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("k", "gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50") else "left")
+    for row in rows:
+        table.add_row(*[_format(row.get(c)) for c in columns])
+    Console().print(table)
+    if args.csv:
+        from fewframes.runs import COMPARE_COLUMNS
+
+        write_rows_csv(rows, args.csv, COMPARE_COLUMNS + ("perr", "latency_ms_p95", "num_parameters"))
+        print(f"wrote {len(rows)} rows to {args.csv}")
+    return 0
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# registration
+# ----------------------------------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    from fewframes.config import PRESETS
+    from fewframes.pipelines import PIPELINE_NAMES
+
+    presets = list(PRESETS)
+    run = subparsers.add_parser("run", help="run the whole pipeline locally (kfp.local, this environment)")
+    run.add_argument("--preset", choices=presets, default="demo", help="sizes and bundled data (default demo)")
+    run.add_argument("--pipeline", choices=PIPELINE_NAMES, default="distill", help="which DAG (default distill)")
+    run.add_argument("--out", help="run folder (default runs/<pipeline>-<preset>-<UTC time>)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUN_DIR/mlflow.db; '' = off)")
+    run.add_argument("--experiment", default="fewframes", help="MLflow experiment (default fewframes)")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter")
+    run.add_argument("--verbose", action="store_true", help="show KFP's task logs here, not only in RUN_DIR/pipeline.log")
+    run.set_defaults(handler=_cmd_run)
+
+    comp = subparsers.add_parser("compile", help="compile a pipeline to IR YAML for the Kubeflow UI")
+    comp.add_argument("--pipeline", choices=PIPELINE_NAMES, default="distill")
+    comp.add_argument("--preset", choices=presets, default="demo", help="parameter defaults (default demo)")
+    comp.add_argument("--out", required=True, help="FILE.yaml")
+    _add_gpu_flags(comp)
+    comp.set_defaults(handler=_cmd_compile)
+
+    sub = subparsers.add_parser("submit", help="compile and submit a run to a Kubeflow Pipelines host")
+    sub.add_argument("--host", required=True, help="KFP API URL, e.g. https://HOST/pipeline")
+    sub.add_argument("--pipeline", choices=PIPELINE_NAMES, default="distill")
+    sub.add_argument("--preset", choices=presets, default="demo")
+    sub.add_argument("--experiment", default="fewframes", help="KFP (and MLflow) experiment")
+    sub.add_argument("--run-name", help="run name (default <pipeline>-<preset>-<UTC time>)")
+    sub.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter")
+    sub.add_argument("--tracking-uri", help="MLflow tracking URI as the cluster sees it (default: tracking off)")
+    sub.add_argument("--token", help="bearer token (default: kfp.Client's own discovery)")
+    sub.add_argument("--watch", action="store_true", help="follow the run to its end")
+    sub.add_argument("--poll", type=float, default=10.0, help="seconds between status polls with --watch")
+    _add_gpu_flags(sub)
+    sub.set_defaults(handler=_cmd_submit)
+
+    cmp_ = subparsers.add_parser("compare", help="the evaluated models of an MLflow experiment side by side")
+    cmp_.add_argument("--experiment", default="fewframes")
+    cmp_.add_argument("--tracking-uri", help="default $MLFLOW_TRACKING_URI, else the newest runs/*/mlflow.db")
+    cmp_.add_argument("--metric", default="gap", help="sort by this metric (default gap)")
+    cmp_.add_argument("--csv", help="also write the table to this CSV file")
+    cmp_.set_defaults(handler=_cmd_compare)

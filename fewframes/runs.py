@@ -1,0 +1,283 @@
+"""The MLflow run structure of a pipeline run: one parent run, one child run per component execution.
+
+Choice (documented here and in the README): the parent run is created BEFORE the DAG starts and its id
+travels to every step as the pipeline parameter ``parent_run_id``.
+
+- ``fewframes run`` (local) creates the parent run itself, after ``check_tracking_uri`` has proved the
+  server reachable, so a bad ``--tracking-uri`` fails at the start and never after training.
+- On a cluster, the DAG's first step ``start-tracking`` creates the parent run when ``parent_run_id`` is
+  empty (the submitting laptop usually cannot reach the in-cluster MLflow server) and echoes it otherwise.
+
+Every run, parent and child, carries the same tag names (``TAG_*`` below) and the same parameter names
+(``k``, ``frame_selection``, ``loss``, ``mode``, ``matching``, ``train_fraction``, ``teacher_run_id``, ...),
+so runs of different pipeline runs compare column by column in the MLflow UI and in ``fewframes compare``.
+
+An empty tracking URI switches tracking off: steps still run, nothing is logged.
+Imports mlflow (and fewframes.tracking, which imports it) only inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fewframes.errors import PipelineError
+
+DEFAULT_EXPERIMENT = "fewframes"
+
+# Tag names shared by every run of a pipeline run.
+TAG_STEP = "fewframes.step"  # start-tracking | ingest-split | train-teacher | ... | report ("pipeline" on the parent)
+TAG_ROLE = "fewframes.role"  # teacher | student | baseline (runs about one model)
+TAG_MODEL_KEY = "fewframes.model_key"  # one name per model of a pipeline run, e.g. student-serial-rep_pred_ce-final-k30
+TAG_PIPELINE_RUN = "fewframes.pipeline_run_id"  # the KFP run id, or the local run's id
+TAG_PIPELINE = "fewframes.pipeline"  # distill | paper
+
+# Parameters that describe one model; every run about a model logs all of them (blank when not relevant).
+MODEL_PARAMS: tuple[str, ...] = (
+    "role",
+    "k",
+    "frame_selection",
+    "loss",
+    "mode",
+    "matching",
+    "train_fraction",
+    "teacher_run_id",
+)
+
+# The metric names every step uses.
+METRIC_NAMES: tuple[str, ...] = (
+    "gap",
+    "map",
+    "hit_at_1",
+    "perr",
+    "gflops",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "num_parameters",
+    "best_val_gap",
+    "best_epoch",
+)
+
+
+@dataclass(frozen=True)
+class TrackingContext:
+    """Where a step logs: the tracking URI ('' = off), the experiment, the parent run and the pipeline run id."""
+
+    uri: str = ""
+    experiment: str = DEFAULT_EXPERIMENT
+    parent_run_id: str = ""
+    pipeline_run_id: str = ""
+    pipeline: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.uri)
+
+    def tags(self, step: str) -> dict[str, str]:
+        tags = {TAG_STEP: step}
+        if self.pipeline_run_id:
+            tags[TAG_PIPELINE_RUN] = self.pipeline_run_id
+        if self.pipeline:
+            tags[TAG_PIPELINE] = self.pipeline
+        return tags
+
+
+def local_tracking_uri(run_dir: str | os.PathLike[str]) -> str:
+    """The local run's MLflow store: a SQLite database inside the run folder (``fewframes.tracking`` puts
+    the artifacts beside it, in ``mlartifacts/``)."""
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def check_tracking(uri: str) -> None:
+    """Fail now, with one line, when the tracking server cannot be reached ('' = tracking off: nothing to check)."""
+    if not uri:
+        return
+    from fewframes.tracking import check_tracking_uri
+
+    check_tracking_uri(uri)
+
+
+def start_parent_run(
+    context: TrackingContext,
+    run_name: str,
+    params: dict[str, Any] | None = None,
+) -> str:
+    """Create the pipeline run's parent MLflow run and return its id ('' when tracking is off).
+
+    The parent stays open (RUNNING) until ``end_parent_run``: children attach to it by id.
+    """
+    if not context.enabled:
+        return ""
+    from fewframes.tracking import Tracker
+
+    tracker = Tracker.start(
+        context.uri,
+        context.experiment,
+        run_name,
+        tags=context.tags("pipeline"),
+        params=_clean_params(params or {}),
+    )
+    return str(tracker.run_id)
+
+
+def end_parent_run(uri: str, run_id: str, *, failed: bool = False) -> None:
+    """Mark the parent run FINISHED (or FAILED)."""
+    if not uri or not run_id:
+        return
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=uri).set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+@contextlib.contextmanager
+def step_run(
+    context: TrackingContext,
+    step: str,
+    run_name: str | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """A child run of the pipeline's parent run for one component execution; yields a ``Tracker``.
+
+    With tracking off the Tracker is the library's no-op one. The run ends FAILED if the step raises.
+    """
+    from fewframes.tracking import Tracker
+
+    if context.enabled and not context.parent_run_id:
+        raise PipelineError(f"step {step}: tracking_uri is set but parent_run_id is empty (start-tracking did not run)")
+    all_tags = {**context.tags(step), **(tags or {})}
+    tracker = Tracker.start(
+        context.uri or None,
+        context.experiment,
+        run_name or step,
+        parent_run_id=context.parent_run_id or None,
+        tags=all_tags,
+        params=_clean_params(params or {}),
+    )
+    try:
+        yield tracker
+    except BaseException:
+        tracker.end(status="FAILED")
+        raise
+    tracker.end()
+
+
+def log_metrics_to_run(uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Add metrics to an existing (possibly finished) run: the benchmark step fills in the evaluate runs'
+    ``gflops``/``latency_ms_p50`` so each model is one row in the MLflow UI and in ``fewframes compare``."""
+    if not uri or not run_id or not metrics:
+        return
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    import time
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()])
+
+
+def _clean_params(params: dict[str, Any]) -> dict[str, str]:
+    """MLflow params are strings; None becomes '' so every run has the same parameter names."""
+    return {name: "" if value is None else str(value) for name, value in params.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fewframes compare
+# ----------------------------------------------------------------------------------------------------------
+
+COMPARE_COLUMNS: tuple[str, ...] = (
+    "run_name",
+    "role",
+    "k",
+    "frame_selection",
+    "loss",
+    "mode",
+    "matching",
+    "train_fraction",
+    "gap",
+    "map",
+    "hit_at_1",
+    "gflops",
+    "latency_ms_p50",
+    "pipeline_run",
+    "run_id",
+)
+
+
+def compare_rows(uri: str, experiment: str, metric: str = "gap") -> list[dict[str, Any]]:
+    """One row per evaluated model (the ``evaluate`` child runs) of the experiment, best ``metric`` first.
+
+    Raises ``PipelineError`` when the experiment does not exist or the metric is not a known one.
+    """
+    import mlflow
+
+    if metric not in METRIC_NAMES:
+        raise PipelineError(f"--metric must be one of {', '.join(METRIC_NAMES)}, got {metric!r}")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise PipelineError(f"--experiment {experiment!r} does not exist at tracking URI {uri}")
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{TAG_STEP}` = 'evaluate'", max_results=10000
+    )
+    rows = []
+    for run in runs:
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        row: dict[str, Any] = {
+            "run_name": run.info.run_name,
+            "pipeline_run": tags.get(TAG_PIPELINE_RUN, ""),
+            "run_id": run.info.run_id,
+        }
+        for name in ("role", "k", "frame_selection", "loss", "mode", "matching", "train_fraction"):
+            row[name] = params.get(name, "")
+        for name in METRIC_NAMES:
+            row[name] = metrics.get(name)
+        rows.append(row)
+    # Missing values sort last; larger is better except for cost metrics.
+    lower_is_better = metric in ("gflops", "latency_ms_p50", "latency_ms_p95", "num_parameters", "perr_loss")
+    present = [r for r in rows if r.get(metric) is not None]
+    missing = [r for r in rows if r.get(metric) is None]
+    present.sort(key=lambda r: r[metric], reverse=not lower_is_better)
+    return present + missing
+
+
+def write_rows_csv(rows: list[dict[str, Any]], path: str | os.PathLike[str], columns: tuple[str, ...]) -> None:
+    """Write the comparison as CSV, atomically (temp name in the same folder, then rename)."""
+    import csv
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.tmp")
+    with temp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
+    os.replace(temp, target)
+
+
+__all__ = [
+    "COMPARE_COLUMNS",
+    "DEFAULT_EXPERIMENT",
+    "METRIC_NAMES",
+    "MODEL_PARAMS",
+    "TAG_MODEL_KEY",
+    "TAG_PIPELINE",
+    "TAG_PIPELINE_RUN",
+    "TAG_ROLE",
+    "TAG_STEP",
+    "TrackingContext",
+    "check_tracking",
+    "compare_rows",
+    "end_parent_run",
+    "local_tracking_uri",
+    "log_metrics_to_run",
+    "start_parent_run",
+    "step_run",
+    "write_rows_csv",
+]

@@ -1,0 +1,283 @@
+"""Build the ``distill`` and ``paper`` pipelines: one DAG shape, two sets of parameter defaults.
+
+```
+start-tracking -> ingest-split -> train-teacher -> evaluate(teacher) ----------------------------.
+                      |-> plan-students  -> ParallelFor: distill-student -> evaluate -> Collected -+-> benchmark -> report
+                      `-> plan-baselines -> ParallelFor: train-baseline  -> evaluate -> Collected -'
+```
+
+``make_pipeline(name, preset, gpu)`` returns a KFP pipeline function whose parameter DEFAULTS come from
+the preset (sizes, epochs, k list) and the pipeline's grid; ``gpu`` (a ``fewframes.cluster.GpuSettings``)
+is applied when the DAG is built — it is a property of the compiled pipeline, not a run-time parameter:
+``CPU_ONLY`` for local runs (no accelerator, node selector, toleration or image change), ``DEFAULT_GPU`` or
+the ``fewframes compile/submit --gpus/--accelerator`` flags for cluster runs. Training and benchmark tasks
+on a GPU ask for the accelerator type and count, CPU/memory, the GPU node pool's node selector and the
+toleration of its taint (both from ``fewframes.cluster``), and use the CUDA image.
+
+The plan steps turn the list parameters into the fan-out (``dsl.ParallelFor`` over their output), so the
+grid is a run-time parameter that the KFP UI shows and ``--param`` overrides.
+
+No ``from __future__ import annotations`` here: KFP reads the pipeline function's annotations at build time
+and cannot parse postponed (string) ones.
+"""
+
+from typing import Any, Callable, Dict, Union
+
+from fewframes.cluster import CPU_ONLY, GpuSettings, image
+from fewframes.config import DISTILL_LOSSES, FRAME_SELECTIONS, Preset, get_preset
+from fewframes.errors import PipelineError
+
+# The tasks that get GPU settings on a GPU compile.
+GPU_TASKS: tuple[str, ...] = ("train-teacher", "distill-student", "train-baseline", "benchmark")
+
+BASELINE_SELECTIONS: tuple[str, ...] = tuple(s for s in FRAME_SELECTIONS if s != "all")
+
+
+def grid_defaults(pipeline: str, preset: Preset) -> Dict[str, Any]:
+    """The fan-out parameters' defaults of each pipeline."""
+    if pipeline == "distill":
+        return {
+            "ks": list(preset.ks),
+            "losses": list(preset.losses),
+            "modes": ["serial"],
+            "baselines": ["uniform"],
+            "intermediate_k": 0,
+            "fraction_k": 0,
+            "train_fractions": [],
+        }
+    if pipeline == "paper":
+        return {
+            "ks": [6, 10, 15, 20, 30],
+            "losses": list(DISTILL_LOSSES),
+            "modes": ["serial", "parallel"],
+            "baselines": list(BASELINE_SELECTIONS),
+            "intermediate_k": 30,
+            "fraction_k": 30,
+            "train_fractions": [0.1, 0.25, 0.5],
+        }
+    raise PipelineError(f"--pipeline must be one of distill, paper, got {pipeline!r}")
+
+
+def parameter_defaults(pipeline: str, preset: Union[Preset, str]) -> Dict[str, Any]:
+    """Every pipeline parameter and its default for ``pipeline`` built on ``preset``."""
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    return {
+        "source": f"synth:{preset.name}",
+        "preset": preset.name,
+        **grid_defaults(pipeline, preset),
+        "hidden_size": preset.hidden_size,
+        "num_layers": preset.num_layers,
+        "teacher_block_length": preset.teacher_block_length,
+        "epochs": preset.train.epochs,
+        "batch_size": preset.train.batch_size,
+        "learning_rate": preset.train.learning_rate,
+        "seed": preset.train.seed,
+        "device": preset.train.device,
+        "validation_fraction": preset.data.validation_fraction,
+        "test_fraction": preset.data.test_fraction,
+        "tolerance": 0.01,
+        "tracking_uri": "",
+        "experiment": "fewframes",
+        "parent_run_id": "",
+        "run_name": "",
+    }
+
+
+def apply_gpu(task: Any, gpu: GpuSettings) -> Any:
+    """Put the GPU node pool's settings on a task; a CPU-only GpuSettings leaves the task untouched."""
+    if not gpu.enabled:
+        return task
+    from kfp import kubernetes
+
+    task.set_accelerator_type(gpu.accelerator_type)
+    task.set_accelerator_limit(gpu.gpus)
+    task.set_cpu_request(gpu.cpu_request)
+    task.set_memory_request(gpu.memory_request)
+    task.set_container_image(image("cuda"))
+    # torchrun launches one training process per GPU on multi-GPU tasks (see fewframes.components.steps).
+    task.set_env_variable("FEWFRAMES_GPUS", str(gpu.gpus))
+    kubernetes.add_node_selector(task, label_key=gpu.node_selector_key, label_value=gpu.accelerator_type)
+    kubernetes.add_toleration(
+        task, key=gpu.taint_key, operator="Equal", value=gpu.taint_value, effect=gpu.taint_effect
+    )
+    return task
+
+
+def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY) -> Callable:
+    """The KFP pipeline function ``fewframes-<name>`` with defaults from ``preset`` and ``gpu`` applied."""
+    from typing import List
+
+    from kfp import dsl
+    from kfp.dsl import Markdown
+
+    from fewframes.components import definitions as c
+
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    d = parameter_defaults(name, preset)
+
+    def dag(
+        source: str = d["source"],
+        preset: str = d["preset"],
+        ks: List[int] = d["ks"],
+        losses: List[str] = d["losses"],
+        modes: List[str] = d["modes"],
+        baselines: List[str] = d["baselines"],
+        intermediate_k: int = d["intermediate_k"],
+        fraction_k: int = d["fraction_k"],
+        train_fractions: List[float] = d["train_fractions"],
+        hidden_size: int = d["hidden_size"],
+        num_layers: int = d["num_layers"],
+        teacher_block_length: int = d["teacher_block_length"],
+        epochs: int = d["epochs"],
+        batch_size: int = d["batch_size"],
+        learning_rate: float = d["learning_rate"],
+        seed: int = d["seed"],
+        device: str = d["device"],
+        validation_fraction: float = d["validation_fraction"],
+        test_fraction: float = d["test_fraction"],
+        tolerance: float = d["tolerance"],
+        tracking_uri: str = d["tracking_uri"],
+        experiment: str = d["experiment"],
+        parent_run_id: str = d["parent_run_id"],
+        run_name: str = d["run_name"],
+    ) -> Markdown:
+        tracking_task = c.start_tracking(
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            parent_run_id=parent_run_id,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            pipeline=name,
+            run_name=run_name,
+        ).set_caching_options(False)  # it must create a new parent run for every pipeline run
+        tracking = {
+            "tracking_uri": tracking_uri,
+            "experiment": experiment,
+            "parent_run_id": tracking_task.output,
+        }
+        sizes = {
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "teacher_block_length": teacher_block_length,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "seed": seed,
+            "device": device,
+        }
+        ingest_task = c.ingest_split(
+            source=source,
+            preset=preset,
+            seed=seed,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            **tracking,
+        ).set_display_name("ingest/split")
+        store = ingest_task.outputs["store"]
+
+        teacher_task = apply_gpu(c.train_teacher(store=store, **sizes, **tracking), gpu)
+        teacher = teacher_task.outputs["teacher"]
+        teacher_eval = c.evaluate(store=store, model=teacher, **tracking).set_display_name("evaluate-teacher")
+
+        students_plan = c.plan_students(
+            store=store,
+            ks=ks,
+            losses=losses,
+            modes=modes,
+            intermediate_k=intermediate_k,
+            fraction_k=fraction_k,
+            train_fractions=train_fractions,
+        )
+        with dsl.ParallelFor(students_plan.output) as student:
+            student_task = apply_gpu(
+                c.distill_student(
+                    store=store,
+                    teacher=teacher,
+                    k=student.k,
+                    loss=student.loss,
+                    mode=student.mode,
+                    matching=student.matching,
+                    train_fraction=student.train_fraction,
+                    **sizes,
+                    **tracking,
+                ),
+                gpu,
+            )
+            student_eval = c.evaluate(
+                store=store, model=student_task.outputs["student"], **tracking
+            ).set_display_name("evaluate-student")
+
+        baselines_plan = c.plan_baselines(
+            store=store, ks=ks, baselines=baselines, fraction_k=fraction_k, train_fractions=train_fractions
+        )
+        with dsl.ParallelFor(baselines_plan.output) as baseline:
+            baseline_task = apply_gpu(
+                c.train_baseline(
+                    store=store,
+                    k=baseline.k,
+                    frame_selection=baseline.frame_selection,
+                    train_fraction=baseline.train_fraction,
+                    **sizes,
+                    **tracking,
+                ),
+                gpu,
+            )
+            baseline_eval = c.evaluate(
+                store=store, model=baseline_task.outputs["baseline"], **tracking
+            ).set_display_name("evaluate-baseline")
+
+
+        def evaluations() -> Dict[str, Any]:
+            # A fresh dsl.Collected per consumer: KFP cannot share one between two tasks.
+            return {
+                "teacher_evaluation": teacher_eval.outputs["evaluation"],
+                "student_evaluations": dsl.Collected(student_eval.outputs["evaluation"]),
+                "baseline_evaluations": dsl.Collected(baseline_eval.outputs["evaluation"]),
+            }
+
+        benchmark_task = apply_gpu(
+            c.benchmark(
+                store=store,
+                teacher=teacher,
+                students=dsl.Collected(student_task.outputs["student"]),
+                baselines=dsl.Collected(baseline_task.outputs["baseline"]),
+                device=device,
+                **evaluations(),
+                **tracking,
+            ),
+            gpu,
+        )
+        report_task = c.report(
+            **evaluations(),
+            benchmark_results=benchmark_task.outputs["results"],
+            tolerance=tolerance,
+            **tracking,
+        )
+        return report_task.outputs["markdown"]
+
+    dag.__name__ = name
+    description = (
+        "fewframes: distil k-frame video classifiers from a hierarchical-LSTM teacher "
+        f"({name} grid, {preset.name} sizes{', GPU x%d %s' % (gpu.gpus, gpu.accelerator_type) if gpu.enabled else ''})."
+    )
+    return dsl.pipeline(name=f"fewframes-{name}", description=description)(dag)
+
+
+def compile_pipeline(
+    name: str, out_path: str, preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY
+) -> str:
+    """Compile ``name`` to the IR YAML a Kubeflow UI accepts, atomically (temp name, then rename)."""
+    import os
+    from pathlib import Path
+
+    from kfp import compiler
+
+    target = Path(out_path)
+    if target.suffix not in (".yaml", ".yml", ".json"):
+        raise PipelineError(f"--out {out_path}: the compiled pipeline must be a .yaml (or .json) file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    compiler.Compiler().compile(make_pipeline(name, preset, gpu), str(temp))
+    os.replace(temp, target)
+    return str(target)

@@ -1,0 +1,216 @@
+"""The compiled IR YAML of both pipelines: components, DAG edges, ParallelFor fan-out, Collected fan-in,
+and the GPU settings on exactly the training/benchmark tasks (absent from a CPU-only compile)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fewframes.cli import main
+from fewframes.cli.pipeline import parse_params
+from fewframes.cluster import CPU_ONLY, DEFAULT_GPU, GpuSettings, image
+from fewframes.errors import PipelineError
+from fewframes.pipelines.dag import GPU_TASKS, compile_pipeline, parameter_defaults
+
+STEP_COMPONENTS = {
+    "start-tracking",
+    "ingest-split",
+    "plan-students",
+    "plan-baselines",
+    "train-teacher",
+    "distill-student",
+    "train-baseline",
+    "evaluate",
+    "benchmark",
+    "report",
+}
+
+
+def _load(path: Path) -> tuple[dict, dict]:
+    documents = list(yaml.safe_load_all(path.read_text()))
+    spec = documents[0]
+    platform = documents[1] if len(documents) > 1 else {}
+    return spec, platform
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[dict, dict]]:
+    out = tmp_path_factory.mktemp("compiled")
+    results = {}
+    for pipeline in ("distill", "paper"):
+        for label, gpu in (("cpu", CPU_ONLY), ("gpu", DEFAULT_GPU)):
+            path = out / f"{pipeline}-{label}.yaml"
+            compile_pipeline(pipeline, str(path), "demo" if pipeline == "distill" else "paper", gpu)
+            results[(pipeline, label)] = _load(path)
+    return results
+
+
+def _loop_bodies(spec: dict) -> dict[str, dict]:
+    """ParallelFor sub-DAGs keyed by the plan task that feeds their iterator."""
+    bodies = {}
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        iterator = task.get("parameterIterator")
+        if iterator:
+            producer = task["inputs"]["parameters"][iterator["items"]["inputParameter"]]["taskOutputParameter"]
+            bodies[producer["producerTask"]] = spec["components"][task["componentRef"]["name"]]["dag"]["tasks"]
+    return bodies
+
+
+@pytest.mark.parametrize("pipeline", ["distill", "paper"])
+def test_every_component_and_the_dag_edges(compiled, pipeline):
+    spec, _ = compiled[(pipeline, "cpu")]
+    assert spec["pipelineInfo"]["name"] == f"fewframes-{pipeline}"
+    root = spec["root"]["dag"]["tasks"]
+    executors = {name.removeprefix("exec-").rstrip("-0123456789") for name in spec["deploymentSpec"]["executors"]}
+    assert executors == STEP_COMPONENTS
+
+    def deps(task: str) -> set[str]:
+        return set(root[task].get("dependentTasks", []))
+
+    assert deps("start-tracking") == set()
+    assert "start-tracking" in deps("ingest-split")
+    assert "ingest-split" in deps("train-teacher")
+    assert {"ingest-split", "train-teacher"} <= deps("evaluate")  # the teacher's evaluation
+    assert "ingest-split" in deps("plan-students") and "ingest-split" in deps("plan-baselines")
+
+    bodies = _loop_bodies(spec)
+    assert set(bodies) == {"plan-students", "plan-baselines"}
+    students, baselines = bodies["plan-students"], bodies["plan-baselines"]
+    assert set(students) == {"distill-student", "evaluate-2"}
+    assert students["evaluate-2"]["dependentTasks"] == ["distill-student"]
+    assert set(baselines) == {"train-baseline", "evaluate-3"}
+    # The student reads its k, loss, mode from the loop item, and the teacher's model artifact.
+    student_inputs = students["distill-student"]["inputs"]
+    assert "loop-item" in str(student_inputs["parameters"]["k"])
+    assert "pipelinechannel--train-teacher-teacher" in str(student_inputs["artifacts"]["teacher"])
+
+    # Collected fan-in: benchmark and report wait for both loops.
+    loops = {name for name, task in root.items() if task.get("parameterIterator")}
+    assert len(loops) == 2
+    assert loops <= deps("benchmark") and loops <= deps("report")
+    assert "benchmark" in deps("report")
+    report_inputs = root["report"]["inputs"]["artifacts"]
+    assert {"teacher_evaluation", "student_evaluations", "baseline_evaluations", "benchmark_results"} <= set(
+        report_inputs
+    )
+    # The report is the pipeline's output, so the Kubeflow UI shows it on the run page.
+    assert "Output" in spec["root"]["outputDefinitions"]["artifacts"]
+
+
+def test_parameters_and_defaults_differ_by_grid(compiled):
+    distill, _ = compiled[("distill", "cpu")]
+    paper, _ = compiled[("paper", "cpu")]
+    distill_params = distill["root"]["inputDefinitions"]["parameters"]
+    paper_params = paper["root"]["inputDefinitions"]["parameters"]
+    assert set(distill_params) == set(paper_params) == set(parameter_defaults("distill", "demo"))
+    for name in ("source", "ks", "losses", "modes", "epochs", "hidden_size", "tracking_uri", "seed"):
+        assert name in distill_params
+    assert distill_params["ks"]["defaultValue"] == list(parameter_defaults("distill", "demo")["ks"])
+    assert paper_params["ks"]["defaultValue"] == [6.0, 10.0, 15.0, 20.0, 30.0]
+    assert set(paper_params["baselines"]["defaultValue"]) == {
+        "uniform", "random", "first", "middle", "last", "first_middle_last"
+    }
+    assert paper_params["modes"]["defaultValue"] == ["serial", "parallel"]
+    assert paper_params["intermediate_k"]["defaultValue"] == 30
+    assert paper_params["train_fractions"]["defaultValue"] == [0.1, 0.25, 0.5]
+
+
+def _executor_of(spec: dict, task_component: str) -> str:
+    return spec["components"][task_component]["executorLabel"]
+
+
+def _task_component(spec: dict, task: str) -> str:
+    root = spec["root"]["dag"]["tasks"]
+    if task in root:
+        return root[task]["componentRef"]["name"]
+    for body in _loop_bodies(spec).values():
+        if task in body:
+            return body[task]["componentRef"]["name"]
+    raise KeyError(task)
+
+
+@pytest.mark.parametrize("pipeline", ["distill", "paper"])
+def test_gpu_settings_on_training_and_benchmark_tasks_only(compiled, pipeline):
+    spec, platform = compiled[(pipeline, "gpu")]
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    gpu_executors = {_executor_of(spec, _task_component(spec, task)) for task in GPU_TASKS}
+    assert set(k8s) == gpu_executors
+    for name, executor in executors.items():
+        container = executor["container"]
+        if name in gpu_executors:
+            accelerator = container["resources"]["accelerator"]
+            assert accelerator["resourceType"] == DEFAULT_GPU.accelerator_type
+            assert accelerator["resourceCount"] == str(DEFAULT_GPU.gpus)
+            assert container["resources"]["resourceCpuRequest"] == DEFAULT_GPU.cpu_request
+            assert container["resources"]["resourceMemoryRequest"] == DEFAULT_GPU.memory_request
+            assert container["image"] == image("cuda")
+            assert k8s[name]["nodeSelector"]["labels"] == {DEFAULT_GPU.node_selector_key: DEFAULT_GPU.accelerator_type}
+            (toleration,) = k8s[name]["tolerations"]
+            assert toleration == {
+                "key": DEFAULT_GPU.taint_key,
+                "operator": "Equal",
+                "value": DEFAULT_GPU.taint_value,
+                "effect": DEFAULT_GPU.taint_effect,
+            }
+        else:
+            assert "accelerator" not in container.get("resources", {})
+            assert container["image"] == image("cpu")
+
+
+@pytest.mark.parametrize("pipeline", ["distill", "paper"])
+def test_cpu_only_compile_has_no_gpu_settings(compiled, pipeline):
+    spec, platform = compiled[(pipeline, "cpu")]
+    assert not platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors")
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert "resources" not in executor["container"]
+        assert executor["container"]["image"] == image("cpu")
+
+
+def test_components_are_lightweight_and_import_fewframes(compiled):
+    spec, _ = compiled[("distill", "cpu")]
+    for executor in spec["deploymentSpec"]["executors"].values():
+        program = " ".join(executor["container"]["command"])
+        assert "pip install" not in program  # the image already has fewframes and kfp
+        assert "from fewframes.components.steps import" in program
+    # start-tracking creates a new parent run every time: never served from the cache.
+    assert spec["root"]["dag"]["tasks"]["start-tracking"]["cachingOptions"] == {}
+    assert spec["root"]["dag"]["tasks"]["train-teacher"]["cachingOptions"] == {"enableCache": True}
+
+
+def test_cli_compile_flags_set_the_gpu(tmp_path, capsys):
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--pipeline", "distill", "--preset", "tiny", "--out", str(out),
+                 "--gpus", "4", "--accelerator", "nvidia-l4", "--memory-request", "32Gi"]) == 0
+    spec, platform = _load(out)
+    teacher = spec["deploymentSpec"]["executors"]["exec-train-teacher"]["container"]["resources"]
+    assert teacher["accelerator"]["resourceType"] == "nvidia-l4"
+    assert teacher["accelerator"]["resourceCount"] == "4"
+    assert teacher["resourceMemoryRequest"] == "32Gi"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-teacher"]
+    assert k8s["nodeSelector"]["labels"][GpuSettings().node_selector_key] == "nvidia-l4"
+    assert "GPU x4 nvidia-l4" in capsys.readouterr().out
+
+    cpu = tmp_path / "cpu.yaml"
+    assert main(["compile", "--out", str(cpu), "--gpus", "0"]) == 0
+    assert "accelerator" not in cpu.read_text()
+
+
+def test_cli_compile_bad_out_is_one_line(tmp_path, capsys):
+    assert main(["compile", "--out", str(tmp_path / "pipeline.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--out" in err and ".yaml" in err
+
+
+def test_params_are_typed_and_unknown_ones_named():
+    defaults = parameter_defaults("distill", "tiny")
+    values = parse_params(["ks=6,10", "losses=[\"rep\", \"rep_ce\"]", "epochs=3", "learning_rate=0.01"], defaults)
+    assert values == {"ks": [6, 10], "losses": ["rep", "rep_ce"], "epochs": 3, "learning_rate": 0.01}
+    with pytest.raises(PipelineError, match="--param nope: unknown pipeline parameter"):
+        parse_params(["nope=1"], defaults)
+    with pytest.raises(PipelineError, match="--param epochs=many"):
+        parse_params(["epochs=many"], defaults)
+    with pytest.raises(PipelineError, match="key=value"):
+        parse_params(["epochs"], defaults)
