@@ -100,6 +100,16 @@ def _student_params(student_config: StudentConfig) -> dict[str, Any]:
     }
 
 
+def _check_types(function: str, **values: tuple[Any, type]) -> None:
+    """Catch swapped positional configs early, with the argument's name."""
+    for name, (value, expected) in values.items():
+        if not isinstance(value, expected):
+            raise TrainingError(
+                f"{function}: {name} must be a {expected.__name__}, got {type(value).__name__} "
+                "(check the argument order)"
+            )
+
+
 def _check_num_classes(model_config: ModelConfig, data: TrainingData) -> None:
     if model_config.num_classes != data.num_classes:
         raise TrainingError(
@@ -139,6 +149,7 @@ def train_teacher(
     """Train the teacher on all frames with L_CE; the best epoch by validation GAP is saved to ``teacher.pt``."""
     from fewframes.models import build_model
 
+    _check_types("train_teacher", model_config=(model_config, ModelConfig), train_config=(train_config, TrainConfig))
     ctx = _prepare(train_config)
     try:
         data = open_training_data(store, train_config)
@@ -154,7 +165,7 @@ def train_teacher(
             kind="teacher", out_dir=_out(out_dir), roles=[role], stages=[stage], data=data,
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("teacher", ctx, model_config=model_config, train_config=train_config),
-            params=_common_params(train_config, model_config, role="teacher", frame_selection="all",
+            params=_common_params(train_config, model_config, frame_selection="all",
                                   block_length=model_config.block_length),
         )
         return run_training(run)["teacher"]
@@ -196,6 +207,8 @@ def train_student(
     """
     from fewframes.models import build_model
 
+    _check_types("train_student", student_config=(student_config, StudentConfig),
+                 train_config=(train_config, TrainConfig))
     if student_config.mode != "serial":
         raise TrainingError(
             f"train_student trains serial students; StudentConfig.mode is {student_config.mode!r} (use train_parallel)"
@@ -246,7 +259,7 @@ def train_student(
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("serial", ctx, model_config=teacher_config, student_config=student_config,
                                  train_config=train_config, teacher=teacher_source),
-            params=_common_params(train_config, teacher_config, role="student", teacher_run_id=teacher_run_id,
+            params=_common_params(train_config, teacher_config, teacher_run_id=teacher_run_id,
                                   block_length=student_config_model.block_length, **_student_params(student_config)),
         )
         return run_training(run)["student"]
@@ -271,6 +284,8 @@ def train_parallel(
     """
     from fewframes.models import build_model
 
+    _check_types("train_parallel", model_config=(model_config, ModelConfig),
+                 student_config=(student_config, StudentConfig), train_config=(train_config, TrainConfig))
     student_config = student_config if student_config.mode == "parallel" else student_config.replace(mode="parallel")
     ctx = _prepare(train_config)
     try:
@@ -294,8 +309,7 @@ def train_parallel(
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("parallel", ctx, model_config=model_config, student_config=student_config,
                                  train_config=train_config),
-            params=_common_params(train_config, model_config, role="parallel",
-                                  block_length=student_config_model.block_length, **_student_params(student_config)),
+            params=_common_params(train_config, model_config, block_length=student_config_model.block_length, **_student_params(student_config)),
         )
         results = run_training(run)
         history = [dict(record) for record in results["student"].history]
@@ -318,6 +332,8 @@ def train_baseline(
     ``student_config.frame_selection`` (Uniform-k, Random-k, First-k, ...); no teacher. Saved to ``baseline.pt``."""
     from fewframes.models import build_model
 
+    _check_types("train_baseline", student_config=(student_config, StudentConfig),
+                 model_config=(model_config, ModelConfig), train_config=(train_config, TrainConfig))
     ctx = _prepare(train_config)
     try:
         data = open_training_data(store, train_config)
@@ -333,7 +349,7 @@ def train_baseline(
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("baseline", ctx, model_config=model_config, student_config=student_config,
                                  train_config=train_config),
-            params=_common_params(train_config, model_config, role="baseline", k=k, frame_selection=strategy,
+            params=_common_params(train_config, model_config, k=k, frame_selection=strategy,
                                   block_length=baseline_config.block_length),
         )
         return run_training(run)["baseline"]
