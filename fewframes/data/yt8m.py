@@ -1,0 +1,294 @@
+"""The YouTube-8M frame-level TFRecord format: schema, quantisation, validated read and atomic write.
+
+The official frame-level shards hold one ``tf.train.SequenceExample`` per video:
+
+- context ``id`` (bytes; ``video_id`` in the 2017 release) and ``labels`` (int64 list);
+- feature lists ``rgb`` (one 1024-byte string per frame) and ``audio`` (one 128-byte string per frame),
+  uint8-quantised, one frame per second, at most 300 frames.
+
+Features are dequantised exactly as the official starter code does: ``x = q * 4/255 + (4/512 - 2)``.
+
+tensorflow is imported inside the functions that need it (``tf.data.TFRecordDataset`` and ``tf.io.gfile``,
+so local paths, globs and ``gs://`` all work); the rest of the library never pays for it.
+
+Contract details chosen here (not in the issue):
+- An empty ``labels`` list is valid (the official test partition has no labels); a missing one is not.
+- A corrupt record (CRC mismatch / truncation: TensorFlow's ``DataLossError``) ends what can be read of
+  that shard, because the record framing after it cannot be trusted. With ``skip_invalid=True`` it counts
+  as one invalid record and the rest of that shard is skipped (``ReadStats.truncated_shards``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fewframes.config import AUDIO_DIM, MAX_FRAMES, RGB_DIM
+from fewframes.errors import DataError
+
+# Official quantisation range and offsets (youtube-8m starter code, utils.Dequantize).
+QUANT_MIN = -2.0
+QUANT_MAX = 2.0
+_SCALAR = (QUANT_MAX - QUANT_MIN) / 255.0
+_BIAS = (QUANT_MAX - QUANT_MIN) / 512.0 + QUANT_MIN
+
+
+def _quiet_tensorflow() -> Any:
+    """Import tensorflow with its start-up chatter turned off."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    return tf
+
+
+def dequantize(quantized: np.ndarray) -> np.ndarray:
+    """uint8 features -> float32 in [-2, 2]: ``q * 4/255 + (4/512 - 2)`` (the official formula)."""
+    return np.asarray(quantized, dtype=np.float32) * np.float32(_SCALAR) + np.float32(_BIAS)
+
+
+def quantize(features: np.ndarray) -> np.ndarray:
+    """float features -> uint8: ``round((clip(x, -2, 2) + 2) * 255/4)``."""
+    clipped = np.clip(np.asarray(features, dtype=np.float32), QUANT_MIN, QUANT_MAX)
+    return np.rint((clipped - QUANT_MIN) * np.float32(255.0 / (QUANT_MAX - QUANT_MIN))).astype(np.uint8)
+
+
+@dataclass(eq=False)
+class Video:
+    """One video of a frame-level shard, still quantised."""
+
+    id: str
+    labels: np.ndarray  # int64[n_labels]
+    rgb: np.ndarray  # uint8[n_frames, 1024]
+    audio: np.ndarray  # uint8[n_frames, 128]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.rgb.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Video):
+            return NotImplemented
+        return (
+            self.id == other.id
+            and np.array_equal(self.labels, other.labels)
+            and np.array_equal(self.rgb, other.rgb)
+            and np.array_equal(self.audio, other.audio)
+        )
+
+
+@dataclass
+class ReadStats:
+    """What a read saw: records read, invalid records skipped (with reasons), shards cut short."""
+
+    shards: int = 0
+    records: int = 0
+    invalid: int = 0
+    truncated_shards: int = 0
+    invalid_reasons: list[str] = field(default_factory=list)
+
+    def merge(self, other: ReadStats) -> None:
+        self.shards += other.shards
+        self.records += other.records
+        self.invalid += other.invalid
+        self.truncated_shards += other.truncated_shards
+        self.invalid_reasons.extend(other.invalid_reasons)
+
+
+def serialize_video(video: Video) -> bytes:
+    """One ``Video`` -> a serialised ``tf.train.SequenceExample`` in the official schema (2018+ keys)."""
+    tf = _quiet_tensorflow()
+    _check_video_arrays(video)
+    example = tf.train.SequenceExample()
+    context = example.context.feature
+    context["id"].bytes_list.value.append(video.id.encode("utf-8"))
+    context["labels"].int64_list.value.extend(int(label) for label in video.labels)
+    lists = example.feature_lists.feature_list
+    rgb_list, audio_list = lists["rgb"].feature, lists["audio"].feature
+    for rgb_row, audio_row in zip(video.rgb, video.audio):
+        rgb_list.add().bytes_list.value.append(rgb_row.tobytes())
+        audio_list.add().bytes_list.value.append(audio_row.tobytes())
+    return example.SerializeToString()
+
+
+def _check_video_arrays(video: Video) -> None:
+    rgb, audio = np.asarray(video.rgb), np.asarray(video.audio)
+    if rgb.dtype != np.uint8 or audio.dtype != np.uint8:
+        raise DataError(f"video {video.id!r}: rgb and audio must be uint8 (quantised), got {rgb.dtype}/{audio.dtype}")
+    if rgb.ndim != 2 or rgb.shape[1] != RGB_DIM or audio.ndim != 2 or audio.shape[1] != AUDIO_DIM:
+        raise DataError(f"video {video.id!r}: rgb must be [n,{RGB_DIM}] and audio [n,{AUDIO_DIM}], got {rgb.shape}/{audio.shape}")
+    if rgb.shape[0] != audio.shape[0]:
+        raise DataError(f"video {video.id!r}: {rgb.shape[0]} rgb frames but {audio.shape[0]} audio frames")
+
+
+def write_tfrecord(path: str | os.PathLike[str], videos: Iterable[Video]) -> int:
+    """Write ``videos`` to one TFRecord shard at ``path`` (local or ``gs://``); returns the count.
+
+    Atomic: records go to a temporary name in the same directory, renamed over ``path`` only when all
+    were written, so an existing shard is never left half-written.
+    """
+    tf = _quiet_tensorflow()
+    path = os.fspath(path)
+    directory = os.path.dirname(path)
+    if directory:
+        tf.io.gfile.makedirs(directory)
+    temp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+    count = 0
+    try:
+        with tf.io.TFRecordWriter(temp_path) as writer:
+            for video in videos:
+                writer.write(serialize_video(video))
+                count += 1
+        tf.io.gfile.rename(temp_path, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(temp_path):
+            tf.io.gfile.remove(temp_path)
+        raise
+    return count
+
+
+def list_shards(path_or_glob: str | os.PathLike[str]) -> list[str]:
+    """The shard files a path, a directory (its ``*.tfrecord``) or a glob names, sorted; error if none."""
+    tf = _quiet_tensorflow()
+    pattern = os.fspath(path_or_glob)
+    if tf.io.gfile.isdir(pattern):
+        pattern = os.path.join(pattern, "*.tfrecord")
+    shards = sorted(p for p in tf.io.gfile.glob(pattern) if not os.path.basename(p).startswith("."))
+    if not shards:
+        raise DataError(f"no TFRecord shards match {os.fspath(path_or_glob)!r}")
+    return shards
+
+
+def parse_video(
+    serialized: bytes, *, shard: str = "<bytes>", index: int = 0, num_classes: int | None = None
+) -> Video:
+    """Parse and validate one serialised SequenceExample; ``DataError`` names shard, record and field."""
+    tf = _quiet_tensorflow()
+    where = f"{shard} record {index}"
+    try:
+        example = tf.train.SequenceExample.FromString(serialized)
+    except Exception as exc:  # protobuf DecodeError
+        raise DataError(f"{where}: not a tf.train.SequenceExample ({exc})") from None
+    context = example.context.feature
+    if "id" in context:
+        id_values = context["id"].bytes_list.value
+    elif "video_id" in context:
+        id_values = context["video_id"].bytes_list.value
+    else:
+        raise DataError(f"{where}: missing context feature 'id' (or 2017 'video_id')")
+    if len(id_values) != 1:
+        raise DataError(f"{where}: context 'id' must hold one bytes value, got {len(id_values)}")
+    video_id = id_values[0].decode("utf-8", errors="replace")
+    where = f"{shard} record {index} (video {video_id!r})"
+    if "labels" not in context:
+        raise DataError(f"{where}: missing context feature 'labels'")
+    labels = np.asarray(context["labels"].int64_list.value, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
+        bad = int(labels[(labels < 0) | (labels >= (num_classes or np.iinfo(np.int64).max))][0])
+        raise DataError(f"{where}: label {bad} out of range [0, {num_classes})")
+    lists = example.feature_lists.feature_list
+    frames = {}
+    for name, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
+        if name not in lists:
+            raise DataError(f"{where}: missing feature list '{name}'")
+        rows = lists[name].feature
+        for position, row in enumerate(rows):
+            values = row.bytes_list.value
+            if len(values) != 1 or len(values[0]) != width:
+                size = len(values[0]) if len(values) == 1 else f"{len(values)} values"
+                raise DataError(f"{where}: '{name}' frame {position} has {size} bytes, expected {width}")
+        frames[name] = np.frombuffer(b"".join(row.bytes_list.value[0] for row in rows), dtype=np.uint8).reshape(-1, width)
+    n_rgb, n_audio = frames["rgb"].shape[0], frames["audio"].shape[0]
+    if n_rgb != n_audio:
+        raise DataError(f"{where}: 'rgb' has {n_rgb} frames but 'audio' has {n_audio}")
+    if not 1 <= n_rgb <= MAX_FRAMES:
+        raise DataError(f"{where}: {n_rgb} frames, expected 1 to {MAX_FRAMES}")
+    return Video(id=video_id, labels=labels, rgb=frames["rgb"], audio=frames["audio"])
+
+
+def read_shard(
+    shard: str,
+    *,
+    num_classes: int | None = None,
+    skip_invalid: bool = False,
+    stats: ReadStats | None = None,
+) -> Iterator[Video]:
+    """Yield the validated videos of one shard (see ``read_tfrecords``)."""
+    tf = _quiet_tensorflow()
+    stats = stats if stats is not None else ReadStats()
+    stats.shards += 1
+    if not tf.io.gfile.exists(shard):
+        raise DataError(f"{shard}: no such TFRecord shard")
+    iterator = iter(tf.data.TFRecordDataset(shard, buffer_size=8 << 20))
+    index = 0
+    while True:
+        try:
+            serialized = next(iterator).numpy()
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as exc:
+            reason = f"{shard} record {index}: corrupt record ({_first_line(exc)}); rest of the shard unreadable"
+            if not skip_invalid:
+                raise DataError(reason) from None
+            stats.invalid += 1
+            stats.truncated_shards += 1
+            stats.invalid_reasons.append(reason)
+            return
+        try:
+            video = parse_video(serialized, shard=shard, index=index, num_classes=num_classes)
+        except DataError as exc:
+            if not skip_invalid:
+                raise
+            stats.invalid += 1
+            stats.invalid_reasons.append(str(exc))
+        else:
+            stats.records += 1
+            yield video
+        index += 1
+
+
+def read_tfrecords(
+    path_or_glob: str | os.PathLike[str],
+    *,
+    num_classes: int | None = None,
+    skip_invalid: bool = False,
+    stats: ReadStats | None = None,
+) -> Iterator[Video]:
+    """Yield every video of the shards ``path_or_glob`` names (file, directory, glob; local or ``gs://``).
+
+    Each record is validated (fields present, frame sizes, rgb/audio lengths equal, 1..300 frames, labels
+    in ``[0, num_classes)`` when given, record CRC). An invalid record raises ``DataError`` naming the
+    shard and record index, or with ``skip_invalid`` is skipped and counted in ``stats``.
+    """
+    for shard in list_shards(path_or_glob):
+        yield from read_shard(shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    text = text.split("\n")[0]
+    # TensorFlow prefixes op names in braces; keep the human part ("corrupted record at 244").
+    if "}}" in text:
+        text = text.split("}}", 1)[1]
+    return text.split("[Op:")[0].strip()
+
+
+__all__ = [
+    "QUANT_MAX",
+    "QUANT_MIN",
+    "ReadStats",
+    "Video",
+    "dequantize",
+    "list_shards",
+    "parse_video",
+    "quantize",
+    "read_shard",
+    "read_tfrecords",
+    "serialize_video",
+    "write_tfrecord",
+]
