@@ -1,0 +1,354 @@
+"""MLflow tracking behind a small class, so the library runs the same with tracking on or off.
+
+``Tracker.start(None, ...)`` (or ``""``) gives a disabled tracker whose methods do nothing; any other URI
+starts an MLflow run there: ``sqlite:///path/mlflow.db`` works without a server (the local default), an
+``http(s)://host:port`` URI talks to an MLflow server.
+
+Choices:
+
+- ``MlflowClient`` is used explicitly, never MLflow's fluent "active run" stack, so several trackers (a
+  pipeline's parent run and a component's child run) coexist in one process and in KFP subprocesses.
+  Child runs carry the tag ``mlflow.parentRunId``.
+- MLflow params are immutable. Logging a key again with the same value (a resumed run) is skipped; with
+  another value it raises ``TrackingError`` naming the key and both values. Nested dicts are flattened
+  to dotted keys (``train.epochs``).
+- ``log_torch_model`` saves the MLflow PyTorch flavour (``mlflow.pytorch.save_model``) and uploads that
+  folder with the run's client, rather than calling ``mlflow.pytorch.log_model``, which resolves the
+  tracking URI and run from MLflow's process-global state. The artifact loads with
+  ``mlflow.pytorch.load_model`` like one written by ``log_model``.
+- For ``sqlite:`` URIs a new experiment keeps its artifacts in ``mlartifacts/`` next to the database
+  (MLflow's default, ``./mlruns``, would follow whatever folder a KFP subprocess happens to run in).
+- Failures of MLflow calls become ``TrackingError`` naming the call and the tracking URI.
+- ``start(..., run_id=...)`` re-attaches to an existing run (resuming after preemption).
+
+mlflow is imported inside the functions that use it: the core library imports without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from fewframes.errors import TrackingError
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+HEALTH_TIMEOUT_S = 5.0
+
+
+def _is_http(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` URI (None for other schemes or in-memory)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+    if not path or path == ":memory:":
+        return None
+    # sqlite:////abs/path -> "/abs/path"; sqlite:///rel/path -> "rel/path"
+    return Path(path)
+
+
+def check_tracking_uri(uri: str | None, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+    """Fail now, with one clear line, if tracking at ``uri`` cannot work (``None``/``""``: tracking off).
+
+    http(s): the server's ``/health`` must answer within ``timeout_s``. sqlite: the database's folder must
+    exist or be creatable. Other schemes (``file:``, ``databricks``...) are left to MLflow.
+    """
+    if not uri:
+        return
+    if _is_http(uri):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=timeout_s) as response:
+                if response.status != 200:
+                    raise TrackingError(f"--tracking-uri {uri}: /health answered HTTP {response.status}")
+        except urllib.error.HTTPError as exc:
+            raise TrackingError(f"--tracking-uri {uri}: /health answered HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(f"--tracking-uri {uri}: MLflow server unreachable ({reason})") from None
+        return
+    database = _sqlite_path(uri)
+    if database is not None:
+        folder = database.parent if str(database.parent) else Path(".")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"--tracking-uri {uri}: cannot create folder {folder} ({exc.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"--tracking-uri {uri}: folder {folder} is not writable")
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts to dotted keys, values as the strings MLflow stores (lists/tuples as JSON)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(list(value))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class Tracker:
+    """One MLflow run (or nothing, when disabled). Create with ``Tracker.start``; use as a context manager."""
+
+    def __init__(
+        self,
+        client: Any = None,
+        run_id: str | None = None,
+        experiment_id: str | None = None,
+        tracking_uri: str | None = None,
+        experiment: str | None = None,
+    ) -> None:
+        self._client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.experiment = experiment
+        self.tracking_uri = tracking_uri
+        self._params: dict[str, str] = {}
+        self._ended = False
+
+    # -- creation -----------------------------------------------------------------------------------
+
+    @classmethod
+    def disabled(cls) -> Tracker:
+        """A tracker that records nothing."""
+        return cls()
+
+    @classmethod
+    def start(
+        cls,
+        tracking_uri: str | None,
+        experiment: str,
+        run_name: str,
+        *,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Tracker:
+        """Start (or with ``run_id`` re-attach to) a run in ``experiment``; disabled if ``tracking_uri`` is empty."""
+        if not tracking_uri:
+            return cls.disabled()
+        check_tracking_uri(tracking_uri)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        tracker = cls(client=client, tracking_uri=tracking_uri, experiment=experiment)
+        with tracker._mlflow_call("start run"):
+            if run_id:
+                run = client.get_run(run_id)
+                client.update_run(run_id, status="RUNNING")
+                tracker._params = dict(run.data.params)
+                tracker.experiment_id = run.info.experiment_id
+                tracker.run_id = run_id
+            else:
+                tracker.experiment_id = _get_or_create_experiment(client, experiment, tracking_uri)
+                all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+                if parent_run_id:
+                    all_tags[PARENT_RUN_TAG] = parent_run_id
+                run = client.create_run(tracker.experiment_id, run_name=run_name, tags=all_tags)
+                tracker.run_id = run.info.run_id
+        if run_id and tags:
+            tracker.set_tags(tags)
+        if params:
+            tracker.log_params(params)
+        return tracker
+
+    def start_child(self, run_name: str, **kwargs: Any) -> Tracker:
+        """A run nested under this one (same server and experiment); disabled if this one is."""
+        if not self.enabled:
+            return Tracker.disabled()
+        return Tracker.start(self.tracking_uri, self.experiment or "", run_name, parent_run_id=self.run_id, **kwargs)
+
+    # -- state --------------------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        """True when this tracker records to an MLflow run."""
+        return self._client is not None
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self._ended
+
+    @contextmanager
+    def _mlflow_call(self, what: str) -> Iterator[None]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as exc:
+            first_line = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
+            raise TrackingError(f"MLflow {what} failed at {self.tracking_uri}: {first_line}") from None
+        except OSError as exc:  # connection refused/reset while the run is going on
+            raise TrackingError(f"MLflow {what} failed at {self.tracking_uri}: {exc}") from None
+
+    # -- logging ------------------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params (nested dicts flattened). Same value again: skipped; another value: TrackingError."""
+        if not self.active:
+            return
+        from mlflow.entities import Param
+
+        new: dict[str, str] = {}
+        for key, value in flatten_params(params).items():
+            known = self._params.get(key)
+            if known is None:
+                new[key] = value
+            elif known != value:
+                raise TrackingError(
+                    f"MLflow param {key!r} of run {self.run_id} is already {known!r}; refusing to change it to {value!r}"
+                )
+        items = list(new.items())
+        with self._mlflow_call("log_params"):
+            for start in range(0, len(items), 100):  # MLflow's per-request param limit
+                chunk = items[start : start + 100]
+                self._client.log_batch(self.run_id, params=[Param(k, v) for k, v in chunk])
+        self._params.update(new)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log numeric metrics at ``step`` (None: step 0, as MLflow)."""
+        if not self.active or not metrics:
+            return
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        entities = []
+        for name, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise TrackingError(f"metric {name!r} must be a number, got {value!r}") from None
+            entities.append(Metric(str(name), number, timestamp, int(step or 0)))
+        with self._mlflow_call("log_metrics"):
+            for start in range(0, len(entities), 1000):  # MLflow's per-request metric limit
+                self._client.log_batch(self.run_id, metrics=entities[start : start + 1000])
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Log one metric value at ``step``."""
+        self.log_metrics({name: value}, step=step)
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload a file, or a folder's contents, under ``artifact_path``."""
+        if not self.active:
+            return
+        local = Path(path)
+        if not local.exists():
+            raise TrackingError(f"artifact {local} does not exist")
+        with self._mlflow_call(f"log_artifact {local.name}"):
+            if local.is_dir():
+                self._client.log_artifacts(self.run_id, str(local), artifact_path)
+            else:
+                self._client.log_artifact(self.run_id, str(local), artifact_path)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        """Store ``obj`` as a JSON (or YAML, by extension) artifact file ``name``."""
+        if not self.active:
+            return
+        with self._mlflow_call(f"log_dict {name}"):
+            self._client.log_dict(self.run_id, obj, name)
+
+    def log_text(self, text: str, name: str) -> None:
+        """Store ``text`` as the artifact file ``name``."""
+        if not self.active:
+            return
+        with self._mlflow_call(f"log_text {name}"):
+            self._client.log_text(self.run_id, text, name)
+
+    def log_figure(self, fig: Any, name: str) -> None:
+        """Store a matplotlib figure as the image artifact ``name`` (e.g. ``plots/gap.png``)."""
+        if not self.active:
+            return
+        with self._mlflow_call(f"log_figure {name}"):
+            self._client.log_figure(self.run_id, fig, name)
+
+    def log_torch_model(self, model: Any, name: str) -> None:
+        """Store ``model`` in MLflow's PyTorch flavour under the artifact folder ``name``."""
+        if not self.active:
+            return
+        import mlflow.pytorch
+        import numpy
+        import torch
+
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}"]
+        with tempfile.TemporaryDirectory(prefix="fewframes-mlflow-model-") as tmp:
+            local = Path(tmp) / Path(name).name
+            with self._mlflow_call(f"log_torch_model {name}"):
+                # Explicit requirements: MLflow would otherwise infer them by reloading the model in a subprocess.
+                # Pickle format: pt2 would trace one fixed graph and needs an input example.
+                mlflow.pytorch.save_model(
+                    model, str(local), pip_requirements=requirements, serialization_format="pickle"
+                )
+                self._client.log_artifacts(self.run_id, str(local), name)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set (or overwrite) run tags."""
+        if not self.active:
+            return
+        from mlflow.entities import RunTag
+
+        with self._mlflow_call("set_tags"):
+            self._client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run FINISHED, FAILED or KILLED. Idempotent."""
+        if not self.active:
+            return
+        if status not in ("FINISHED", "FAILED", "KILLED"):
+            raise TrackingError(f"run status must be FINISHED, FAILED or KILLED, got {status!r}")
+        with self._mlflow_call("end run"):
+            self._client.set_terminated(self.run_id, status=status)
+        self._ended = True
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.end("FAILED" if exc_type is not None else "FINISHED")
+
+    def __repr__(self) -> str:
+        if not self.enabled:
+            return "Tracker(disabled)"
+        return f"Tracker(run_id={self.run_id!r}, experiment={self.experiment!r}, uri={self.tracking_uri!r})"
+
+
+def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    if not name:
+        raise TrackingError("MLflow experiment name must not be empty")
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        if existing.lifecycle_stage == "deleted":
+            raise TrackingError(f"MLflow experiment {name!r} at {tracking_uri} is deleted; restore it or pick another")
+        return existing.experiment_id
+    database = _sqlite_path(tracking_uri)
+    location = (database.resolve().parent / "mlartifacts").as_uri() if database is not None else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another process created it in between (parallel KFP components).
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
+
+
+__all__ = ["PARENT_RUN_TAG", "Tracker", "check_tracking_uri", "flatten_params"]

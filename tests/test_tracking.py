@@ -1,0 +1,189 @@
+"""fewframes.tracking against a real ``mlflow server`` on loopback and a local SQLite store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewframes.errors import TrackingError
+from fewframes.tracking import PARENT_RUN_TAG, Tracker, check_tracking_uri, flatten_params
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_runs_params_metrics_artifacts_and_parent_link_on_a_real_server(mlflow_server: str, tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with Tracker.start(mlflow_server, "fewframes-test", "pipeline", params={"preset": "tiny"}, tags={"k": 6}) as parent:
+        assert parent.enabled and parent.run_id
+        with Tracker.start(
+            mlflow_server, "fewframes-test", "train-teacher", parent_run_id=parent.run_id, params={"train": {"epochs": 2}}
+        ) as child:
+            for step, gap in enumerate((0.1, 0.25, 0.4)):
+                child.log_metrics({"val_gap": gap, "loss": 1.0 / (step + 1)}, step=step)
+            child.log_metric("test_gap", 0.5)
+            child.log_dict({"gap": 0.5}, "metrics.json")
+            child.log_text("hello", "notes/readme.md")
+            report = tmp_path / "per_class_ap.csv"
+            report.write_text("class,ap\n0,0.5\n")
+            child.log_artifact(report, artifact_path="tables")
+            fig, ax = plt.subplots()
+            ax.plot([0, 1], [0, 1])
+            child.log_figure(fig, "plots/line.png")
+            plt.close(fig)
+            child.set_tags({"stage": "teacher"})
+
+    client = _client(mlflow_server)
+    parent_run = client.get_run(parent.run_id)
+    child_run = client.get_run(child.run_id)
+    assert parent_run.info.status == "FINISHED" and child_run.info.status == "FINISHED"
+    assert parent_run.info.run_name == "pipeline" and child_run.info.run_name == "train-teacher"
+    assert parent_run.data.params == {"preset": "tiny"}
+    assert parent_run.data.tags["k"] == "6"
+    assert child_run.data.tags[PARENT_RUN_TAG] == parent.run_id
+    assert child_run.data.tags["stage"] == "teacher"
+    assert child_run.data.params == {"train.epochs": "2"}
+    history = client.get_metric_history(child.run_id, "val_gap")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 0.1), (1, 0.25), (2, 0.4)]
+    assert child_run.data.metrics["test_gap"] == 0.5
+    artifacts = {a.path for a in client.list_artifacts(child.run_id)}
+    assert {"metrics.json", "notes", "tables", "plots"} <= artifacts
+    assert [a.path for a in client.list_artifacts(child.run_id, "plots")] == ["plots/line.png"]
+    downloaded = Path(client.download_artifacts(child.run_id, "metrics.json", str(tmp_path / "dl")))
+    assert json.loads(downloaded.read_text()) == {"gap": 0.5}
+    table = Path(client.download_artifacts(child.run_id, "tables/per_class_ap.csv", str(tmp_path / "dl")))
+    assert table.read_text() == "class,ap\n0,0.5\n"
+
+
+def test_failed_run_is_marked_failed(mlflow_server: str) -> None:
+    with pytest.raises(RuntimeError):
+        with Tracker.start(mlflow_server, "fewframes-test", "crashes") as tracker:
+            raise RuntimeError("training blew up")
+    assert _client(mlflow_server).get_run(tracker.run_id).info.status == "FAILED"
+
+
+def test_params_same_value_skipped_other_value_refused_and_resume(mlflow_server: str) -> None:
+    tracker = Tracker.start(mlflow_server, "fewframes-test", "resumable", params={"lr": 0.001, "ks": (6, 30)})
+    tracker.log_params({"lr": 0.001})  # a resumed run logs its params again: fine
+    with pytest.raises(TrackingError, match="'lr'.*0.001.*0.01"):
+        tracker.log_params({"lr": 0.01})
+    tracker.end("KILLED")
+    # Re-attach after preemption: params already there are known, the run goes back to RUNNING.
+    resumed = Tracker.start(mlflow_server, "fewframes-test", "resumable", run_id=tracker.run_id, params={"lr": 0.001})
+    assert _client(mlflow_server).get_run(tracker.run_id).info.status == "RUNNING"
+    with pytest.raises(TrackingError, match="'ks'"):
+        resumed.log_params({"ks": [6]})
+    resumed.log_metric("epoch", 3, step=3)
+    resumed.end()
+    run = _client(mlflow_server).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.001", "ks": "[6, 30]"}
+
+
+def test_log_torch_model_loads_back(mlflow_server: str, tmp_path: Path) -> None:
+    import mlflow.pytorch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Sigmoid())
+    with Tracker.start(mlflow_server, "fewframes-test", "model") as tracker:
+        tracker.log_torch_model(model, "teacher")
+    client = _client(mlflow_server)
+    local = client.download_artifacts(tracker.run_id, "teacher", str(tmp_path))
+    assert (Path(local) / "MLmodel").is_file()
+    loaded = mlflow.pytorch.load_model(local)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_sqlite_uri_works_without_a_server_and_keeps_artifacts_beside_the_database(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}"
+    with Tracker.start(uri, "local", "run", params={"a": 1}) as tracker:
+        tracker.log_metric("gap", 0.3, step=1)
+        tracker.log_dict({"x": 1}, "x.json")
+        child = tracker.start_child("child")
+        child.end()
+    run = _client(uri).get_run(tracker.run_id)
+    assert run.data.metrics["gap"] == 0.3 and run.data.params == {"a": "1"}
+    assert _client(uri).get_run(child.run_id).data.tags[PARENT_RUN_TAG] == tracker.run_id
+    assert list((tmp_path / "tracking" / "mlartifacts").rglob("x.json"))
+
+
+def test_unreachable_server_fails_fast() -> None:
+    from mlflow_server import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match="unreachable"):
+        check_tracking_uri(uri)
+    with pytest.raises(TrackingError, match=f"127.0.0.1"):
+        Tracker.start(uri, "e", "r")
+    assert time.monotonic() - started < 10
+
+
+def test_unroutable_server_times_out_quickly() -> None:
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): connections hang or fail, never succeed.
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match="192.0.2.1"):
+        check_tracking_uri("http://192.0.2.1:5000", timeout_s=1.0)
+    assert time.monotonic() - started < 5
+
+
+def test_disabled_tracker_does_nothing(tmp_path: Path) -> None:
+    for uri in (None, ""):
+        tracker = Tracker.start(uri, "e", "r", params={"a": 1})
+        assert not tracker.enabled and tracker.run_id is None
+        with tracker:
+            tracker.log_params({"a": 2})
+            tracker.log_metrics({"gap": 0.1}, step=1)
+            tracker.log_metric("gap", 0.2)
+            tracker.log_artifact(tmp_path / "does-not-exist")
+            tracker.log_dict({}, "x.json")
+            tracker.log_text("", "x.txt")
+            tracker.log_figure(object(), "x.png")
+            tracker.log_torch_model(torch.nn.Linear(1, 1), "m")
+            tracker.set_tags({"a": 1})
+        assert not tracker.start_child("c").enabled
+    assert list(tmp_path.iterdir()) == []
+    check_tracking_uri(None)
+
+
+def test_bad_inputs_raise_tracking_errors(mlflow_server: str, tmp_path: Path) -> None:
+    with Tracker.start(mlflow_server, "fewframes-test", "bad-inputs") as tracker:
+        with pytest.raises(TrackingError, match="missing.txt"):
+            tracker.log_artifact(tmp_path / "missing.txt")
+        with pytest.raises(TrackingError, match="'gap' must be a number"):
+            tracker.log_metrics({"gap": "high"})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(TrackingError, match="cannot create folder"):
+        check_tracking_uri(f"sqlite:///{blocker / 'sub' / 'mlflow.db'}")
+
+
+def test_flatten_params() -> None:
+    assert flatten_params({"model": {"hidden": 16, "layers": 2}, "ks": (6, 30), "name": "t"}) == {
+        "model.hidden": "16",
+        "model.layers": "2",
+        "ks": "[6, 30]",
+        "name": "t",
+    }
+
+
+def test_core_library_imports_without_mlflow() -> None:
+    code = (
+        "import sys; import fewframes.tracking, fewframes.metrics; "
+        "bad = [m for m in ('mlflow', 'tensorflow', 'kfp', 'matplotlib') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
