@@ -445,11 +445,112 @@ def _training_metrics(result: Any) -> dict[str, float]:
     return {"best_val_gap": float(result.best_val_gap), "best_epoch": float(result.best_epoch)}
 
 
-def _log_history(tracker: Any, history: list[dict[str, Any]]) -> None:
-    for row in history:
-        step = int(row.get("epoch", 0))
-        numbers = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}
-        tracker.log_metrics(numbers, step=step)
+# Set on GPU tasks by the pipeline (``fewframes.pipelines.dag.apply_gpu``): with more than one GPU the
+# training steps launch ``torchrun`` with one process per GPU.
+GPUS_ENV = "FEWFRAMES_GPUS"
+
+
+@dataclass
+class _Trained:
+    """The facts of a training run the steps use (a TrainResult, or the summary torchrun printed)."""
+
+    best_epoch: int
+    best_val_gap: float
+    model_path: Path
+
+
+def _torchrun_training(
+    mode: str,
+    gpus: int,
+    store_path: str,
+    out_dir: str,
+    configs: dict[str, dict[str, Any]],
+    tracking: TrackingContext,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    extra: list[str],
+) -> tuple[_Trained, str]:
+    """Train under ``torchrun --nproc_per_node=gpus -m fewframes.training``; rank 0 logs the MLflow child run,
+    which gets our tags and params afterwards. Returns the result and that run's id."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+        "-m", "fewframes.training", mode, "--store", store_path, "--out", out_dir, "--no-progress",
+        "--run-name", run_name, *extra,
+    ]
+    for flag, values in configs.items():
+        command += [flag, json.dumps(values)]
+    if tracking.enabled:
+        command += ["--tracking-uri", tracking.uri, "--experiment", tracking.experiment,
+                    "--parent-run-id", tracking.parent_run_id]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0:
+        lines = (finished.stderr or finished.stdout).strip().splitlines()
+        raise PipelineError(f"torchrun {mode} on {gpus} GPUs failed: {lines[-1] if lines else finished.returncode}")
+    summary = json.loads(finished.stdout.strip().splitlines()[-1])
+    if mode == "parallel":
+        summary = summary["student"]
+    result = _Trained(int(summary["best_epoch"]), float(summary["best_val_gap"]), Path(summary["model_path"]))
+    run_id = ""
+    if tracking.enabled:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=tracking.uri)
+        experiment = client.get_experiment_by_name(tracking.experiment)
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{tracking.parent_run_id}' and attributes.run_name = '{run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            run_id = runs[0].info.run_id
+            for name, value in {**tracking.tags(tags.get("fewframes.step", "")), **tags}.items():
+                client.set_tag(run_id, name, value)
+            known = runs[0].data.params
+            for name, value in params.items():
+                if name not in known:
+                    client.log_param(run_id, name, "" if value is None else str(value))
+            client.log_metric(run_id, "best_val_gap", result.best_val_gap)
+    return result, run_id
+
+
+def _train(
+    step: str,
+    mode: str,
+    run_name: str,
+    store_path: str,
+    model_dir: str,
+    configs: dict[str, Any],
+    params: dict[str, Any],
+    tags: dict[str, str],
+    tracking: TrackingContext,
+    train: Callable[[Any], Any],
+    extra: list[str] | None = None,
+) -> tuple[Any, str, dict[str, float]]:
+    """Run one training step, in this process or (more than one GPU) under torchrun; returns the result,
+    its MLflow run id and the metrics logged."""
+    gpus = int(os.environ.get(GPUS_ENV, "0") or 0)
+    if gpus > 1:
+        flags = {
+            "--model-config": configs["model"].to_dict(),
+            "--train-config": configs["train"].to_dict(),
+        }
+        if configs.get("student") is not None:
+            flags["--student-config"] = configs["student"].to_dict()
+        result, run_id = _torchrun_training(
+            mode, gpus, store_path, model_dir, flags, tracking, run_name, params, {**tags, "fewframes.step": step},
+            extra or [],
+        )
+        return result, run_id, _training_metrics(result)
+    with step_run(tracking, step, run_name, params=params, tags=tags) as tracker:
+        result = train(tracker)
+        metrics = _training_metrics(result)
+        tracker.log_metrics(metrics)
+        return result, getattr(tracker, "run_id", "") or "", metrics
 
 
 @reports_errors("train-teacher")
@@ -461,19 +562,16 @@ def train_teacher_step(store_path: str, model_dir: str, sizes: Sizes, tracking: 
     _limit_threads()
     store = FrameStore.open(store_path)
     out = Path(model_dir)
-    params = {**model_params("teacher", frame_selection="all"), **sizes.params()}
-    tags = {TAG_ROLE: "teacher", TAG_MODEL_KEY: "teacher"}
-    with step_run(tracking, "train-teacher", "train-teacher", params=params, tags=tags) as tracker:
-        result = train_teacher(
-            store, sizes.model_config(store.num_classes), sizes.train_config(), out_dir=out, tracker=tracker
-        )
-        metrics = _training_metrics(result)
-        tracker.log_metrics(metrics)
-        run_id = getattr(tracker, "run_id", "") or ""
+    model_config, train_config = sizes.model_config(store.num_classes), sizes.train_config()
+    described = model_params("teacher", frame_selection="all")
+    result, run_id, metrics = _train(
+        "train-teacher", "teacher", "train-teacher", store_path, model_dir,
+        {"model": model_config, "train": train_config},
+        {**described, **sizes.params()}, {TAG_ROLE: "teacher", TAG_MODEL_KEY: "teacher"}, tracking,
+        lambda tracker: train_teacher(store, model_config, train_config, out_dir=out, tracker=tracker),
+    )
     info = _write_model_info(
-        out,
-        Path(result.model_path),
-        {**model_params("teacher", frame_selection="all"), "model_key": "teacher", "mlflow_run_id": run_id},
+        out, Path(result.model_path), {**described, "model_key": "teacher", "mlflow_run_id": run_id}
     )
     return StepResult(metrics=metrics, metadata=info)
 
@@ -498,44 +596,35 @@ def distill_student_step(
 
     _limit_threads()
     teacher_info = read_model_info(teacher_dir, "teacher")
+    teacher_path = Path(teacher_dir) / teacher_info["model_file"]
+    teacher_run_id = teacher_info.get("mlflow_run_id", "")
     k = int(k)
     student_config = StudentConfig(k=k, frame_selection="uniform", loss=loss, mode=mode, matching=matching)
     store = FrameStore.open(store_path)
     model_config = sizes.model_config(store.num_classes)
     train_config = sizes.train_config(float(train_fraction))
-    spec = {"loss": loss, "mode": mode, "matching": matching, "train_fraction": float(train_fraction)}
-    key = model_key("student", k, **spec)
-    params = {
-        **model_params("student", k, "uniform", loss, mode, matching, train_fraction, teacher_info["mlflow_run_id"]),
-        **sizes.params(),
-    }
-    tags = {TAG_ROLE: "student", TAG_MODEL_KEY: key}
+    key = model_key("student", k, loss=loss, mode=mode, matching=matching, train_fraction=float(train_fraction))
+    described = model_params("student", k, "uniform", loss, mode, matching, train_fraction,
+                             teacher_run_id if mode == "serial" else "")
     out = Path(model_dir)
-    with step_run(tracking, "distill-student", key, params=params, tags=tags) as tracker:
+
+    def train(tracker: Any) -> Any:
         if mode == "parallel":
-            parallel = train_parallel(
-                store, student_config, model_config, train_config, out_dir=out, tracker=tracker
-            )
-            result = parallel.student
-        else:
-            teacher_path = Path(teacher_dir) / teacher_info["model_file"]
-            result = train_student(
-                store, teacher_path, student_config, train_config, model_config=model_config, out_dir=out,
-                tracker=tracker,
-            )
-        metrics = _training_metrics(result)
-        tracker.log_metrics(metrics)
-        run_id = getattr(tracker, "run_id", "") or ""
-    info = _write_model_info(
-        out,
-        Path(result.model_path),
-        {
-            **model_params("student", k, "uniform", loss, mode, matching, train_fraction,
-                           teacher_info["mlflow_run_id"]),
-            "model_key": key,
-            "mlflow_run_id": run_id,
-        },
+            return train_parallel(store, model_config, student_config, train_config, out_dir=out, tracker=tracker).student
+        return train_student(
+            store, teacher_path, student_config, train_config, model_config=model_config, out_dir=out,
+            tracker=tracker, teacher_run_id=teacher_run_id or None,
+        )
+
+    extra = [] if mode == "parallel" else ["--teacher", str(teacher_path)] + (
+        ["--teacher-run-id", teacher_run_id] if teacher_run_id else []
     )
+    result, run_id, metrics = _train(
+        "distill-student", "parallel" if mode == "parallel" else "student", key, store_path, model_dir,
+        {"model": model_config, "train": train_config, "student": student_config},
+        {**described, **sizes.params()}, {TAG_ROLE: "student", TAG_MODEL_KEY: key}, tracking, train, extra,
+    )
+    info = _write_model_info(out, Path(result.model_path), {**described, "model_key": key, "mlflow_run_id": run_id})
     return StepResult(metrics=metrics, metadata=info)
 
 
@@ -558,24 +647,18 @@ def train_baseline_step(
     k = int(k)
     store = FrameStore.open(store_path)
     student_config = StudentConfig(k=k, frame_selection=frame_selection)
+    model_config = sizes.model_config(store.num_classes)
+    train_config = sizes.train_config(float(train_fraction))
     key = model_key("baseline", k, frame_selection=frame_selection, train_fraction=float(train_fraction))
-    params = {**model_params("baseline", k, frame_selection, train_fraction=train_fraction), **sizes.params()}
-    tags = {TAG_ROLE: "baseline", TAG_MODEL_KEY: key}
+    described = model_params("baseline", k, frame_selection, train_fraction=train_fraction)
     out = Path(model_dir)
-    with step_run(tracking, "train-baseline", key, params=params, tags=tags) as tracker:
-        result = train_baseline(
-            store, student_config, sizes.model_config(store.num_classes),
-            sizes.train_config(float(train_fraction)), out_dir=out, tracker=tracker,
-        )
-        metrics = _training_metrics(result)
-        tracker.log_metrics(metrics)
-        run_id = getattr(tracker, "run_id", "") or ""
-    info = _write_model_info(
-        out,
-        Path(result.model_path),
-        {**model_params("baseline", k, frame_selection, train_fraction=train_fraction), "model_key": key,
-         "mlflow_run_id": run_id},
+    result, run_id, metrics = _train(
+        "train-baseline", "baseline", key, store_path, model_dir,
+        {"model": model_config, "train": train_config, "student": student_config},
+        {**described, **sizes.params()}, {TAG_ROLE: "baseline", TAG_MODEL_KEY: key}, tracking,
+        lambda tracker: train_baseline(store, student_config, model_config, train_config, out_dir=out, tracker=tracker),
     )
+    info = _write_model_info(out, Path(result.model_path), {**described, "model_key": key, "mlflow_run_id": run_id})
     return StepResult(metrics=metrics, metadata=info)
 
 

@@ -1,0 +1,206 @@
+"""``fewframes compare`` and the report step, against a real MLflow server (the ``mlflow_server`` fixture)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from fewframes.cli import main
+from fewframes.components.steps import (
+    BENCHMARK_FILE,
+    ROW_FILE,
+    model_key,
+    model_params,
+    recommend_student,
+    report_step,
+)
+from fewframes.runs import (
+    TAG_MODEL_KEY,
+    TAG_ROLE,
+    TAG_STEP,
+    TrackingContext,
+    log_metrics_to_run,
+    start_parent_run,
+    step_run,
+)
+
+# (role, k, frame_selection, loss, mode, gap, map, gflops): a made-up but plausible pipeline run.
+MODELS = [
+    ("teacher", None, "all", "", "", 0.80, 0.40, 5.0),
+    ("student", 10, "uniform", "rep_pred_ce", "serial", 0.77, 0.35, 0.15),
+    ("student", 30, "uniform", "rep_pred_ce", "serial", 0.795, 0.38, 0.50),
+    ("student", 30, "uniform", "rep", "parallel", 0.79, 0.37, 0.50),
+    ("baseline", 30, "uniform", "", "", 0.75, 0.33, 0.50),
+]
+
+
+def _key(role, k, selection, loss, mode):
+    if role == "teacher":
+        return "teacher"
+    if role == "student":
+        return model_key("student", k, loss=loss, mode=mode, matching="final")
+    return model_key("baseline", k, frame_selection=selection)
+
+
+@pytest.fixture(scope="module")
+def experiment(mlflow_server):
+    """One pipeline run's MLflow runs, logged as the steps log them: parent, evaluate children, benchmark."""
+    name = f"compare-{uuid.uuid4().hex[:8]}"
+    context = TrackingContext(uri=mlflow_server, experiment=name, pipeline_run_id="local-test", pipeline="distill")
+    parent = start_parent_run(context, "pipeline", params={"preset": "tiny"})
+    context = TrackingContext(mlflow_server, name, parent, "local-test", "distill")
+    for role, k, selection, loss, mode, gap, map_, gflops in MODELS:
+        key = _key(role, k, selection, loss, mode)
+        params = model_params(role, k, selection, loss, mode, "final" if role == "student" else "")
+        with step_run(context, "evaluate", f"evaluate {key}", params=params,
+                      tags={TAG_ROLE: role, TAG_MODEL_KEY: key}) as tracker:
+            tracker.log_metrics({"gap": gap, "map": map_, "hit_at_1": gap + 0.05, "perr": gap - 0.1})
+            run_id = tracker.run_id
+        # As the benchmark step does, after the evaluate run has ended.
+        log_metrics_to_run(mlflow_server, run_id, {"gflops": gflops, "latency_ms_p50": gflops * 10})
+    with step_run(context, "train-teacher", "train-teacher", params=model_params("teacher", frame_selection="all")):
+        pass
+    return mlflow_server, name, parent
+
+
+def test_runs_are_children_of_the_parent_with_shared_names(experiment):
+    uri, name, parent = experiment
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    children = [r for r in runs if r.info.run_id != parent]
+    assert len(children) == len(MODELS) + 1
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["fewframes.pipeline_run_id"] == "local-test"
+        assert {"role", "k", "frame_selection", "loss", "mode", "matching", "train_fraction", "teacher_run_id"} <= set(
+            run.data.params
+        )
+    assert client.get_run(parent).data.tags[TAG_STEP] == "pipeline"
+
+
+def test_compare_table_sorted_by_gap_with_csv(experiment, tmp_path, capsys):
+    uri, name, _ = experiment
+    out = tmp_path / "compare.csv"
+    code = main(["compare", "--experiment", name, "--tracking-uri", uri, "--csv", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"{len(MODELS)} evaluated models" in printed
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(MODELS)
+    gaps = [float(r["gap"]) for r in rows]
+    assert gaps == sorted(gaps, reverse=True)
+    assert gaps[0] == pytest.approx(max(m[5] for m in MODELS))
+    teacher = next(r for r in rows if r["role"] == "teacher")
+    assert float(teacher["gflops"]) == pytest.approx(5.0)
+    assert float(teacher["latency_ms_p50"]) == pytest.approx(50.0)
+    student = next(r for r in rows if r["mode"] == "parallel")
+    assert (student["k"], student["loss"], student["frame_selection"]) == ("30", "rep", "uniform")
+
+
+def test_compare_sorts_cost_metrics_ascending(experiment, tmp_path, capsys):
+    uri, name, _ = experiment
+    out = tmp_path / "by_flops.csv"
+    assert main(["compare", "--experiment", name, "--tracking-uri", uri, "--metric", "gflops", "--csv", str(out)]) == 0
+    capsys.readouterr()
+    with out.open() as handle:
+        flops = [float(r["gflops"]) for r in csv.DictReader(handle)]
+    assert flops == sorted(flops)
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--experiment", "no-such-experiment"], "--experiment 'no-such-experiment'"),
+        (["--metric", "speed"], "--metric"),
+    ],
+)
+def test_compare_bad_input_is_one_line(experiment, capsys, argv, named):
+    uri, name, _ = experiment
+    base = ["compare", "--tracking-uri", uri, "--experiment", name]
+    assert main(base + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and named in err
+
+
+def test_compare_unreachable_tracking_server(capsys):
+    from mlflow_server import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    assert main(["compare", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and uri in err and "unreachable" in err
+
+
+def _write_rows(folder: Path) -> list[str]:
+    """Evaluation artifacts (row.json) and a benchmark.json, as the evaluate/benchmark steps leave them."""
+    evaluation_dirs = []
+    bench_rows = []
+    for role, k, selection, loss, mode, gap, map_, gflops in MODELS:
+        key = _key(role, k, selection, loss, mode)
+        row = {**model_params(role, k, selection, loss, mode, "final" if role == "student" else ""),
+               "model_key": key, "gap": gap, "map": map_, "hit_at_1": gap, "perr": gap}
+        target = folder / key
+        target.mkdir(parents=True)
+        (target / ROW_FILE).write_text(json.dumps(row))
+        evaluation_dirs.append(str(target))
+        bench_rows.append({"model_key": key, "role": role, "gflops": gflops, "latency_ms_p50": gflops * 10,
+                           "num_parameters": 1000.0})
+    (folder / "bench").mkdir()
+    (folder / "bench" / BENCHMARK_FILE).write_text(json.dumps({"machine": {}, "rows": bench_rows}))
+    return evaluation_dirs
+
+
+def test_report_step_writes_table_plot_and_recommendation(mlflow_server, tmp_path):
+    evaluation_dirs = _write_rows(tmp_path)
+    name = f"report-{uuid.uuid4().hex[:8]}"
+    context = TrackingContext(uri=mlflow_server, experiment=name, pipeline_run_id="local-report")
+    parent = start_parent_run(context, "pipeline")
+    context = TrackingContext(mlflow_server, name, parent, "local-report")
+    markdown, html = tmp_path / "report" / "markdown", tmp_path / "report" / "html"
+    result = report_step(evaluation_dirs, str(tmp_path / "bench"), str(markdown), str(html), context, tolerance=0.01)
+
+    # Teacher 0.80; within 1%: GAP >= 0.792 -> the serial k=30 student (0.795); k=10 (0.77) is not.
+    expected = model_key("student", 30, loss="rep_pred_ce", mode="serial", matching="final")
+    assert result.metadata["recommended"] == expected
+    assert result.metrics["recommended_k"] == 30
+    text = markdown.read_text()
+    assert f"`{expected}`" in text
+    for role, k, selection, loss, mode, gap, *_ in MODELS:
+        assert _key(role, k, selection, loss, mode) in text
+    assert text.count("\n| ") == len(MODELS) + 1  # header + one row per model
+    assert "data:image/png;base64," in text
+    page = html.read_text()
+    assert page.startswith("<!doctype html>") and "<table>" in page
+    assert (tmp_path / "report" / "gap_vs_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    (report_run,) = client.search_runs(
+        [client.get_experiment_by_name(name).experiment_id], filter_string=f"tags.`{TAG_STEP}` = 'report'"
+    )
+    assert report_run.data.tags["mlflow.parentRunId"] == parent
+    assert {a.path for a in client.list_artifacts(report_run.info.run_id)} == {
+        "report.md", "report.html", "gap_vs_k.png"
+    }
+    assert report_run.data.metrics["recommended_gap"] == pytest.approx(0.795)
+
+
+def test_recommendation_tolerance():
+    rows = [
+        {"role": "teacher", "gap": 0.80, "k": None},
+        {"role": "student", "gap": 0.70, "k": 6, "matching": "final", "train_fraction": 1.0},
+        {"role": "student", "gap": 0.78, "k": 10, "matching": "final", "train_fraction": 1.0},
+        {"role": "student", "gap": 0.79, "k": 10, "matching": "final", "train_fraction": 1.0},
+        {"role": "student", "gap": 0.799, "k": 6, "matching": "final", "train_fraction": 0.5},  # less data: not
+        {"role": "baseline", "gap": 0.80, "k": 6},
+    ]
+    assert recommend_student(rows, 0.01) is None  # 0.79 < 0.792
+    assert recommend_student(rows, 0.05)["gap"] == 0.79  # k=10 qualifies; ties on k go to the higher GAP
+    assert recommend_student(rows, 0.2)["k"] == 6
+    assert recommend_student([r for r in rows if r["role"] != "teacher"], 0.5) is None
