@@ -1,0 +1,348 @@
+"""Evaluate a teacher or student on a split of a frame store: YouTube-8M metrics, per-class AP, encodings.
+
+``evaluate(model, store, split="test", strategy=..., k=...)`` runs the model in ``torch.inference_mode``
+over the split (unshuffled), turns logits into probabilities with a sigmoid (PERR counts only scores
+above 0, as the official code, so it must see probabilities), and streams them into
+``fewframes.metrics.MetricsAccumulator``: memory stays O(videos x top_k), never videos x classes.
+
+It also keeps the video encoding E of the first ``sample_encodings`` videos of the split, in split order:
+the split is a stable hash order, so teacher and students keep the same videos (the paper's Figure 3
+t-SNE compares them video by video).
+
+With ``out_dir`` it writes, each atomically (temp name in the same folder, then rename):
+
+- ``metrics.json``: gap, map, hit_at_1, perr, num_videos, num_classes, top_k, split, strategy, k,
+  seconds, videos_per_second (NaN values, e.g. mAP with no positive labels at all, are written as null);
+- ``per_class_ap.parquet``: class (int32), ap (float64, null for classes without positives),
+  num_positives (int64);
+- ``encodings.parquet``: video_id (string), labels (list<int64>), encoding (list<float32>).
+
+Choices the contract left open: the teacher (strategy ``all``) is given ``k = MAX_FRAMES`` like the
+training loop; ``strategy="random"`` is seeded by ``seed`` so a student's evaluation is repeatable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from fewframes.config import FRAME_SELECTIONS, MAX_FRAMES
+from fewframes.errors import EvaluationError
+from fewframes.metrics import DEFAULT_TOP_K, MetricsAccumulator
+
+METRICS_FILE = "metrics.json"
+PER_CLASS_AP_FILE = "per_class_ap.parquet"
+ENCODINGS_FILE = "encodings.parquet"
+METRIC_NAMES = ("gap", "map", "hit_at_1", "perr")
+
+
+@dataclass
+class EvaluationResult:
+    """The metrics of one model on one split, and the sampled encodings.
+
+    Indexable like a dict for the headline numbers: ``result["gap"]``, ``"map" in result``.
+    """
+
+    gap: float
+    map: float
+    hit_at_1: float
+    perr: float
+    per_class_ap: np.ndarray  # float64[classes], NaN for classes without positives
+    positives_per_class: np.ndarray  # int64[classes]
+    num_videos: int
+    split: str
+    strategy: str
+    k: int | None
+    top_k: int = DEFAULT_TOP_K
+    seconds: float = 0.0
+    encoding_video_ids: list[str] = field(default_factory=list)
+    encoding_labels: list[np.ndarray] = field(default_factory=list)
+    encodings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    files: dict[str, str] = field(default_factory=dict)  # name -> written path (empty without out_dir)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.per_class_ap.shape[0])
+
+    def metrics(self) -> dict[str, Any]:
+        """The JSON-ready summary written as ``metrics.json``."""
+        return {
+            "gap": self.gap,
+            "map": self.map,
+            "hit_at_1": self.hit_at_1,
+            "perr": self.perr,
+            "num_videos": self.num_videos,
+            "num_classes": self.num_classes,
+            "top_k": self.top_k,
+            "split": self.split,
+            "strategy": self.strategy,
+            "k": self.k,
+            "seconds": self.seconds,
+            "videos_per_second": self.num_videos / self.seconds if self.seconds > 0 else None,
+        }
+
+    def __getitem__(self, name: str) -> Any:
+        return self.metrics()[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.metrics()
+
+
+def _resolve_store(store: Any) -> tuple[Any, str]:
+    from fewframes.data.store import FrameStore
+
+    if isinstance(store, (str, os.PathLike)):
+        return FrameStore.open(store), str(store)
+    return store, str(store.path)
+
+
+def _loader_k(strategy: str, k: int | None) -> int:
+    if strategy not in FRAME_SELECTIONS:
+        raise EvaluationError(f"strategy must be one of {', '.join(FRAME_SELECTIONS)}, got {strategy!r}")
+    if strategy == "all":
+        return MAX_FRAMES if k is None else int(k)
+    if k is None or int(k) < 1:
+        raise EvaluationError(f"strategy {strategy!r} needs k >= 1 (frames per video), got {k!r}")
+    return int(k)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    store: Any,
+    split: str = "test",
+    *,
+    strategy: str = "all",
+    k: int | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    sample_encodings: int = 500,
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    top_k: int = DEFAULT_TOP_K,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> EvaluationResult:
+    """GAP@top_k, mAP, Hit@1, PERR, per-class AP and sampled encodings of ``model`` on ``split`` of ``store``.
+
+    ``store`` is a ``FrameStore`` or its path. The teacher reads all frames (``strategy="all"``); a student
+    its ``k`` frames (``strategy="uniform"``, ``k=...``). Writes the three files to ``out_dir`` if given.
+    """
+    from fewframes.data.loader import make_loader
+    from fewframes.data.split import load_split
+
+    loader_k = _loader_k(strategy, k)
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
+    frame_store, store_path = _resolve_store(store)
+    indices = np.asarray(load_split(store_path, split), dtype=np.int64)
+    if indices.size == 0:
+        raise EvaluationError(f"split {split!r} of store {store_path} has no videos")
+    loader = make_loader(
+        frame_store,
+        indices,
+        strategy=strategy,
+        k=loader_k,
+        batch_size=batch_size,
+        shuffle=False,
+        seed=seed,
+        epoch=0,
+        num_workers=num_workers,
+    )
+    return evaluate_batches(
+        model,
+        loader,
+        num_classes=int(frame_store.num_classes),
+        split=split,
+        strategy=strategy,
+        k=None if strategy == "all" and k is None else loader_k,
+        device=device,
+        sample_encodings=sample_encodings,
+        out_dir=out_dir,
+        progress=progress,
+        top_k=top_k,
+        total=len(loader),
+    )
+
+
+def evaluate_batches(
+    model: torch.nn.Module,
+    batches: Iterable[Any],
+    *,
+    num_classes: int,
+    split: str = "test",
+    strategy: str = "all",
+    k: int | None = None,
+    device: str | torch.device = "cpu",
+    sample_encodings: int = 500,
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    top_k: int = DEFAULT_TOP_K,
+    total: int | None = None,
+) -> EvaluationResult:
+    """The loop of ``evaluate`` over any iterable of batches with ``frames``, ``mask``, ``labels``, ``video_ids``."""
+    from tqdm.auto import tqdm
+
+    if sample_encodings < 0:
+        raise EvaluationError(f"sample_encodings must be >= 0, got {sample_encodings}")
+    device = torch.device(device)
+    accumulator = MetricsAccumulator(num_classes, top_k=top_k)
+    sampled_ids: list[str] = []
+    sampled_labels: list[np.ndarray] = []
+    sampled_encodings: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(batches, total=total, desc=f"evaluate {split}", unit="batch", disable=not progress):
+                output = model(batch.frames.to(device, non_blocking=True), batch.mask.to(device, non_blocking=True))
+                logits = output.logits
+                if logits.ndim != 2 or logits.shape[1] != num_classes:
+                    raise EvaluationError(
+                        f"model logits have shape {tuple(logits.shape)}, the store has {num_classes} classes"
+                    )
+                scores = torch.sigmoid(logits.float()).cpu().numpy()
+                labels = batch.labels.cpu().numpy() if torch.is_tensor(batch.labels) else np.asarray(batch.labels)
+                accumulator.update(scores, labels)
+                wanted = sample_encodings - len(sampled_ids)
+                if wanted > 0:
+                    take = min(wanted, scores.shape[0])
+                    sampled_ids.extend(str(v) for v in list(batch.video_ids)[:take])
+                    sampled_labels.extend(np.flatnonzero(row > 0).astype(np.int64) for row in labels[:take])
+                    sampled_encodings.append(output.encoding[:take].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - started
+    if accumulator.num_videos == 0:
+        raise EvaluationError(f"split {split!r} gave no batches to evaluate")
+    computed = accumulator.compute()
+    result = EvaluationResult(
+        gap=computed["gap"],
+        map=computed["map"],
+        hit_at_1=computed["hit_at_1"],
+        perr=computed["perr"],
+        per_class_ap=computed["per_class_ap"],
+        positives_per_class=accumulator.positives_per_class,
+        num_videos=computed["num_videos"],
+        split=split,
+        strategy=strategy,
+        k=k,
+        top_k=top_k,
+        seconds=seconds,
+        encoding_video_ids=sampled_ids,
+        encoding_labels=sampled_labels,
+        encodings=np.concatenate(sampled_encodings) if sampled_encodings else np.zeros((0, 0), dtype=np.float32),
+    )
+    if out_dir is not None:
+        result.files = write_evaluation(result, out_dir)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------
+# Files
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _atomic_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
+
+
+def _write_json_atomic(target: Path, obj: dict[str, Any]) -> None:
+    tmp = _atomic_path(target)
+    try:
+        tmp.write_text(json.dumps({k: _json_safe(v) for k, v in obj.items()}, indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_parquet_atomic(target: Path, table: pa.Table) -> None:
+    tmp = _atomic_path(target)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def per_class_table(result: EvaluationResult) -> pa.Table:
+    """class, ap (null where the class has no positives), num_positives."""
+    ap = result.per_class_ap
+    return pa.table(
+        {
+            "class": pa.array(np.arange(ap.shape[0], dtype=np.int32)),
+            "ap": pa.array(ap, mask=np.isnan(ap), type=pa.float64()),
+            "num_positives": pa.array(result.positives_per_class.astype(np.int64)),
+        }
+    )
+
+
+def _list_column(matrix: np.ndarray, rows: int) -> pa.Array:
+    """A float32[rows, E] matrix as list<float32> (one list per row), without a Python loop."""
+    values = np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1)
+    width = values.size // rows if rows else 0
+    offsets = np.arange(rows + 1, dtype=np.int32) * width
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
+
+
+def encodings_table(result: EvaluationResult) -> pa.Table:
+    """video_id, labels (list<int64>), encoding (list<float32>) of the sampled videos."""
+    return pa.table(
+        {
+            "video_id": pa.array(result.encoding_video_ids, type=pa.string()),
+            "labels": pa.array([row.tolist() for row in result.encoding_labels], type=pa.list_(pa.int64())),
+            "encoding": _list_column(result.encodings, len(result.encoding_video_ids)),
+        }
+    )
+
+
+def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Write metrics.json, per_class_ap.parquet and encodings.parquet (each atomically); return their paths."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / name for name in (METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE)}
+    _write_parquet_atomic(paths[PER_CLASS_AP_FILE], per_class_table(result))
+    _write_parquet_atomic(paths[ENCODINGS_FILE], encodings_table(result))
+    _write_json_atomic(paths[METRICS_FILE], result.metrics())  # last: its presence means the set is complete
+    return {name: str(path) for name, path in paths.items()}
+
+
+def read_encodings(path: str | os.PathLike[str]) -> tuple[list[str], list[np.ndarray], np.ndarray]:
+    """(video_ids, labels, encodings float32[n, E]) from an ``encodings.parquet`` (for the t-SNE figure)."""
+    table = pq.read_table(path)
+    ids = [str(v) for v in table.column("video_id").to_pylist()]
+    labels = [np.asarray(v, dtype=np.int64) for v in table.column("labels").to_pylist()]
+    column = table.column("encoding").combine_chunks()
+    if len(ids) == 0:
+        return ids, labels, np.zeros((0, 0), dtype=np.float32)
+    flat = column.values.to_numpy(zero_copy_only=False).astype(np.float32)
+    return ids, labels, flat.reshape(len(ids), -1)
+
+
+__all__ = [
+    "ENCODINGS_FILE",
+    "EvaluationResult",
+    "METRICS_FILE",
+    "METRIC_NAMES",
+    "PER_CLASS_AP_FILE",
+    "evaluate",
+    "evaluate_batches",
+    "read_encodings",
+    "write_evaluation",
+]

@@ -1,0 +1,142 @@
+"""fewframes.evaluation: metrics, per-class AP and encodings of a real tiny model, written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fewframes.config import FEATURE_DIM, PRESETS
+from fewframes.errors import EvaluationError
+from fewframes.evaluation import (
+    ENCODINGS_FILE,
+    METRICS_FILE,
+    PER_CLASS_AP_FILE,
+    evaluate_batches,
+    read_encodings,
+)
+from fewframes.metrics import (
+    average_precision_per_class,
+    global_average_precision,
+    hit_at_one,
+    mean_average_precision,
+    precision_at_equal_recall_rate,
+)
+from fewframes.models import build_model
+
+NUM_CLASSES = PRESETS["tiny"].data.classes
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(PRESETS["tiny"].model_config(block_length=5))
+
+
+def random_batches(videos: int = 37, batch_size: int = 8, frames: int = 12, seed: int = 0) -> list[SimpleNamespace]:
+    """Batches shaped like fewframes.data.loader.Batch: uint8 frames, padding mask, multi-hot labels."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for start in range(0, videos, batch_size):
+        size = min(batch_size, videos - start)
+        lengths = rng.integers(3, frames + 1, size=size)
+        mask = np.arange(frames)[None, :] < lengths[:, None]
+        labels = (rng.random((size, NUM_CLASSES)) < 0.2).astype(np.float32)
+        labels[np.arange(size), rng.integers(0, NUM_CLASSES, size=size)] = 1.0
+        batches.append(
+            SimpleNamespace(
+                frames=torch.from_numpy(rng.integers(0, 256, size=(size, frames, FEATURE_DIM), dtype=np.uint8)),
+                mask=torch.from_numpy(mask),
+                labels=torch.from_numpy(labels),
+                video_ids=[f"vid{start + i:03d}" for i in range(size)],
+            )
+        )
+    return batches
+
+
+def reference_outputs(model: torch.nn.Module, batches: list[SimpleNamespace]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    model.eval()
+    with torch.no_grad():
+        outputs = [model(b.frames, b.mask) for b in batches]
+    scores = torch.sigmoid(torch.cat([o.logits for o in outputs])).numpy()
+    encodings = torch.cat([o.encoding for o in outputs]).numpy()
+    labels = torch.cat([b.labels for b in batches]).numpy()
+    return scores, labels, encodings
+
+
+def test_evaluate_batches_metrics_files_and_encodings(tmp_path: Path) -> None:
+    model = tiny_model()
+    model.train()
+    batches = random_batches()
+    out = tmp_path / "eval"
+    result = evaluate_batches(
+        model, batches, num_classes=NUM_CLASSES, strategy="uniform", k=6, sample_encodings=20, out_dir=out, progress=False
+    )
+    assert model.training  # mode restored
+    scores, labels, encodings = reference_outputs(model, batches)
+    assert result.num_videos == 37
+    assert result.gap == pytest.approx(global_average_precision(scores, labels), abs=1e-9)
+    assert result.map == pytest.approx(mean_average_precision(scores, labels), abs=1e-9)
+    assert result.hit_at_1 == pytest.approx(hit_at_one(scores, labels), abs=1e-9)
+    assert result.perr == pytest.approx(precision_at_equal_recall_rate(scores, labels), abs=1e-9)
+    assert result["gap"] == result.gap and "map" in result
+
+    assert sorted(p.name for p in out.iterdir()) == sorted([METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE])
+    written = json.loads((out / METRICS_FILE).read_text())
+    assert written["gap"] == pytest.approx(result.gap) and written["num_videos"] == 37
+    assert written["strategy"] == "uniform" and written["k"] == 6 and written["num_classes"] == NUM_CLASSES
+
+    per_class = pq.read_table(out / PER_CLASS_AP_FILE).to_pydict()
+    assert per_class["class"] == list(range(NUM_CLASSES))
+    expected_ap = average_precision_per_class(scores, labels)
+    got_ap = np.array([np.nan if v is None else v for v in per_class["ap"]])
+    np.testing.assert_allclose(got_ap, expected_ap, atol=1e-9)
+    assert per_class["num_positives"] == (labels > 0).sum(axis=0).tolist()
+
+    ids, sampled_labels, sampled = read_encodings(out / ENCODINGS_FILE)
+    assert ids == [f"vid{i:03d}" for i in range(20)]  # the first 20 videos, in order, across batch edges
+    np.testing.assert_allclose(sampled, encodings[:20], atol=1e-5)
+    assert [row.tolist() for row in sampled_labels] == [np.flatnonzero(row).tolist() for row in labels[:20]]
+    schema = pq.read_schema(out / ENCODINGS_FILE)
+    encoding_type = schema.field("encoding").type
+    assert pa.types.is_list(encoding_type) and encoding_type.value_type == pa.float32()
+
+
+def test_runs_in_inference_mode(tmp_path: Path) -> None:
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = tiny_model()
+
+        def forward(self, frames: torch.Tensor, mask: torch.Tensor):
+            seen.append((torch.is_inference_mode_enabled(), self.training))
+            return self.inner(frames, mask)
+
+    evaluate_batches(Probe(), random_batches(videos=10), num_classes=NUM_CLASSES, sample_encodings=0, progress=False)
+    assert seen and all(inference and not training for inference, training in seen)
+
+
+def test_rewriting_keeps_no_temp_files_and_replaces_old_results(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / METRICS_FILE).write_text('{"gap": -1}')
+    evaluate_batches(tiny_model(), random_batches(videos=9), num_classes=NUM_CLASSES, out_dir=out, progress=False)
+    assert json.loads((out / METRICS_FILE).read_text())["gap"] >= 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_class_count_mismatch_is_a_clear_error() -> None:
+    with pytest.raises(EvaluationError, match=f"store has {NUM_CLASSES + 1} classes"):
+        evaluate_batches(tiny_model(), random_batches(videos=4), num_classes=NUM_CLASSES + 1, progress=False)
+
+
+def test_no_batches_is_a_clear_error() -> None:
+    with pytest.raises(EvaluationError, match="no batches"):
+        evaluate_batches(tiny_model(), [], num_classes=NUM_CLASSES, progress=False)
