@@ -105,10 +105,15 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 class Tracker:
-    """One MLflow run (or nothing, when disabled). Create with ``Tracker.start``; use as a context manager."""
+    """One MLflow run (or nothing, when disabled). Create with ``Tracker.start``; use as a context manager.
+
+    The constructor is keyword-only and only wraps an existing client and run: ``Tracker(uri, ...)`` is an
+    error on purpose (use ``Tracker.start(uri, experiment, run_name)``).
+    """
 
     def __init__(
         self,
+        *,
         client: Any = None,
         run_id: str | None = None,
         experiment_id: str | None = None,

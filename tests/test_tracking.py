@@ -187,3 +187,8 @@ def test_core_library_imports_without_mlflow() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_constructor_is_not_a_way_to_start_a_run() -> None:
+    with pytest.raises(TypeError):
+        Tracker("sqlite:///x.db", "experiment", run_name="r")  # type: ignore[misc]
