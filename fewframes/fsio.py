@@ -1,0 +1,373 @@
+"""Paths that may be local or ``gs://bucket/key``: one small API for both.
+
+Local files are read through ``pyarrow.memory_map`` (zero copy); ``gs://`` objects through
+google-cloud-storage ranged downloads (``GcsRandomAccessFile.read_at`` fetches exactly the bytes asked
+for, so a frame-sparse read stays frame-sparse over the network). ``google.cloud.storage`` is imported
+inside the functions that use it.
+
+With ``STORAGE_EMULATOR_HOST`` set (a local GCS emulator), the client uses anonymous credentials and the
+project ``$GOOGLE_CLOUD_PROJECT`` (default ``fewframes-local``). Otherwise the ambient Google credentials.
+Every failure (missing bucket, object, or credentials) raises ``StorageError`` with one line naming the
+path.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from fewframes.errors import StorageError
+
+GCS_SCHEME = "gs://"
+# Above this size uploads are resumable and sent in chunks (a multiple of 256 KiB, as GCS requires).
+RESUMABLE_THRESHOLD = 8 * 1024 * 1024
+RESUMABLE_CHUNK_SIZE = 32 * 1024 * 1024
+
+
+def is_gcs(path: str | os.PathLike[str]) -> bool:
+    """True for ``gs://`` paths."""
+    return str(path).startswith(GCS_SCHEME)
+
+
+def split_gcs(path: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` -> (``bucket``, ``a/b``)."""
+    if not is_gcs(path):
+        raise StorageError(f"{path}: not a gs:// path")
+    rest = str(path)[len(GCS_SCHEME) :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{path}: gs:// path has no bucket name")
+    return bucket, key
+
+
+def join(base: str | os.PathLike[str], *parts: str) -> str:
+    """Join path parts with ``/`` for gs:// and ``os.path.join`` for local paths."""
+    if is_gcs(base):
+        out = str(base).rstrip("/")
+        for part in parts:
+            out = f"{out}/{part.strip('/')}"
+        return out
+    return os.path.join(os.fspath(base), *parts)
+
+
+_CLIENT: Any = None
+_CLIENT_PID: int | None = None
+
+
+def gcs_client() -> Any:
+    """A cached ``google.cloud.storage.Client`` (one per process: clients must not cross a fork)."""
+    global _CLIENT, _CLIENT_PID
+    if _CLIENT is not None and _CLIENT_PID == os.getpid():
+        return _CLIENT
+    from google.cloud import storage
+
+    try:
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            from google.auth.credentials import AnonymousCredentials
+
+            client = storage.Client(
+                project=os.environ.get("GOOGLE_CLOUD_PROJECT", "fewframes-local"),
+                credentials=AnonymousCredentials(),
+            )
+        else:
+            client = storage.Client()
+    except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and friends
+        raise StorageError(f"gs://: no usable Google Cloud credentials ({_first_line(exc)})") from exc
+    _CLIENT, _CLIENT_PID = client, os.getpid()
+    return client
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _gcs_error(path: str, exc: BaseException, action: str) -> StorageError:
+    """Turn a google-cloud-storage exception into one line naming the path."""
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.NotFound):
+        bucket, _ = split_gcs(path)
+        try:
+            bucket_exists = gcs_client().bucket(bucket).exists()
+        except Exception:
+            bucket_exists = True
+        what = "object not found" if bucket_exists else f"bucket {bucket} not found"
+        return StorageError(f"{path}: cannot {action}: {what}")
+    if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
+        return StorageError(f"{path}: cannot {action}: permission denied ({_first_line(exc)})")
+    return StorageError(f"{path}: cannot {action}: {_first_line(exc)}")
+
+
+def _blob(path: str) -> Any:
+    bucket, key = split_gcs(path)
+    if not key:
+        raise StorageError(f"{path}: gs:// path names a bucket but no object")
+    return gcs_client().bucket(bucket).blob(key)
+
+
+class GcsRandomAccessFile(io.RawIOBase):
+    """A read-only, seekable file over one GCS object; every read is one ranged GET of exactly the bytes
+    asked for (no read-ahead), so callers that coalesce ranges control the traffic."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._blob = _blob(path)
+        try:
+            self._blob.reload()
+        except Exception as exc:
+            raise _gcs_error(path, exc, "open") from exc
+        self._size = int(self._blob.size)
+        self._pos = 0
+
+    def size(self) -> int:
+        """Object size in bytes."""
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read_at(self, nbytes: int, offset: int) -> bytes:
+        """``nbytes`` bytes from ``offset`` (fewer at the end of the object); one ranged request."""
+        end = min(offset + nbytes, self._size)
+        if end <= offset:
+            return b""
+        try:
+            return self._blob.download_as_bytes(start=offset, end=end - 1, checksum=None)
+        except Exception as exc:
+            raise _gcs_error(self.path, exc, f"read bytes {offset}-{end - 1}") from exc
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        data = self.read_at(size, self._pos)
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+
+def open_input_file(path: str | os.PathLike[str]) -> Any:
+    """A random-access readable file with ``read_at(nbytes, offset)``, ``size()`` and ``close()``.
+
+    Local: a ``pyarrow.MemoryMappedFile`` (zero copy). gs://: a ``GcsRandomAccessFile``.
+    """
+    if is_gcs(path):
+        return GcsRandomAccessFile(str(path))
+    try:
+        return pa.memory_map(os.fspath(path), "r")
+    except FileNotFoundError as exc:
+        raise StorageError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot open: {_first_line(exc)}") from exc
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The whole content of a local file or gs:// object."""
+    if is_gcs(path):
+        blob = _blob(str(path))
+        try:
+            return blob.download_as_bytes()
+        except Exception as exc:
+            raise _gcs_error(str(path), exc, "read") from exc
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise StorageError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read: {_first_line(exc)}") from exc
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` so that readers see the old content or the new, never a part.
+
+    Local: a temp file in the same folder, fsync, rename. gs://: one upload (GCS objects appear whole).
+    """
+    if is_gcs(path):
+        blob = _blob(str(path))
+        try:
+            blob.upload_from_string(data)
+        except Exception as exc:
+            raise _gcs_error(str(path), exc, "write") from exc
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """True if a local file/folder or a gs:// object (or a gs:// "folder" prefix with objects) exists."""
+    if is_gcs(path):
+        bucket_name, key = split_gcs(str(path))
+        client = gcs_client()
+        try:
+            if not key:
+                return client.bucket(bucket_name).exists()
+            if client.bucket(bucket_name).blob(key).exists():
+                return True
+            prefix = key.rstrip("/") + "/"
+            return any(True for _ in client.list_blobs(bucket_name, prefix=prefix, max_results=1))
+        except Exception as exc:
+            raise _gcs_error(str(path), exc, "check") from exc
+    return os.path.exists(path)
+
+
+def listdir(path: str | os.PathLike[str]) -> list[str]:
+    """Names (not paths) directly under a local folder or a gs:// prefix, sorted."""
+    if is_gcs(path):
+        bucket_name, key = split_gcs(str(path))
+        prefix = key.rstrip("/") + "/" if key else ""
+        try:
+            blobs = gcs_client().list_blobs(bucket_name, prefix=prefix, delimiter="/")
+            names = [b.name[len(prefix) :] for b in blobs]
+            names += [p[len(prefix) :].rstrip("/") for p in blobs.prefixes]
+        except Exception as exc:
+            raise _gcs_error(str(path), exc, "list") from exc
+        return sorted(n for n in names if n)
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError as exc:
+        raise StorageError(f"{path}: folder not found") from exc
+
+
+def glob(pattern: str | os.PathLike[str]) -> list[str]:
+    """Paths matching a shell pattern (``*``, ``?``, ``[..]`` in the last part) locally or on gs://."""
+    pattern = str(pattern)
+    if is_gcs(pattern):
+        bucket_name, key = split_gcs(pattern)
+        # List from the longest prefix without wildcards, then match the rest.
+        literal = key
+        for i, ch in enumerate(key):
+            if ch in "*?[":
+                literal = key[:i]
+                break
+        try:
+            names = [b.name for b in gcs_client().list_blobs(bucket_name, prefix=literal)]
+        except Exception as exc:
+            raise _gcs_error(pattern, exc, "list") from exc
+        return sorted(f"{GCS_SCHEME}{bucket_name}/{n}" for n in names if fnmatch.fnmatchcase(n, key))
+    import glob as _glob
+
+    return sorted(_glob.glob(pattern))
+
+
+def makedirs(path: str | os.PathLike[str]) -> None:
+    """Create a local folder (with parents); a no-op for gs:// (prefixes need no creation)."""
+    if not is_gcs(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def upload_file(local_path: str | os.PathLike[str], gcs_path: str) -> None:
+    """Upload one local file; files above ``RESUMABLE_THRESHOLD`` go as a chunked resumable upload."""
+    blob = _blob(gcs_path)
+    size = os.path.getsize(local_path)
+    if size > RESUMABLE_THRESHOLD:
+        blob.chunk_size = RESUMABLE_CHUNK_SIZE
+    try:
+        blob.upload_from_filename(os.fspath(local_path))
+    except Exception as exc:
+        raise _gcs_error(gcs_path, exc, "upload") from exc
+
+
+def download_file(gcs_path: str, local_path: str | os.PathLike[str]) -> None:
+    """Download one object to a local file atomically (temp name in the same folder, then rename)."""
+    blob = _blob(gcs_path)
+    target = Path(local_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        blob.download_to_filename(os.fspath(tmp))
+        os.replace(tmp, target)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise _gcs_error(gcs_path, exc, "download") from exc
+
+
+def upload_dir(local_dir: str | os.PathLike[str], gcs_prefix: str, *, last: tuple[str, ...] = ()) -> list[str]:
+    """Upload every file under ``local_dir`` to ``gcs_prefix``; the relative names in ``last`` go after all
+    others (a commit marker, e.g. a store's metadata, so readers never see a half-uploaded folder)."""
+    files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+    rels = [p.relative_to(local_dir).as_posix() for p in files]
+    order = [r for r in rels if r not in last] + [r for r in last if r in rels]
+    for rel in order:
+        upload_file(Path(local_dir) / rel, join(gcs_prefix, rel))
+    return [join(gcs_prefix, r) for r in order]
+
+
+def remove(path: str | os.PathLike[str]) -> None:
+    """Remove a local file/folder tree or every gs:// object under a prefix (missing is fine)."""
+    if is_gcs(path):
+        bucket_name, key = split_gcs(str(path))
+        client = gcs_client()
+        try:
+            for blob in list(client.list_blobs(bucket_name, prefix=key)):
+                if blob.name == key or blob.name.startswith(key.rstrip("/") + "/"):
+                    blob.delete()
+        except Exception as exc:
+            raise _gcs_error(str(path), exc, "remove") from exc
+        return
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def local_temp_dir(prefix: str = "fewframes-") -> str:
+    """A fresh local temp folder (for staging a gs:// write)."""
+    return tempfile.mkdtemp(prefix=prefix)
+
+
+__all__ = [
+    "GcsRandomAccessFile",
+    "download_file",
+    "exists",
+    "gcs_client",
+    "glob",
+    "is_gcs",
+    "join",
+    "listdir",
+    "local_temp_dir",
+    "makedirs",
+    "open_input_file",
+    "read_bytes",
+    "remove",
+    "split_gcs",
+    "upload_dir",
+    "upload_file",
+    "write_bytes_atomic",
+]
