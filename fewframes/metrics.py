@@ -28,6 +28,10 @@ never above any order the official code could produce; on tie-free scores (any r
 outputs, almost surely) the two agree exactly. The top-k selection, Hit@1 and PERR use the same numpy
 calls as the official code and match it even with ties.
 
+Precision. Sums here are float64. With float32 labels the official code accumulates AP in float32
+(``1.0 / numpy.float32`` stays float32), so it drifts from the exact value as the list grows: about 3e-7
+for GAP at 1,000 videos x 3,862 classes (``benchmarks/bench_metrics.py``).
+
 ``MetricsAccumulator`` computes the same values in a stream of batches while keeping only each video's
 top-k pairs and per-class positive counts: memory ``O(videos * top_k)``, never videos x classes.
 """
@@ -68,14 +72,20 @@ def _check_top_k(top_k: int) -> int:
 def top_k_pairs(scores: np.ndarray, positives: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each video's ``top_k`` highest-scoring classes, flattened.
 
-    Returns ``(classes int64[n*k], scores float64[n*k], positives bool[n*k])`` with ``k = min(top_k, C)``.
+    Returns ``(classes int64[n*k], scores [n*k], positives bool[n*k])`` with ``k = min(top_k, C)``.
     Uses ``numpy.argpartition(row, -k)[-k:]`` like the official ``top_k_triplets`` (same choice on ties).
     """
     k = min(top_k, scores.shape[1])
     classes = np.argpartition(scores, -k, axis=1)[:, -k:]
     kept_scores = np.take_along_axis(scores, classes, axis=1)
     kept_positives = np.take_along_axis(positives, classes, axis=1)
-    return classes.reshape(-1).astype(np.int64), kept_scores.reshape(-1).astype(np.float64), kept_positives.reshape(-1)
+    # Floats keep their dtype (float32 model outputs: half the memory, same ranking); others become float64.
+    score_dtype = scores.dtype if np.issubdtype(scores.dtype, np.floating) else np.float64
+    return (
+        classes.reshape(-1).astype(np.int64),
+        kept_scores.reshape(-1).astype(score_dtype, copy=False),
+        kept_positives.reshape(-1),
+    )
 
 
 def _ranked_precision_at_positives(
