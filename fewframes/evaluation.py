@@ -5,9 +5,9 @@ over the split (unshuffled), turns logits into probabilities with a sigmoid (PER
 above 0, as the official code, so it must see probabilities), and streams them into
 ``fewframes.metrics.MetricsAccumulator``: memory stays O(videos x top_k), never videos x classes.
 
-It also keeps the video encoding E of the first ``sample_encodings`` videos of the split, in split order:
-the split is a stable hash order, so teacher and students keep the same videos (the paper's Figure 3
-t-SNE compares them video by video).
+It also keeps the video encoding E of the first ``sample_encodings`` videos of the split, in store order
+(the split is a stable hash of the video ids), so teacher and students keep the same videos (the paper's
+Figure 3 t-SNE compares them video by video).
 
 With ``out_dir`` it writes, each atomically (temp name in the same folder, then rename):
 
@@ -17,8 +17,9 @@ With ``out_dir`` it writes, each atomically (temp name in the same folder, then 
   num_positives (int64);
 - ``encodings.parquet``: video_id (string), labels (list<int64>), encoding (list<float32>).
 
-Choices the contract left open: the teacher (strategy ``all``) is given ``k = MAX_FRAMES`` like the
-training loop; ``strategy="random"`` is seeded by ``seed`` so a student's evaluation is repeatable.
+Choices the contract left open: the split comes from ``fewframes.data.split.open_split`` (so a test split
+recorded with a separate test store is read from that store); ``strategy="all"`` reads every frame and
+records ``k`` as null; ``strategy="random"`` is seeded by ``seed`` so a student's evaluation is repeatable.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from fewframes.config import FRAME_SELECTIONS, MAX_FRAMES
+from fewframes.config import FRAME_SELECTIONS
 from fewframes.errors import EvaluationError
 from fewframes.metrics import DEFAULT_TOP_K, MetricsAccumulator
 
@@ -99,19 +100,11 @@ class EvaluationResult:
         return name in self.metrics()
 
 
-def _resolve_store(store: Any) -> tuple[Any, str]:
-    from fewframes.data.store import FrameStore
-
-    if isinstance(store, (str, os.PathLike)):
-        return FrameStore.open(store), str(store)
-    return store, str(store.path)
-
-
-def _loader_k(strategy: str, k: int | None) -> int:
+def _loader_k(strategy: str, k: int | None) -> int | None:
     if strategy not in FRAME_SELECTIONS:
         raise EvaluationError(f"strategy must be one of {', '.join(FRAME_SELECTIONS)}, got {strategy!r}")
     if strategy == "all":
-        return MAX_FRAMES if k is None else int(k)
+        return None  # every frame; the loader ignores k
     if k is None or int(k) < 1:
         raise EvaluationError(f"strategy {strategy!r} needs k >= 1 (frames per video), got {k!r}")
     return int(k)
@@ -139,18 +132,18 @@ def evaluate(
     its ``k`` frames (``strategy="uniform"``, ``k=...``). Writes the three files to ``out_dir`` if given.
     """
     from fewframes.data.loader import make_loader
-    from fewframes.data.split import load_split
+    from fewframes.data.split import open_split
 
     loader_k = _loader_k(strategy, k)
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
-    frame_store, store_path = _resolve_store(store)
-    indices = np.asarray(load_split(store_path, split), dtype=np.int64)
-    if indices.size == 0:
-        raise EvaluationError(f"split {split!r} of store {store_path} has no videos")
+    # open_split: the test split may live in a separate test store recorded with the split.
+    frame_store, indices = open_split(store, split)
+    if len(indices) == 0:
+        raise EvaluationError(f"split {split!r} of store {getattr(frame_store, 'path', store)} has no videos")
     loader = make_loader(
         frame_store,
-        indices,
+        np.asarray(indices, dtype=np.int64),
         strategy=strategy,
         k=loader_k,
         batch_size=batch_size,
@@ -165,7 +158,7 @@ def evaluate(
         num_classes=int(frame_store.num_classes),
         split=split,
         strategy=strategy,
-        k=None if strategy == "all" and k is None else loader_k,
+        k=loader_k,
         device=device,
         sample_encodings=sample_encodings,
         out_dir=out_dir,

@@ -140,3 +140,81 @@ def test_class_count_mismatch_is_a_clear_error() -> None:
 def test_no_batches_is_a_clear_error() -> None:
     with pytest.raises(EvaluationError, match="no batches"):
         evaluate_batches(tiny_model(), [], num_classes=NUM_CLASSES, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluate() on a real frame store, with the real loader and split
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 random videos of 4..30 frames, 12 classes, half of them in the test split."""
+    from fewframes.config import AUDIO_DIM, RGB_DIM
+    from fewframes.data.split import write_split
+    from fewframes.data.store import FrameStoreWriter
+
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("store") / "tiny"
+    with FrameStoreWriter(path, num_classes=NUM_CLASSES) as writer:
+        for i in range(40):
+            length = int(rng.integers(4, 31))
+            labels = rng.choice(NUM_CLASSES, size=int(rng.integers(1, 4)), replace=False)
+            rgb = rng.integers(0, 256, size=(length, RGB_DIM), dtype=np.uint8)
+            audio = rng.integers(0, 256, size=(length, AUDIO_DIM), dtype=np.uint8)
+            writer.add(f"video{i:02d}", labels, rgb, audio)
+    write_split(path, validation_fraction=0.1, test_fraction=0.5)
+    return path
+
+
+def direct_scores(model: torch.nn.Module, store, indices: np.ndarray, strategy: str, k: int | None):
+    """Scores, labels and encodings video by video, without the loader (an independent path)."""
+    from fewframes.data.selection import select_frames
+
+    model.eval()
+    scores, encodings = [], []
+    with torch.no_grad():
+        for index in indices:
+            positions, mask = select_frames(strategy, int(store.lengths[index]), k)
+            frames = np.zeros((len(positions), FEATURE_DIM), dtype=np.uint8)
+            frames[mask] = store.read_frames(index, positions[mask])
+            output = model(torch.from_numpy(frames)[None], torch.from_numpy(mask)[None])
+            scores.append(torch.sigmoid(output.logits)[0].numpy())
+            encodings.append(output.encoding[0].numpy())
+    labels = store.labels_multi_hot(indices)
+    return np.stack(scores), np.asarray(labels, dtype=np.float32), np.stack(encodings)
+
+
+@pytest.mark.parametrize(("strategy", "k"), [("all", None), ("uniform", 6)])
+def test_evaluate_teacher_and_student_on_a_real_store(tiny_store: Path, tmp_path: Path, strategy: str, k) -> None:
+    from fewframes.data.split import load_split
+    from fewframes.data.store import FrameStore
+    from fewframes.evaluation import evaluate
+
+    model = tiny_model(seed=1)
+    out = tmp_path / "evaluation"
+    result = evaluate(
+        model, tiny_store, "test", strategy=strategy, k=k, batch_size=7, sample_encodings=5, out_dir=out, progress=False
+    )
+    store = FrameStore.open(tiny_store)
+    indices = load_split(tiny_store, "test")
+    scores, labels, encodings = direct_scores(model, store, indices, strategy, k)
+    assert result.num_videos == len(indices) > 10
+    assert result.gap == pytest.approx(global_average_precision(scores, labels), abs=1e-6)
+    assert result.map == pytest.approx(mean_average_precision(scores, labels), abs=1e-6)
+    assert result.hit_at_1 == pytest.approx(hit_at_one(scores, labels), abs=1e-6)
+    assert result.perr == pytest.approx(precision_at_equal_recall_rate(scores, labels), abs=1e-6)
+    assert result.encoding_video_ids == [store.video_ids[i] for i in indices[:5]]
+    np.testing.assert_allclose(result.encodings, encodings[:5], atol=1e-5)
+    assert sorted(p.name for p in out.iterdir()) == sorted([METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE])
+    written = json.loads((out / METRICS_FILE).read_text())
+    assert written["strategy"] == strategy and written["k"] == k and written["split"] == "test"
+
+
+def test_evaluate_needs_k_for_a_student(tiny_store: Path) -> None:
+    from fewframes.evaluation import evaluate
+
+    with pytest.raises(EvaluationError, match="needs k"):
+        evaluate(tiny_model(), tiny_store, strategy="uniform", progress=False)
+    with pytest.raises(EvaluationError, match="strategy must be one of"):
+        evaluate(tiny_model(), tiny_store, strategy="every-other", progress=False)
