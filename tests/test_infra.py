@@ -1,0 +1,468 @@
+"""infra/ checked offline with real tools, and checked against fewframes.cluster (the one source of truth).
+
+- Terraform: HashiCorp's own parser (`terraform fmt -check`, `terraform providers`, which loads the whole
+  configuration) when the binary is on PATH, and python-hcl2 everywhere for structural checks. `terraform
+  validate` is not possible offline: it needs the google provider plugin, which only the Terraform registry serves.
+- Kubernetes: manifests rendered by kustomize (`kubectl kustomize`, when kubectl is on PATH) and validated
+  against the Kubernetes API schemas with kubernetes-validate (strict: unknown fields are errors).
+- One source of truth: the GPU node pool's taint (Terraform, through the generated tfvars) equals the
+  toleration the compiled pipeline puts on GPU tasks, and both equal fewframes.cluster.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fewframes import cluster
+from fewframes.cluster import DEFAULT_GPU
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+TERRAFORM = INFRA / "terraform"
+K8S = INFRA / "k8s"
+TFVARS = TERRAFORM / "fewframes.auto.tfvars.json"
+# GKE versions the manifests must be valid for: the oldest we support and the newest schema we have.
+KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
+
+TERRAFORM_BINARY = shutil.which("terraform")
+KUBECTL_BINARY = shutil.which("kubectl")
+needs_terraform = pytest.mark.skipif(
+    TERRAFORM_BINARY is None,
+    reason="terraform is not on PATH (HashiCorp's APT repo and registry are unreachable here; python-hcl2 checks still run)",
+)
+needs_kubectl = pytest.mark.skipif(
+    KUBECTL_BINARY is None, reason="kubectl (with its built-in kustomize) is not on PATH: apt-get install kubectl"
+)
+
+
+def _gen_values() -> Any:
+    """infra/gen_values.py as a module (it is a script, not part of the package)."""
+    if "fewframes_infra_gen_values" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("fewframes_infra_gen_values", INFRA / "gen_values.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+    return sys.modules["fewframes_infra_gen_values"]
+
+
+def _hcl(path: Path) -> dict[str, Any]:
+    import hcl2
+
+    options = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+    with path.open() as stream:
+        return hcl2.load(stream, serialization_options=options)
+
+
+def _terraform() -> dict[str, Any]:
+    """All .tf files merged: {'variable': {name: body}, 'resource': {type: {name: body}}, ...}."""
+    merged: dict[str, Any] = {"variable": {}, "resource": {}, "output": {}, "locals": {}, "terraform": [], "provider": []}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        document = _hcl(path)
+        for block in document.get("variable", []):
+            merged["variable"].update(block)
+        for block in document.get("output", []):
+            merged["output"].update(block)
+        for block in document.get("resource", []):
+            for kind, named in block.items():
+                merged["resource"].setdefault(kind, {}).update(named)
+        for block in document.get("locals", []):
+            merged["locals"].update(block)
+        merged["terraform"] += document.get("terraform", [])
+        merged["provider"] += document.get("provider", [])
+    return merged
+
+
+def _one(block: Any) -> Any:
+    """A nested block as python-hcl2 gives it (a one-element list) -> its body."""
+    if isinstance(block, list):
+        assert len(block) == 1, block
+        return block[0]
+    return block
+
+
+def _terraform_text() -> str:
+    return "\n".join(path.read_text() for path in sorted(TERRAFORM.glob("*.tf")))
+
+
+def _resolve(expression: Any, values: dict[str, Any]) -> Any:
+    """The value of a plain `${var.a.b}` reference given the variables' values (other expressions unchanged)."""
+    if isinstance(expression, str):
+        match = re.fullmatch(r"\$\{var\.([\w.]+)\}", expression)
+        if match:
+            value: Any = values
+            for part in match[1].split("."):
+                value = value[part]
+            return value
+    return expression
+
+
+def _terraform_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "TF_CLI_CONFIG_FILE"}
+    env.update(CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1")
+    return env
+
+
+# --- The generated values -------------------------------------------------------------------------------
+
+
+def test_generated_tfvars_are_up_to_date_with_fewframes_cluster() -> None:
+    result = subprocess.run([sys.executable, str(INFRA / "gen_values.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(TFVARS.read_text()) == _gen_values().terraform_values(DEFAULT_GPU)
+
+
+def test_generated_values_follow_the_settings() -> None:
+    gen_values = _gen_values()
+    values = gen_values.terraform_values(DEFAULT_GPU.replace(accelerator_type="nvidia-l4", taint_effect="NoExecute"))
+    assert values["gpu_machine_type"] == "g2-standard-8"
+    assert values["gpu_accelerator_type"] == "nvidia-l4"
+    assert values["gpu_taint"] == {"key": DEFAULT_GPU.taint_key, "value": DEFAULT_GPU.taint_value, "effect": "NO_EXECUTE"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"accelerator_type": "nvidia-tesla-k9000"}, "accelerator_type"),
+        ({"memory_request": "64Gi"}, "memory_request"),
+        ({"cpu_request": "8"}, "cpu_request"),
+        ({"taint_effect": "NO_SCHEDULE"}, "taint_effect"),
+        ({"gpus": 2}, "gpus"),
+    ],
+)
+def test_generator_rejects_settings_the_pool_cannot_serve(change: dict[str, Any], field: str) -> None:
+    gen_values = _gen_values()
+    with pytest.raises(gen_values.ValuesError, match=f"GpuSettings.{field}"):
+        gen_values.terraform_values(DEFAULT_GPU.replace(**change))
+
+
+# --- Terraform ------------------------------------------------------------------------------------------
+
+
+def test_terraform_variables_are_declared_and_provided() -> None:
+    config = _terraform()
+    declared = set(config["variable"])
+    referenced = set(re.findall(r"\bvar\.(\w+)", _terraform_text()))
+    assert referenced <= declared, f"undeclared: {sorted(referenced - declared)}"
+    generated = set(json.loads(TFVARS.read_text()))
+    assert generated <= declared, f"tfvars sets undeclared variables {sorted(generated - declared)}"
+    example = set(re.findall(r"^(\w+)\s*=", (TERRAFORM / "terraform.tfvars.example").read_text(), re.M))
+    required = {name for name, body in config["variable"].items() if "default" not in body}
+    assert required <= generated | example, f"no value for {sorted(required - generated - example)}"
+    assert not (generated & example), "a generated value must not also be set by hand"
+
+
+def test_terraform_references_name_declared_resources() -> None:
+    config = _terraform()
+    text = _terraform_text()
+    for kind, name in set(re.findall(r"\b(google_[a-z_]+)\.(\w+)\.", text)):
+        assert name in config["resource"].get(kind, {}), f"{kind}.{name} is referenced but not declared"
+    for name in set(re.findall(r"\blocal\.(\w+)", text)):
+        assert name in config["locals"], f"local.{name}"
+
+
+def test_google_provider_is_pinned() -> None:
+    (block,) = _terraform()["terraform"]
+    (providers,) = block["required_providers"]
+    google = providers["google"]
+    assert google["source"] == "hashicorp/google"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", google["version"]), f"not an exact pin: {google['version']}"
+
+
+def test_gpu_node_pool_is_the_one_fewframes_cluster_describes() -> None:
+    pools = _terraform()["resource"]["google_container_node_pool"]
+    values = json.loads(TFVARS.read_text())
+    gpu = pools["gpu"]
+    assert _resolve(gpu["name"], values) == DEFAULT_GPU.node_pool
+    assert _one(gpu["autoscaling"])["min_node_count"] == 0, "the GPU pool must scale from zero"
+    assert gpu["initial_node_count"] == 0
+    node = _one(gpu["node_config"])
+    accelerator = _one(node["guest_accelerator"])
+    assert _resolve(accelerator["type"], values) == DEFAULT_GPU.accelerator_type
+    assert _resolve(accelerator["count"], values) == DEFAULT_GPU.gpus
+    assert "gpu_driver_installation_config" in accelerator  # GKE installs the driver, no DaemonSet to apply
+    taint = {key: _resolve(_one(node["taint"])[key], values) for key in ("key", "value", "effect")}
+    gke_effect = _gen_values().GKE_TAINT_EFFECTS[DEFAULT_GPU.taint_effect]
+    assert taint == {"key": DEFAULT_GPU.taint_key, "value": DEFAULT_GPU.taint_value, "effect": gke_effect}
+    # GKE's own label on GPU nodes is what the pipeline's node selector uses.
+    assert DEFAULT_GPU.node_selector_key == "cloud.google.com/gke-accelerator"
+    cpu_node = _one(pools["cpu"]["node_config"])
+    assert "taint" not in cpu_node and "guest_accelerator" not in cpu_node
+
+
+def test_workload_identity_binds_the_service_accounts_the_cluster_uses() -> None:
+    config = _terraform()
+    resources = config["resource"]
+    (gke,) = resources["google_container_cluster"].values()
+    assert _one(gke["workload_identity_config"])["workload_pool"] == "${local.workload_pool}"
+    assert config["locals"]["workload_pool"] == "${var.project_id}.svc.id.goog"
+    for pool in resources["google_container_node_pool"].values():
+        assert _one(_one(pool["node_config"])["workload_metadata_config"])["mode"] == "GKE_METADATA"
+    values = json.loads(TFVARS.read_text())
+    members = {
+        member["member"]
+        .replace("${var.kfp_namespace}", values["kfp_namespace"])
+        .replace("${var.pipeline_service_account}", values["pipeline_service_account"])
+        .replace("${var.mlflow_namespace}", values["mlflow_namespace"])
+        .replace("${var.mlflow_service_account}", values["mlflow_service_account"])
+        for member in resources["google_service_account_iam_member"].values()
+        if member["role"] == "roles/iam.workloadIdentityUser"
+    }
+    assert members == {
+        f"serviceAccount:${{local.workload_pool}}[{cluster.KFP_NAMESPACE}/{cluster.PIPELINE_SERVICE_ACCOUNT}]",
+        f"serviceAccount:${{local.workload_pool}}[{cluster.MLFLOW_NAMESPACE}/{cluster.MLFLOW_SERVICE_ACCOUNT}]",
+    }
+    bucket = resources["google_storage_bucket"]["data"]
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    granted = {grant["member"] for grant in resources["google_storage_bucket_iam_member"].values()}
+    assert granted == {
+        "serviceAccount:${google_service_account.pipelines.email}",
+        "serviceAccount:${google_service_account.mlflow.email}",
+    }
+
+
+@needs_terraform
+def test_terraform_fmt_accepts_the_configuration() -> None:
+    result = subprocess.run(
+        [TERRAFORM_BINARY, "fmt", "-check", "-diff", "-recursive", "-no-color", str(TERRAFORM)],
+        capture_output=True,
+        text=True,
+        env=_terraform_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_terraform
+def test_terraform_loads_the_configuration(tmp_path: Path) -> None:
+    """`terraform providers` runs Terraform's full configuration loader (no plugins needed)."""
+    result = subprocess.run(
+        [TERRAFORM_BINARY, f"-chdir={TERRAFORM}", "providers", "-no-color"],
+        capture_output=True,
+        text=True,
+        env=_terraform_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Error" not in result.stdout + result.stderr
+    assert "hashicorp/google] 6." in result.stdout or "hashicorp/google]" in result.stdout
+    # The loader really rejects bad configuration (a guard against a no-op check).
+    broken = tmp_path / "broken"
+    shutil.copytree(TERRAFORM, broken)
+    (broken / "broken.tf").write_text('output "x" {\n  description = "${var.zone}"\n  value = 1\n}\n')
+    failed = subprocess.run(
+        [TERRAFORM_BINARY, f"-chdir={broken}", "providers", "-no-color"], capture_output=True, text=True, env=_terraform_env()
+    )
+    assert failed.returncode != 0 and "Variables not allowed" in failed.stderr
+
+
+# --- Kubernetes -----------------------------------------------------------------------------------------
+
+
+def _validate(documents: list[dict[str, Any]]) -> None:
+    import kubernetes_validate
+
+    assert documents
+    for version in KUBERNETES_VERSIONS:
+        for document in documents:
+            try:
+                kubernetes_validate.validate(document, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                raise AssertionError(
+                    f"{document['kind']}/{document['metadata']['name']} invalid for Kubernetes {version}: {error.message}"
+                ) from None
+
+
+def _kustomize(directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run([KUBECTL_BINARY, "kustomize", str(directory)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def _manifest_files() -> list[Path]:
+    return [
+        path
+        for path in sorted(K8S.rglob("*.yaml"))
+        if path.name != "kustomization.yaml"
+    ]
+
+
+@pytest.mark.parametrize("path", _manifest_files(), ids=lambda path: str(path.relative_to(K8S)))
+def test_each_manifest_file_is_valid_against_the_api_schema(path: Path) -> None:
+    _validate([document for document in yaml.safe_load_all(path.read_text()) if document])
+
+
+def test_schema_validation_really_rejects_bad_manifests() -> None:
+    with pytest.raises(AssertionError, match="invalid"):
+        _validate([{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": [{"port": "http"}]}}])
+    with pytest.raises(AssertionError, match="invalid"):  # strict: a misspelt field is an error
+        _validate([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "x", "anotations": {}}}])
+
+
+def _cluster_env(path: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+
+
+# A cluster's own values, as docs/cluster.md step 3 writes them: distinct from the committed placeholders so
+# the test proves kustomize puts each one in place.
+SITE_VALUES = {
+    "PIPELINES_GCP_SERVICE_ACCOUNT": "fewframes-pipelines@acme-ml.iam.gserviceaccount.com",
+    "MLFLOW_GCP_SERVICE_ACCOUNT": "fewframes-mlflow@acme-ml.iam.gserviceaccount.com",
+    "MLFLOW_ARTIFACTS_DESTINATION": "gs://acme-ml-fewframes/mlflow",
+    "MLFLOW_IMAGE": "us-central1-docker.pkg.dev/acme-ml/fewframes/fewframes-mlflow:0.1.0",
+}
+
+
+def test_committed_cluster_env_names_every_value_and_the_default_image() -> None:
+    committed = _cluster_env(K8S / "cluster-env" / "cluster.env")
+    assert set(committed) == set(SITE_VALUES)
+    if not ({"FEWFRAMES_IMAGE_REPOSITORY", "FEWFRAMES_IMAGE_TAG"} & set(os.environ)):
+        assert committed["MLFLOW_IMAGE"] == cluster.mlflow_server_image()
+    assert committed["MLFLOW_IMAGE"].startswith(f"{cluster.DEFAULT_IMAGE_REPOSITORY}-mlflow:")
+
+
+@needs_kubectl
+def test_mlflow_server_renders_valid_and_matches_fewframes_cluster(tmp_path: Path) -> None:
+    k8s = tmp_path / "k8s"
+    shutil.copytree(K8S, k8s)
+    (k8s / "cluster-env" / "cluster.env").write_text("".join(f"{k}={v}\n" for k, v in SITE_VALUES.items()))
+    documents = _kustomize(k8s / "mlflow")
+    _validate(documents)
+    by_kind = {(document["kind"], document["metadata"]["name"]): document for document in documents}
+    assert "ConfigMap" not in {kind for kind, _ in by_kind}, "the cluster.env ConfigMap is local-config only"
+    for (kind, _), document in by_kind.items():
+        if kind != "Namespace":
+            assert document["metadata"]["namespace"] == cluster.MLFLOW_NAMESPACE
+    # The address the components use: http://<service>.<namespace>.svc.cluster.local:<port>
+    service = by_kind[("Service", cluster.MLFLOW_SERVICE)]
+    assert [port["port"] for port in service["spec"]["ports"]] == [cluster.MLFLOW_PORT]
+    assert cluster.MLFLOW_TRACKING_URI == (
+        f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{cluster.MLFLOW_PORT}"
+    )
+    deployment = by_kind[("Deployment", "mlflow")]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == cluster.MLFLOW_SERVICE_ACCOUNT
+    (container,) = pod["containers"]
+    assert container["image"] == SITE_VALUES["MLFLOW_IMAGE"]
+    assert "--port" in container["args"] and str(cluster.MLFLOW_PORT) in container["args"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"] == SITE_VALUES["MLFLOW_ARTIFACTS_DESTINATION"]
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith(
+        "postgresql://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@mlflow-postgres:5432/"
+    )
+    # Kubernetes expands $(VAR) only from variables defined earlier in the list.
+    names = [variable["name"] for variable in container["env"]]
+    uses = ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")
+    assert max(names.index(name) for name in uses) < names.index("MLFLOW_BACKEND_STORE_URI")
+    secrets = {variable["valueFrom"]["secretKeyRef"]["name"] for variable in container["env"] if "valueFrom" in variable}
+    assert secrets == {"mlflow-postgres"}
+    account = by_kind[("ServiceAccount", cluster.MLFLOW_SERVICE_ACCOUNT)]
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == SITE_VALUES["MLFLOW_GCP_SERVICE_ACCOUNT"]
+    postgres = by_kind[("StatefulSet", "mlflow-postgres")]
+    assert postgres["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-postgres"}}]
+    assert ("Service", "mlflow-postgres") in by_kind
+    assert not any("set-from-cluster-env" in yaml.safe_dump(document) for document in documents)
+
+
+def test_mlflow_server_answers_the_host_names_the_cluster_uses() -> None:
+    """MLflow's own DNS-rebinding guard, fed the Deployment's MLFLOW_SERVER_ALLOWED_HOSTS."""
+    from urllib.parse import urlsplit
+
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    (deployment,) = [d for d in yaml.safe_load_all((K8S / "mlflow" / "mlflow.yaml").read_text()) if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    allowed = next(v["value"] for v in container["env"] if v["name"] == "MLFLOW_SERVER_ALLOWED_HOSTS").split(",")
+    assert is_allowed_host_header(allowed, urlsplit(cluster.MLFLOW_TRACKING_URI).netloc)
+    assert is_allowed_host_header(allowed, "localhost:5000")  # kubectl port-forward
+    assert not is_allowed_host_header(allowed, "attacker.example:5000")
+
+
+def test_kubeflow_pipelines_is_the_pinned_upstream_release_matching_the_sdk() -> None:
+    import kfp
+
+    urls = []
+    for path in (K8S / "kubeflow-pipelines" / "cluster-scoped", K8S / "kubeflow-pipelines"):
+        kustomization = yaml.safe_load((path / "kustomization.yaml").read_text())
+        urls += [resource for resource in kustomization["resources"] if "://" in resource or resource.startswith("github.com/")]
+    assert [url.split("?")[0] for url in urls] == [
+        "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources",
+        "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic",
+    ]
+    refs = {re.search(r"\?ref=([\w.\-]+)$", url)[1] for url in urls}
+    assert refs == {cluster.KFP_BACKEND_VERSION}
+    assert cluster.KFP_BACKEND_VERSION.split(".")[0] == kfp.__version__.split(".")[0], (
+        f"KFP backend {cluster.KFP_BACKEND_VERSION} vs kfp SDK {kfp.__version__}"
+    )
+    docs = (ROOT / "docs" / "cluster.md").read_text()
+    assert cluster.KFP_BACKEND_VERSION in docs
+
+
+@needs_kubectl
+def test_gcp_component_annotates_the_pipeline_runner(tmp_path: Path) -> None:
+    """The upstream KFP manifests cannot be fetched here, so the component is applied to a stand-in of
+    upstream's pipeline-runner ServiceAccount (same kind, name and namespace) by the real kustomize."""
+    (tmp_path / "pipeline-runner.yaml").write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": cluster.PIPELINE_SERVICE_ACCOUNT, "namespace": cluster.KFP_NAMESPACE}}
+        )
+    )
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["pipeline-runner.yaml"], "components": [os.path.relpath(K8S / "cluster-env", tmp_path)]})
+    )
+    documents = _kustomize(tmp_path)
+    _validate(documents)
+    (account,) = documents
+    expected = _cluster_env(K8S / "cluster-env" / "cluster.env")["PIPELINES_GCP_SERVICE_ACCOUNT"]
+    assert account["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": expected}
+    kustomization = yaml.safe_load((K8S / "kubeflow-pipelines" / "kustomization.yaml").read_text())
+    assert kustomization["components"] == ["../cluster-env"]
+
+
+# --- One source of truth: Terraform taint == compiled toleration == fewframes.cluster ---------------------
+
+
+@pytest.fixture(scope="module")
+def compiled_gpu_pipeline(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    dag = pytest.importorskip("fewframes.pipelines.dag", reason="the pipeline (fewframes.pipelines.dag) has not landed")
+    out = tmp_path_factory.mktemp("compiled") / "distill-gpu.yaml"
+    dag.compile_pipeline("distill", str(out), preset="tiny", gpu=DEFAULT_GPU)
+    return [document for document in yaml.safe_load_all(out.read_text()) if document]
+
+
+def test_compiled_gpu_tasks_tolerate_exactly_the_terraform_taint(compiled_gpu_pipeline: list[dict[str, Any]]) -> None:
+    platform = next(d for d in compiled_gpu_pipeline if "platforms" in d)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tolerations = {
+        (t["key"], t.get("operator", "Equal"), t.get("value"), t["effect"]) for spec in executors.values() for t in spec.get("tolerations", [])
+    }
+    values = json.loads(TFVARS.read_text())
+    gen_values = _gen_values()
+    kubernetes_effect = {gke: k8s for k8s, gke in gen_values.GKE_TAINT_EFFECTS.items()}[values["gpu_taint"]["effect"]]
+    terraform_taint = (values["gpu_taint"]["key"], "Equal", values["gpu_taint"]["value"], kubernetes_effect)
+    assert tolerations == {terraform_taint}
+    assert terraform_taint == (DEFAULT_GPU.taint_key, "Equal", DEFAULT_GPU.taint_value, DEFAULT_GPU.taint_effect)
+    selectors = [spec["nodeSelector"] for spec in executors.values() if "nodeSelector" in spec]
+    assert selectors, "no GPU task selects the GPU node pool"
+    for selector in selectors:
+        assert selector["labels"] == {DEFAULT_GPU.node_selector_key: values["gpu_accelerator_type"]}
+    # Every tolerating task asks for the accelerator the pool carries, and runs the CUDA image.
+    spec = next(d for d in compiled_gpu_pipeline if "deploymentSpec" in d)
+    tolerating = {name for name, executor in executors.items() if executor.get("tolerations")}
+    for name in tolerating:
+        container = spec["deploymentSpec"]["executors"][name]["container"]
+        assert container["image"] == cluster.image("cuda")
+        accelerator = container["resources"]["accelerator"]
+        assert accelerator.get("resourceType", accelerator.get("type")) == values["gpu_accelerator_type"]
