@@ -173,15 +173,16 @@ class GcsRandomAccessFile(io.RawIOBase):
         return len(data)
 
 
-def open_input_file(path: str | os.PathLike[str]) -> Any:
+def open_input_file(path: str | os.PathLike[str], *, memory_map: bool = True) -> Any:
     """A random-access readable file with ``read_at(nbytes, offset)``, ``size()`` and ``close()``.
 
-    Local: a ``pyarrow.MemoryMappedFile`` (zero copy). gs://: a ``GcsRandomAccessFile``.
+    Local: a ``pyarrow.MemoryMappedFile`` (zero copy), or with ``memory_map=False`` a ``pyarrow.OSFile``
+    (one ``pread`` per ``read_at``). gs://: a ``GcsRandomAccessFile``.
     """
     if is_gcs(path):
         return GcsRandomAccessFile(str(path))
     try:
-        return pa.memory_map(os.fspath(path), "r")
+        return pa.memory_map(os.fspath(path), "r") if memory_map else pa.OSFile(os.fspath(path), "r")
     except FileNotFoundError as exc:
         raise StorageError(f"{path}: file not found") from exc
     except OSError as exc:

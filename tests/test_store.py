@@ -187,3 +187,20 @@ def test_merge_stores_joins_parts(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="in both parts"):
         merge_stores(tmp_path / "m2", [tmp_path / "a", tmp_path / "a"])
     assert not (tmp_path / "m2").exists()
+
+
+@pytest.mark.parametrize("max_gap_frames, expected_frames, expected_reads", [(0, 4, 4), (1, 6, 2), (200, 101, 1)])
+def test_ranged_reads_and_gap_coalescing(
+    store_and_frames: tuple[FrameStore, list[np.ndarray]], max_gap_frames: int, expected_frames: int, expected_reads: int
+) -> None:
+    """The pread/gs:// path: exact frames by default; ``max_gap_frames`` merges near runs into one range."""
+    store, frames = store_and_frames
+    ranged = FrameStore.open(store.path, memory_map=False, max_gap_frames=max_gap_frames)
+    shard = int(ranged.shard_of[0])
+    inner = ranged._file(shard)
+    calls = []
+    ranged._files[shard] = type("Spy", (), {"read_at": lambda self, n, o: calls.append(n) or inner.read_at(n, o)})()
+    positions = np.array([0, 2, 4, 100])
+    np.testing.assert_array_equal(ranged.read_frames(0, positions), frames[0][positions])
+    assert ranged.bytes_read == expected_frames * FEATURE_DIM == sum(calls)
+    assert len(calls) == expected_reads
