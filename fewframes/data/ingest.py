@@ -1,0 +1,219 @@
+"""``fewframes data ingest``: YouTube-8M frame-level TFRecord shards -> a frame store.
+
+Each TFRecord shard is parsed and validated (``fewframes.data.yt8m``) and its videos appended to a
+``FrameStoreWriter``. With ``workers > 1`` shards are ingested in parallel processes, each shard into its
+own *part* store in a temp folder beside the target; ``merge_stores`` then joins the parts in shard order
+(so the result is the same store, in the same video order, whatever the worker count). Any failure
+removes the parts and leaves nothing at the target (an existing store there stays as it was).
+
+Workers are started with ``spawn`` because tensorflow, imported in the parent to list the shards, is not
+fork-safe; each worker imports it again (a few seconds), so ``workers > 1`` pays off for many large
+shards, not for tiny ones.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewframes import fsio
+from fewframes.data.yt8m import ReadStats, list_shards, read_shard
+from fewframes.errors import DataError
+
+DEFAULT_NUM_CLASSES = 3862  # the 2018+ YouTube-8M vocabulary
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did (printed at the end; also the JSON the component logs)."""
+
+    store: str
+    shards: int = 0
+    videos: int = 0
+    frames: int = 0
+    classes_seen: int = 0
+    bytes_written: int = 0
+    invalid_skipped: int = 0
+    truncated_shards: int = 0
+    invalid_reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """A short human summary."""
+        out = [
+            f"store          {self.store}",
+            f"shards read    {self.shards}",
+            f"videos         {self.videos}",
+            f"frames         {self.frames}",
+            f"classes seen   {self.classes_seen}",
+            f"bytes written  {self.bytes_written:,}",
+            f"invalid skipped {self.invalid_skipped}" + (f" ({self.truncated_shards} shard(s) cut short by corruption)" if self.truncated_shards else ""),
+        ]
+        out += [f"  skipped: {reason}" for reason in self.invalid_reasons[:5]]
+        if len(self.invalid_reasons) > 5:
+            out.append(f"  ... and {len(self.invalid_reasons) - 5} more")
+        return out
+
+
+@dataclass
+class _ShardResult:
+    stats: ReadStats
+    videos: int
+    frames: int
+    label_counts: np.ndarray
+
+
+def _shard_bytes(shard: str) -> int:
+    from fewframes.data.yt8m import _quiet_tensorflow
+
+    return int(_quiet_tensorflow().io.gfile.stat(shard).length)
+
+
+def _ingest_into(writer: Any, shard: str, *, num_classes: int, skip_invalid: bool) -> _ShardResult:
+    """Append the valid videos of one shard to ``writer``."""
+    stats = ReadStats()
+    label_counts = np.zeros(num_classes, dtype=np.int64)
+    videos = frames = 0
+    for video in read_shard(shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats):
+        try:
+            writer.add(video.id, video.labels, video.rgb, video.audio)
+        except DataError as exc:  # e.g. a video id seen in an earlier record
+            raise DataError(f"{shard} record {stats.records + stats.invalid - 1}: {exc}") from None
+        label_counts[video.labels] += 1
+        videos += 1
+        frames += video.num_frames
+    return _ShardResult(stats, videos, frames, label_counts)
+
+
+def _ingest_shard_to_part(shard: str, part: str, num_classes: int, skip_invalid: bool, shard_max_frames: int | None) -> _ShardResult:
+    """Worker: one TFRecord shard -> one part store (runs in a spawned process)."""
+    from fewframes.data.store import FrameStoreWriter
+
+    kwargs = {"shard_max_frames": shard_max_frames} if shard_max_frames else {}
+    with FrameStoreWriter(part, num_classes=num_classes, **kwargs) as writer:
+        return _ingest_into(writer, shard, num_classes=num_classes, skip_invalid=skip_invalid)
+
+
+def _store_bytes(path: str) -> int:
+    """Bytes of the files of the store at ``path``, as its metadata lists them (+ metadata and index)."""
+    from fewframes.data.store import INDEX_FILE, METADATA_FILE, FrameStore
+
+    if not fsio.is_gcs(path):
+        return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    store = FrameStore.open(path)
+    total = sum(int(s.get("file_bytes", 0)) for s in store.shards)
+    for name in (METADATA_FILE, store.metadata.get("index", INDEX_FILE)):
+        total += len(fsio.read_bytes(fsio.join(path, name)))
+    return total
+
+
+def ingest(
+    src: str,
+    out: str,
+    *,
+    num_classes: int = DEFAULT_NUM_CLASSES,
+    skip_invalid: bool = False,
+    workers: int = 1,
+    shard_max_frames: int | None = None,
+    progress: bool = True,
+) -> IngestSummary:
+    """Ingest the TFRecord shards ``src`` (file, folder, glob; local or ``gs://``) into a frame store ``out``.
+
+    Invalid records raise ``DataError`` naming the shard and record (nothing is written), or with
+    ``skip_invalid`` are skipped and counted. Returns an ``IngestSummary``.
+    """
+    from tqdm import tqdm
+
+    from fewframes.data.store import FrameStoreWriter, merge_stores
+
+    if num_classes < 1:
+        raise DataError(f"--num-classes must be >= 1, got {num_classes}")
+    if workers < 1:
+        raise DataError(f"--workers must be >= 1, got {workers}")
+    shards = list_shards(src)
+    sizes = [_shard_bytes(s) for s in shards]
+    summary = IngestSummary(store=str(out), shards=len(shards))
+    totals = ReadStats()
+    label_counts = np.zeros(num_classes, dtype=np.int64)
+
+    def account(result: _ShardResult) -> None:
+        totals.merge(result.stats)
+        summary.videos += result.videos
+        summary.frames += result.frames
+        label_counts[:] += result.label_counts
+
+    kwargs = {"shard_max_frames": shard_max_frames} if shard_max_frames else {}
+    bar = tqdm(total=sum(sizes), desc="ingest", unit="B", unit_scale=True, disable=not progress)
+    try:
+        if workers == 1 or len(shards) == 1:
+            with FrameStoreWriter(out, num_classes=num_classes, **kwargs) as writer:
+                for shard, size in zip(shards, sizes):
+                    account(_ingest_into(writer, shard, num_classes=num_classes, skip_invalid=skip_invalid))
+                    bar.update(size)
+                    bar.set_postfix(videos=summary.videos)
+        else:
+            _ingest_parallel(shards, sizes, out, num_classes, skip_invalid, workers, shard_max_frames, account, bar, merge_stores)
+    finally:
+        bar.close()
+    summary.classes_seen = int(np.count_nonzero(label_counts))
+    summary.invalid_skipped = totals.invalid
+    summary.truncated_shards = totals.truncated_shards
+    summary.invalid_reasons = totals.invalid_reasons
+    summary.bytes_written = _store_bytes(out)
+    return summary
+
+
+def _ingest_parallel(
+    shards: list[str],
+    sizes: list[int],
+    out: str,
+    num_classes: int,
+    skip_invalid: bool,
+    workers: int,
+    shard_max_frames: int | None,
+    account: Any,
+    bar: Any,
+    merge_stores: Any,
+) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    if fsio.is_gcs(out):
+        parts_dir = Path(fsio.local_temp_dir("fewframes-ingest-"))
+    else:
+        target = Path(out).absolute()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        parts_dir = target.with_name(f".{target.name}.parts-{uuid.uuid4().hex[:8]}")
+        parts_dir.mkdir()
+    parts = [str(parts_dir / f"part-{i:05d}") for i in range(len(shards))]
+    try:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
+            futures = {
+                pool.submit(_ingest_shard_to_part, shard, part, num_classes, skip_invalid, shard_max_frames): size
+                for shard, part, size in zip(shards, parts, sizes)
+            }
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    error = future.exception()
+                    if error is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise error
+                    account(future.result())
+                    bar.update(futures[future])
+        merge_stores(out, parts)
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+
+
+__all__ = ["DEFAULT_NUM_CLASSES", "IngestSummary", "ingest"]
