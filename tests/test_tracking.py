@@ -182,7 +182,7 @@ def test_flatten_params() -> None:
 
 def test_core_library_imports_without_mlflow() -> None:
     code = (
-        "import sys; import fewframes.tracking, fewframes.metrics; "
+        "import sys; import fewframes.tracking, fewframes.metrics, fewframes.evaluation; "
         "bad = [m for m in ('mlflow', 'tensorflow', 'kfp', 'matplotlib') if m in sys.modules]; "
         "assert not bad, bad"
     )
