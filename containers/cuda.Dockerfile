@@ -30,7 +30,11 @@ RUN pip install --no-cache-dir --constraint /opt/fewframes/requirements.lock /op
     && rm -rf /opt/fewframes/src \
     && python -c "import fewframes, fewframes.components, fewframes.pipelines, torch; assert torch.__version__.startswith('${TORCH_VERSION}')"
 
-RUN useradd --create-home --uid 10001 --user-group fewframes
+# KFP's launcher puts input artifacts under /gcs, /minio and /s3 (backend 2.2+ mounts emptyDirs there;
+# owning them here keeps older backends and plain `docker run` working as non-root too).
+RUN useradd --create-home --uid 10001 --user-group fewframes \
+    && mkdir -p /gcs /minio /s3 \
+    && chown 10001:10001 /gcs /minio /s3
 USER 10001:10001
 WORKDIR /home/fewframes
 CMD ["fewframes", "--help"]

@@ -466,3 +466,100 @@ def test_compiled_gpu_tasks_tolerate_exactly_the_terraform_taint(compiled_gpu_pi
         assert container["image"] == cluster.image("cuda")
         accelerator = container["resources"]["accelerator"]
         assert accelerator.get("resourceType", accelerator.get("type")) == values["gpu_accelerator_type"]
+
+
+# --- The MLflow server, run for real with the Deployment's own settings -----------------------------------
+
+
+def _deployment_container() -> dict[str, Any]:
+    documents = yaml.safe_load_all((K8S / "mlflow" / "mlflow.yaml").read_text())
+    (deployment,) = [document for document in documents if document["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _get(port: int, path: str, host_header: str) -> tuple[int, bytes]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": host_header})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow  # starting mlflow server takes 15-50 s on 2 busy cores
+def test_mlflow_server_runs_with_the_deployment_settings(tmp_path: Path) -> None:
+    """`mlflow server` (the image's entrypoint) with the Deployment's arguments and environment, only the
+    stores swapped for local ones (SQLite for PostgreSQL, a folder for GCS) and the port for a free one:
+    it answers the in-cluster host name, refuses others, and proxies artifacts to the destination in the
+    environment (the variable the cluster-env component sets)."""
+    import signal
+    import time
+    import urllib.parse
+
+    from mlflow_server import free_port  # tests/mlflow_server.py
+
+    container = _deployment_container()
+    dockerfile = (ROOT / "containers" / "mlflow.Dockerfile").read_text()
+    assert 'ENTRYPOINT ["mlflow", "server"]' in dockerfile
+    port = free_port()
+    arguments = list(container["args"])
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port)), ("--workers", "1")):
+        arguments[arguments.index(flag) + 1] = value
+    env = {**os.environ}
+    env.update({variable["name"]: variable["value"] for variable in container["env"] if "value" in variable})
+    destination = tmp_path / "artifacts"
+    env.update(
+        HOME=str(tmp_path),
+        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",  # PostgreSQL on the cluster
+        MLFLOW_ARTIFACTS_DESTINATION=destination.as_uri(),  # gs://BUCKET/mlflow on the cluster
+    )
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", *arguments],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,  # the server forks workers: stop the whole group
+        )
+    cluster_host = urllib.parse.urlsplit(cluster.MLFLOW_TRACKING_URI).netloc
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if _get(port, "/health", f"127.0.0.1:{port}")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.3)
+        search = "/api/2.0/mlflow/experiments/search?max_results=1"
+        assert _get(port, search, cluster_host)[0] == 200
+        assert _get(port, search, f"localhost:{port}")[0] == 200  # kubectl port-forward
+        status, body = _get(port, search, "attacker.example:5000")
+        assert status == 403, (status, body[:200])
+
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+        experiment_id = client.create_experiment("infra-check")
+        run = client.create_run(experiment_id)
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # proxied
+        source = tmp_path / "note.txt"
+        source.write_text("stored through the server\n")
+        client.log_artifact(run.info.run_id, str(source))
+        stored = list(destination.rglob("note.txt"))
+        assert len(stored) == 1 and stored[0].read_text() == "stored through the server\n"
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
