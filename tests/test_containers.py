@@ -215,3 +215,40 @@ def test_build_script_rejects_unknown_arguments() -> None:
     result = _build_dry_run("gpu")
     assert result.returncode == 2
     assert "unknown argument 'gpu'" in result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", COMPONENT_DOCKERFILES, ids=lambda path: path.name)
+def test_the_files_the_image_copies_build_the_whole_package(dockerfile: Path, tmp_path: Path) -> None:
+    """Replays the Dockerfile's COPY lines into a folder and builds the wheel from it as `pip install` in the
+    image would: every package of pyproject.toml must come out, so a new top-level folder cannot be
+    forgotten in the image."""
+    source_root = None
+    for keyword, arguments in _instructions(dockerfile):
+        if keyword != "COPY":
+            continue
+        *sources, destination = arguments.split()
+        if not destination.startswith("/opt/fewframes/src"):
+            continue
+        source_root = tmp_path / "src"
+        target = tmp_path / destination.lstrip("/").replace("opt/fewframes/src", "src", 1)
+        for source in sources:
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, target / Path(source).name)
+    assert source_root is not None, f"{dockerfile.name} copies no package source"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(tmp_path / "dist"), str(source_root)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    import zipfile
+
+    (wheel,) = (tmp_path / "dist").glob("fewframes-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    for package in packages:
+        assert f"{package.replace('.', '/')}/__init__.py" in names, f"{package} is missing from the image's install"
+    assert "fewframes/cluster.py" in names

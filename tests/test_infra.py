@@ -461,8 +461,12 @@ def test_compiled_gpu_tasks_tolerate_exactly_the_terraform_taint(compiled_gpu_pi
     # Every tolerating task asks for the accelerator the pool carries, and runs the CUDA image.
     spec = next(d for d in compiled_gpu_pipeline if "deploymentSpec" in d)
     tolerating = {name for name, executor in executors.items() if executor.get("tolerations")}
-    for name in tolerating:
-        container = spec["deploymentSpec"]["executors"][name]["container"]
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        if name not in tolerating:  # CPU steps: the slim image, and no GPU request that nothing could serve
+            assert container["image"] == cluster.image("cpu"), name
+            assert "accelerator" not in container.get("resources", {}), name
+            continue
         assert container["image"] == cluster.image("cuda")
         accelerator = container["resources"]["accelerator"]
         assert accelerator.get("resourceType", accelerator.get("type")) == values["gpu_accelerator_type"]
