@@ -100,6 +100,19 @@ class EvaluationResult:
         return name in self.metrics()
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N``; CUDA when absent is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EvaluationError(f"device must be auto, cpu or cuda[:N], got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError(f"device {device!r}: CUDA is not available on this machine")
+    return resolved
+
+
 def _loader_k(strategy: str, k: int | None) -> int | None:
     if strategy not in FRAME_SELECTIONS:
         raise EvaluationError(f"strategy must be one of {', '.join(FRAME_SELECTIONS)}, got {strategy!r}")
@@ -129,7 +142,9 @@ def evaluate(
     """GAP@top_k, mAP, Hit@1, PERR, per-class AP and sampled encodings of ``model`` on ``split`` of ``store``.
 
     ``store`` is a ``FrameStore`` or its path. The teacher reads all frames (``strategy="all"``); a student
-    its ``k`` frames (``strategy="uniform"``, ``k=...``). Writes the three files to ``out_dir`` if given.
+    its ``k`` frames (``strategy="uniform"``, ``k=...``). The model is moved to ``device`` (``auto``: CUDA if
+    available); scores stay float32 (no autocast) so the metrics do not depend on the device's precision.
+    Writes the three files to ``out_dir`` if given.
     """
     from fewframes.data.loader import make_loader
     from fewframes.data.split import open_split
@@ -141,6 +156,7 @@ def evaluate(
     frame_store, indices = open_split(store, split)
     if len(indices) == 0:
         raise EvaluationError(f"split {split!r} of store {getattr(frame_store, 'path', store)} has no videos")
+    torch_device = resolve_device(device)
     loader = make_loader(
         frame_store,
         np.asarray(indices, dtype=np.int64),
@@ -151,6 +167,7 @@ def evaluate(
         seed=seed,
         epoch=0,
         num_workers=num_workers,
+        pin_memory=torch_device.type == "cuda",
     )
     return evaluate_batches(
         model,
@@ -159,7 +176,7 @@ def evaluate(
         split=split,
         strategy=strategy,
         k=loader_k,
-        device=device,
+        device=torch_device,
         sample_encodings=sample_encodings,
         out_dir=out_dir,
         progress=progress,
@@ -188,7 +205,8 @@ def evaluate_batches(
 
     if sample_encodings < 0:
         raise EvaluationError(f"sample_encodings must be >= 0, got {sample_encodings}")
-    device = torch.device(device)
+    device = resolve_device(device)
+    model.to(device)
     accumulator = MetricsAccumulator(num_classes, top_k=top_k)
     sampled_ids: list[str] = []
     sampled_labels: list[np.ndarray] = []

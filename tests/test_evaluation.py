@@ -218,3 +218,14 @@ def test_evaluate_needs_k_for_a_student(tiny_store: Path) -> None:
         evaluate(tiny_model(), tiny_store, strategy="uniform", progress=False)
     with pytest.raises(EvaluationError, match="strategy must be one of"):
         evaluate(tiny_model(), tiny_store, strategy="every-other", progress=False)
+
+
+def test_device_errors_are_clear() -> None:
+    from fewframes.evaluation import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(EvaluationError, match="device must be"):
+        resolve_device("tpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(EvaluationError, match="CUDA is not available"):
+            evaluate_batches(tiny_model(), random_batches(videos=2), num_classes=NUM_CLASSES, device="cuda", progress=False)
