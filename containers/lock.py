@@ -73,6 +73,7 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; this is an ordinary, readable source file
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
