@@ -175,3 +175,32 @@ def test_console_script_runs_inspect(tiny_tfrecords: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["kind"] == "tfrecord" and report["videos"] == PRESETS["tiny"].data.videos // 2
+
+
+def test_ingest_and_inspect_on_gcs_emulator(tmp_path: Path, capsys) -> None:
+    """gs:// end to end against a real GCS API server (gcp-storage-emulator on 127.0.0.1)."""
+    from store_helpers import gcs_emulator
+
+    from fewframes import fsio
+    from fewframes.config import DataConfig
+    from fewframes.data.synth import generate_synthetic
+
+    local = tmp_path / "tf"
+    generate_synthetic(local, DataConfig(videos=12, classes=4, seed=1), shards=2, progress=False)
+    with gcs_emulator("yt8m"):
+        for shard in sorted(local.glob("*.tfrecord")):
+            fsio.upload_file(shard, f"gs://yt8m/frames/{shard.name}")
+        code = main(["data", "ingest", "--src", "gs://yt8m/frames", "--out", "gs://yt8m/store", "--num-classes", "4", "--quiet", "--json"])
+        assert code == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["videos"] == 12 and summary["shards"] == 2 and summary["bytes_written"] > 12 * 120 * 1152
+        assert main(["data", "inspect", "gs://yt8m/store", "--json"]) == 0
+        from_store = json.loads(capsys.readouterr().out)
+        assert main(["data", "inspect", "gs://yt8m/frames/*.tfrecord", "--json"]) == 0
+        from_tfrecords = json.loads(capsys.readouterr().out)
+        store = FrameStore.open("gs://yt8m/store")
+        first = next(iter(read_tfrecords(local)))
+        assert np.array_equal(store.read_frames(0, [0, 1]), np.concatenate([first.rgb, first.audio], axis=1)[:2])
+    assert from_store["kind"] == "frame_store" and from_tfrecords["kind"] == "tfrecord"
+    assert from_store["videos"] == from_tfrecords["videos"] == 12
+    assert from_store["label_counts"] == from_tfrecords["label_counts"]

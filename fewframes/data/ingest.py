@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fewframes import fsio
-from fewframes.data.yt8m import ReadStats, list_shards, read_shard
+from fewframes.data.yt8m import ReadStats, list_shards, read_shard, shard_size
 from fewframes.errors import DataError
 
 DEFAULT_NUM_CLASSES = 3862  # the 2018+ YouTube-8M vocabulary
@@ -68,12 +68,6 @@ class _ShardResult:
     videos: int
     frames: int
     label_counts: np.ndarray
-
-
-def _shard_bytes(shard: str) -> int:
-    from fewframes.data.yt8m import _quiet_tensorflow
-
-    return int(_quiet_tensorflow().io.gfile.stat(shard).length)
 
 
 def _ingest_into(writer: Any, shard: str, *, num_classes: int, skip_invalid: bool) -> _ShardResult:
@@ -138,7 +132,7 @@ def ingest(
     if workers < 1:
         raise DataError(f"--workers must be >= 1, got {workers}")
     shards = list_shards(src)
-    sizes = [_shard_bytes(s) for s in shards]
+    sizes = [shard_size(s) for s in shards]
     summary = IngestSummary(store=str(out), shards=len(shards))
     totals = ReadStats()
     label_counts = np.zeros(num_classes, dtype=np.int64)

@@ -15,7 +15,7 @@ import numpy as np
 
 from fewframes import fsio
 from fewframes.config import MAX_FRAMES
-from fewframes.data.yt8m import ReadStats, list_shards, read_tfrecords
+from fewframes.data.yt8m import ReadStats, list_shards, read_tfrecords, shard_size
 
 HISTOGRAM_BIN = 30  # frames per length-histogram bin: 1-30, 31-60, ..., 271-300
 
@@ -72,10 +72,7 @@ def inspect_path(path: str | os.PathLike[str], *, num_classes: int | None = None
 
     from tqdm import tqdm
 
-    from fewframes.data.yt8m import _quiet_tensorflow
-
     shards = list_shards(path)
-    gfile = _quiet_tensorflow().io.gfile
     stats = ReadStats()
     lengths, labels = [], []
     videos = read_tfrecords(path, num_classes=num_classes, skip_invalid=True, stats=stats)
@@ -85,7 +82,7 @@ def inspect_path(path: str | os.PathLike[str], *, num_classes: int | None = None
     report = {"kind": "tfrecord", "path": path}
     report.update(_describe(np.asarray(lengths, dtype=np.int64), labels))
     report["shards"] = len(shards)
-    report["bytes"] = int(sum(gfile.stat(s).length for s in shards))
+    report["bytes"] = int(sum(shard_size(s) for s in shards))
     report["invalid"] = stats.invalid
     report["invalid_reasons"] = stats.invalid_reasons[:10]
     return report

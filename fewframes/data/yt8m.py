@@ -9,7 +9,10 @@ The official frame-level shards hold one ``tf.train.SequenceExample`` per video:
 Features are dequantised exactly as the official starter code does: ``x = q * 4/255 + (4/512 - 2)``.
 
 tensorflow is imported inside the functions that need it (``tf.data.TFRecordDataset`` and ``tf.io.gfile``,
-so local paths, globs and ``gs://`` all work); the rest of the library never pays for it.
+so local paths, globs and ``gs://`` all work); the rest of the library never pays for it. TensorFlow's GCS
+file system always talks to googleapis.com, so with ``STORAGE_EMULATOR_HOST`` set (a local GCS emulator,
+as ``fewframes.fsio`` supports) ``gs://`` shards are listed, fetched and uploaded through ``fewframes.fsio``
+instead, each shard read from a local temp copy.
 
 Contract details chosen here (not in the issue):
 - An empty ``labels`` list is valid (the official test partition has no labels); a missing one is not.
@@ -21,6 +24,8 @@ Contract details chosen here (not in the issue):
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from fewframes import fsio
 from fewframes.config import AUDIO_DIM, MAX_FRAMES, RGB_DIM
 from fewframes.errors import DataError
 
@@ -45,6 +51,11 @@ def _quiet_tensorflow() -> Any:
     import tensorflow as tf
 
     return tf
+
+
+def _via_fsio(path: str) -> bool:
+    """gs:// under a GCS emulator: TensorFlow cannot reach it, fewframes.fsio can."""
+    return fsio.is_gcs(path) and bool(os.environ.get("STORAGE_EMULATOR_HOST"))
 
 
 def dequantize(quantized: np.ndarray) -> np.ndarray:
@@ -132,8 +143,17 @@ def write_tfrecord(path: str | os.PathLike[str], videos: Iterable[Video]) -> int
     Atomic: records go to a temporary name in the same directory, renamed over ``path`` only when all
     were written, so an existing shard is never left half-written.
     """
-    tf = _quiet_tensorflow()
     path = os.fspath(path)
+    if _via_fsio(path):
+        staging = tempfile.mkdtemp(prefix="fewframes-tfrecord-")
+        try:
+            local = os.path.join(staging, os.path.basename(path))
+            count = write_tfrecord(local, videos)
+            fsio.upload_file(local, path)  # a GCS object appears whole: atomic
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return count
+    tf = _quiet_tensorflow()
     directory = os.path.dirname(path)
     if directory:
         tf.io.gfile.makedirs(directory)
@@ -154,14 +174,35 @@ def write_tfrecord(path: str | os.PathLike[str], videos: Iterable[Video]) -> int
 
 def list_shards(path_or_glob: str | os.PathLike[str]) -> list[str]:
     """The shard files a path, a directory (its ``*.tfrecord``) or a glob names, sorted; error if none."""
-    tf = _quiet_tensorflow()
     pattern = os.fspath(path_or_glob)
+    if _via_fsio(pattern):
+        if any(c in pattern for c in "*?["):
+            shards = fsio.glob(pattern)
+        else:
+            shards = fsio.glob(fsio.join(pattern, "*.tfrecord")) or [pattern]
+            shards = [s for s in shards if s != pattern or fsio.exists(s)]
+        shards = sorted(s for s in shards if not s.rsplit("/", 1)[-1].startswith("."))
+        if not shards:
+            raise DataError(f"no TFRecord shards match {pattern!r}")
+        return shards
+    tf = _quiet_tensorflow()
     if tf.io.gfile.isdir(pattern):
         pattern = os.path.join(pattern, "*.tfrecord")
     shards = sorted(p for p in tf.io.gfile.glob(pattern) if not os.path.basename(p).startswith("."))
     if not shards:
         raise DataError(f"no TFRecord shards match {os.fspath(path_or_glob)!r}")
     return shards
+
+
+def shard_size(shard: str) -> int:
+    """Bytes of one shard (local or gs://)."""
+    if _via_fsio(shard):
+        handle = fsio.open_input_file(shard)
+        try:
+            return int(handle.size())
+        finally:
+            handle.close()
+    return int(_quiet_tensorflow().io.gfile.stat(shard).length)
 
 
 def parse_video(
@@ -219,12 +260,30 @@ def read_shard(
     stats: ReadStats | None = None,
 ) -> Iterator[Video]:
     """Yield the validated videos of one shard (see ``read_tfrecords``)."""
+    if _via_fsio(shard):
+        staging = tempfile.mkdtemp(prefix="fewframes-tfrecord-")
+        try:
+            local = os.path.join(staging, "shard.tfrecord")
+            if not fsio.exists(shard):
+                raise DataError(f"{shard}: no such TFRecord shard")
+            fsio.download_file(shard, local)
+            yield from _read_local_shard(local, shard, num_classes, skip_invalid, stats)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return
+    yield from _read_local_shard(shard, shard, num_classes, skip_invalid, stats)
+
+
+def _read_local_shard(
+    source: str, shard: str, num_classes: int | None, skip_invalid: bool, stats: ReadStats | None
+) -> Iterator[Video]:
+    """Read ``source`` with TensorFlow; messages name ``shard`` (the user's path)."""
     tf = _quiet_tensorflow()
     stats = stats if stats is not None else ReadStats()
     stats.shards += 1
-    if not tf.io.gfile.exists(shard):
+    if not tf.io.gfile.exists(source):
         raise DataError(f"{shard}: no such TFRecord shard")
-    iterator = iter(tf.data.TFRecordDataset(shard, buffer_size=8 << 20))
+    iterator = iter(tf.data.TFRecordDataset(source, buffer_size=8 << 20))
     index = 0
     while True:
         try:
@@ -290,5 +349,6 @@ __all__ = [
     "read_shard",
     "read_tfrecords",
     "serialize_video",
+    "shard_size",
     "write_tfrecord",
 ]
