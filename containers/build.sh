@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Build (and optionally push) the fewframes images and print the names the pipeline uses.
 #
-#   containers/build.sh [--push] [--no-pin] [--dry-run] [cpu|cuda|mlflow|all ...]
+#   containers/build.sh [--push] [--refresh-base] [--dry-run] [cpu|cuda|mlflow|all ...]
 #
 # Image names come from fewframes.cluster (image("cpu"), image("cuda"), mlflow_server_image()), so
 # FEWFRAMES_IMAGE_REPOSITORY / FEWFRAMES_IMAGE_TAG change them for the build and the compiled pipeline alike.
-# Each base image tag is resolved to its digest first (docker buildx imagetools) and built as tag@sha256:...,
-# so the build is reproducible and the digest is printed; --no-pin builds from the tag as written.
+# Bases are built from the tag@sha256 pinned in each Dockerfile; --refresh-base resolves the tag's current
+# digest instead (docker buildx imagetools) and prints the ARG line to commit.
 # --dry-run prints the docker commands instead of running them (no Docker engine needed).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
 push=0
-pin=1
+refresh_base=0
 dry_run=0
 variants=()
 
@@ -24,12 +24,12 @@ usage() {
 for argument in "$@"; do
     case "${argument}" in
         --push) push=1 ;;
-        --no-pin) pin=0 ;;
+        --refresh-base) refresh_base=1 ;;
         --dry-run) dry_run=1 ;;
         -h | --help) usage; exit 0 ;;
         cpu | cuda | mlflow) variants+=("${argument}") ;;
         all) variants+=(cpu cuda mlflow) ;;
-        *) echo "build.sh: unknown argument '${argument}' (expected cpu, cuda, mlflow, all, --push, --no-pin, --dry-run)" >&2; exit 2 ;;
+        *) echo "build.sh: unknown argument '${argument}' (expected cpu, cuda, mlflow, all, --push, --refresh-base, --dry-run)" >&2; exit 2 ;;
     esac
 done
 if [[ ${#variants[@]} -eq 0 ]]; then
@@ -68,9 +68,13 @@ for variant in "${variants[@]}"; do
     dockerfile="${repo_root}/containers/${variant}.Dockerfile"
     name="$(image_name "${variant}")"
     base="$(default_base "${dockerfile}")"
-    if [[ ${pin} -eq 1 && ${dry_run} -eq 0 ]]; then
-        digest="$(docker buildx imagetools inspect "${base}" --format '{{json .Manifest.Digest}}' | tr -d '"')"
-        base="${base}@${digest}"
+    if [[ ${refresh_base} -eq 1 ]]; then
+        base="${base%@*}"
+        if [[ ${dry_run} -eq 0 ]]; then
+            digest="$(docker buildx imagetools inspect "${base}" --format '{{json .Manifest.Digest}}' | tr -d '"')"
+            base="${base}@${digest}"
+            echo "==> ${variant}: newest base; to pin it, set in ${dockerfile#"${repo_root}"/}: ARG BASE_IMAGE=${base}" >&2
+        fi
     fi
     echo "==> ${variant}: ${name} (base ${base})" >&2
     run docker build \

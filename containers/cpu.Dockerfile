@@ -2,8 +2,8 @@
 # The fewframes component image, slim CPU variant: every pipeline step that does not need a GPU
 # (ingest, split, evaluate, report) and CPU training. Build from the repository root:
 #   containers/build.sh cpu        (tags fewframes.cluster.image("cpu"))
-# build.sh passes BASE_IMAGE pinned by digest (tag@sha256:...) after resolving the tag below.
-ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+# The base is pinned by tag and digest (the multi-architecture index); build.sh --refresh-base finds a newer one.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 FROM ${BASE_IMAGE}
 
 ARG TORCH_VERSION=2.13.0

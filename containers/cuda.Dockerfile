@@ -4,7 +4,7 @@
 # torch 2.13.0 wheel); GKE's node driver must support CUDA 13 (driver >= 580, docs/cluster.md).
 # Build from the repository root:
 #   containers/build.sh cuda       (tags fewframes.cluster.image("cuda"))
-ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime@sha256:db80a41f8428644cebcb3d75b0b62df334ab6c0e75785951eb25f48bfbd42407
 FROM ${BASE_IMAGE}
 
 ARG TORCH_VERSION=2.13.0

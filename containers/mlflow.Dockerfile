@@ -2,7 +2,7 @@
 # The MLflow tracking server on the cluster (infra/k8s/mlflow): PostgreSQL backend store, GCS artifact root.
 # Build from the repository root:
 #   containers/build.sh mlflow     (tags fewframes.cluster.mlflow_server_image())
-ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

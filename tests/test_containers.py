@@ -85,7 +85,7 @@ def test_shellcheck_passes_on_build_script() -> None:
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
-def test_images_run_as_non_root_and_base_is_tagged(dockerfile: Path) -> None:
+def test_images_run_as_non_root_and_base_is_pinned_by_digest(dockerfile: Path) -> None:
     instructions = _instructions(dockerfile)
     users = [arguments for keyword, arguments in instructions if keyword == "USER"]
     assert users, f"{dockerfile.name} has no USER"
@@ -94,7 +94,8 @@ def test_images_run_as_non_root_and_base_is_tagged(dockerfile: Path) -> None:
     base = dict(
         arguments.split("=", 1) for keyword, arguments in instructions if keyword == "ARG" and "=" in arguments
     )["BASE_IMAGE"]
-    assert ":" in base and not base.endswith(":latest"), base
+    assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", base), f"{dockerfile.name}: base {base!r} is not tag@digest"
+    assert ":latest@" not in base
 
 
 def test_torch_version_is_the_same_everywhere() -> None:

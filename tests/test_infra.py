@@ -302,6 +302,20 @@ def test_each_manifest_file_is_valid_against_the_api_schema(path: Path) -> None:
     _validate([document for document in yaml.safe_load_all(path.read_text()) if document])
 
 
+def test_third_party_images_are_pinned_by_digest() -> None:
+    """Images we do not build (PostgreSQL) are pinned by tag and digest; ours carry fewframes.cluster's tag."""
+    images = []
+    for path in _manifest_files():
+        for document in yaml.safe_load_all(path.read_text()):
+            for container in (document or {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                images.append(container["image"].split(" ")[0])
+    assert images
+    for image in images:
+        if image.startswith(cluster.DEFAULT_IMAGE_REPOSITORY):
+            continue
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), image
+
+
 def test_schema_validation_really_rejects_bad_manifests() -> None:
     with pytest.raises(AssertionError, match="invalid"):
         _validate([{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": [{"port": "http"}]}}])
