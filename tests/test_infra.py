@@ -205,6 +205,7 @@ def test_workload_identity_binds_the_service_accounts_the_cluster_uses() -> None
     config = _terraform()
     resources = config["resource"]
     (gke,) = resources["google_container_cluster"].values()
+    assert gke["datapath_provider"] == "ADVANCED_DATAPATH"  # enforces the MLflow NetworkPolicy
     assert _one(gke["workload_identity_config"])["workload_pool"] == "${local.workload_pool}"
     assert config["locals"]["workload_pool"] == "${var.project_id}.svc.id.goog"
     for pool in resources["google_container_node_pool"].values():
@@ -387,6 +388,14 @@ def test_mlflow_server_renders_valid_and_matches_fewframes_cluster(tmp_path: Pat
     postgres = by_kind[("StatefulSet", "mlflow-postgres")]
     assert postgres["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-postgres"}}]
     assert ("Service", "mlflow-postgres") in by_kind
+    # Only the MLflow server's pods may reach PostgreSQL, and the policy selects the pods it means to.
+    policy = by_kind[("NetworkPolicy", "mlflow-postgres-from-mlflow-only")]["spec"]
+    postgres_labels = postgres["spec"]["template"]["metadata"]["labels"]
+    mlflow_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= postgres_labels.items()
+    (rule,) = policy["ingress"]
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= mlflow_labels.items()
+    assert not policy["podSelector"]["matchLabels"].items() <= mlflow_labels.items()
     assert not any("set-from-cluster-env" in yaml.safe_dump(document) for document in documents)
 
 

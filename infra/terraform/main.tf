@@ -49,6 +49,8 @@ resource "google_container_cluster" "main" {
 
   networking_mode = "VPC_NATIVE"
   ip_allocation_policy {}
+  # Dataplane V2 enforces NetworkPolicy (infra/k8s/mlflow/networkpolicy.yaml) without an add-on.
+  datapath_provider = "ADVANCED_DATAPATH"
 
   release_channel {
     channel = "REGULAR"
