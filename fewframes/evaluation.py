@@ -346,14 +346,119 @@ def read_encodings(path: str | os.PathLike[str]) -> tuple[list[str], list[np.nda
     return ids, labels, flat.reshape(len(ids), -1)
 
 
+# ------------------------------------------------------------------------------------------------------
+# Figure 3: t-SNE of teacher and student encodings of the same videos
+
+
+@dataclass
+class EncodingEmbedding:
+    """A joint 2-D t-SNE of teacher and student encodings of the same videos (the paper's Figure 3).
+
+    ``pair_distance_ratio``: mean distance between a video's teacher and student points over the mean
+    distance between teacher points of different videos (0: they overlap; about 1: unrelated).
+    ``mean_cosine``: mean cosine similarity of the teacher's and the student's raw E of the same video
+    (independent of t-SNE's randomness).
+    """
+
+    video_ids: list[str]
+    video_class: np.ndarray  # int64[n], the top class each video is drawn for
+    classes: list[int]  # the drawn classes, most frequent first
+    teacher_xy: np.ndarray  # float[n, 2]
+    student_xy: np.ndarray  # float[n, 2]
+    pair_distance_ratio: float
+    mean_cosine: float
+
+
+def encoding_tsne(
+    teacher_file: str | os.PathLike[str],
+    student_file: str | os.PathLike[str],
+    *,
+    num_classes: int = 5,
+    perplexity: float = 30.0,
+    seed: int = 0,
+) -> EncodingEmbedding:
+    """Joint t-SNE of two ``encodings.parquet`` files on their common videos of the ``num_classes`` most
+    frequent classes (a video is drawn for the first of those classes it carries)."""
+    from sklearn.manifold import TSNE
+
+    teacher_ids, teacher_labels, teacher_e = read_encodings(teacher_file)
+    student_ids, _, student_e = read_encodings(student_file)
+    if teacher_e.shape[1:] != student_e.shape[1:]:
+        raise EvaluationError(
+            f"encodings of {teacher_file} (size {teacher_e.shape[1:]}) and {student_file} "
+            f"(size {student_e.shape[1:]}) differ: the student must share the teacher's E"
+        )
+    student_row = {video_id: row for row, video_id in enumerate(student_ids)}
+    common = [row for row, video_id in enumerate(teacher_ids) if video_id in student_row]
+    counts = np.bincount(np.concatenate([teacher_labels[r] for r in common] or [np.zeros(0, np.int64)]))
+    top = [int(c) for c in np.argsort(-counts, kind="stable")[:num_classes] if counts[c] > 0]
+    rows, video_class = [], []
+    for row in common:
+        carried = [c for c in top if c in set(teacher_labels[row].tolist())]
+        if carried:
+            rows.append(row)
+            video_class.append(carried[0])
+    if len(rows) < 3:
+        raise EvaluationError(
+            f"{teacher_file} and {student_file}: only {len(rows)} common videos of the top classes; t-SNE needs 3"
+        )
+    teacher = teacher_e[rows].astype(np.float64)
+    student = student_e[[student_row[teacher_ids[r]] for r in rows]].astype(np.float64)
+    n = len(rows)
+    # Exact t-SNE for small sets: faster than Barnes-Hut's threaded tree code below a few hundred points.
+    method = "exact" if 2 * n <= 400 else "barnes_hut"
+    tsne = TSNE(
+        n_components=2, perplexity=min(perplexity, (2 * n - 1) / 3.0), init="pca", random_state=seed, method=method
+    )
+    xy = tsne.fit_transform(np.concatenate([teacher, student]))
+    teacher_xy, student_xy = xy[:n], xy[n:]
+    pair = np.linalg.norm(teacher_xy - student_xy, axis=1).mean()
+    spread = np.linalg.norm(teacher_xy[:, None, :] - teacher_xy[None, :, :], axis=2).sum() / (n * (n - 1))
+    norms = np.linalg.norm(teacher, axis=1) * np.linalg.norm(student, axis=1)
+    cosine = np.sum(teacher * student, axis=1) / np.maximum(norms, 1e-12)
+    return EncodingEmbedding(
+        video_ids=[teacher_ids[r] for r in rows],
+        video_class=np.asarray(video_class, dtype=np.int64),
+        classes=top,
+        teacher_xy=teacher_xy,
+        student_xy=student_xy,
+        pair_distance_ratio=float(pair / spread) if spread > 0 else 0.0,
+        mean_cosine=float(cosine.mean()),
+    )
+
+
+def plot_encoding_tsne(embedding: EncodingEmbedding, title: str = "Teacher (dark) and student (light) encodings") -> Any:
+    """The Figure 3 scatter: one colour per class, dark = teacher, light = student of the same video."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    palette = plt.get_cmap("tab10")
+    for i, cls in enumerate(embedding.classes):
+        chosen = embedding.video_class == cls
+        dark = np.array(to_rgb(palette(i % 10)))
+        light = dark + (1.0 - dark) * 0.55  # the same hue, lighter
+        ax.scatter(*embedding.teacher_xy[chosen].T, s=14, color=dark, marker="o", label=f"class {cls} (t)")
+        ax.scatter(*embedding.student_xy[chosen].T, s=14, color=light, marker="^", label=f"class {cls} (s)")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 __all__ = [
     "ENCODINGS_FILE",
+    "EncodingEmbedding",
     "EvaluationResult",
     "METRICS_FILE",
     "METRIC_NAMES",
     "PER_CLASS_AP_FILE",
     "evaluate",
+    "encoding_tsne",
     "evaluate_batches",
+    "plot_encoding_tsne",
     "read_encodings",
     "write_evaluation",
 ]

@@ -229,3 +229,44 @@ def test_device_errors_are_clear() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(EvaluationError, match="CUDA is not available"):
             evaluate_batches(tiny_model(), random_batches(videos=2), num_classes=NUM_CLASSES, device="cuda", progress=False)
+
+
+def _write_encodings(path: Path, ids: list[str], labels: list[list[int]], encodings: np.ndarray) -> Path:
+    from fewframes.evaluation import EvaluationResult, encodings_table
+
+    result = EvaluationResult(
+        gap=0.0, map=0.0, hit_at_1=0.0, perr=0.0, per_class_ap=np.zeros(1), positives_per_class=np.zeros(1, np.int64),
+        num_videos=len(ids), split="test", strategy="all", k=None, encoding_video_ids=ids,
+        encoding_labels=[np.asarray(v, dtype=np.int64) for v in labels], encodings=encodings.astype(np.float32),
+    )  # fmt: skip
+    pq.write_table(encodings_table(result), path)
+    return path
+
+
+def test_encoding_tsne_tells_a_matching_student_from_an_unrelated_one(tmp_path: Path) -> None:
+    from fewframes.evaluation import encoding_tsne, plot_encoding_tsne
+
+    rng = np.random.default_rng(0)
+    videos, size = 40, 16
+    classes = rng.integers(0, 6, size=videos)
+    centres = rng.normal(scale=4.0, size=(6, size))
+    teacher = centres[classes] + rng.normal(size=(videos, size))
+    ids = [f"v{i}" for i in range(videos)]
+    labels = [[int(c), 7] for c in classes]
+    teacher_file = _write_encodings(tmp_path / "teacher.parquet", ids, labels, teacher)
+    close = _write_encodings(tmp_path / "close.parquet", ids[::-1], labels[::-1], (teacher + 0.05 * rng.normal(size=teacher.shape))[::-1])
+    unrelated = _write_encodings(tmp_path / "far.parquet", ids, labels, rng.normal(scale=4.0, size=teacher.shape))
+
+    matched = encoding_tsne(teacher_file, close, num_classes=5, perplexity=10)
+    random_student = encoding_tsne(teacher_file, unrelated, num_classes=5, perplexity=10)
+    assert matched.classes[0] == 7 and len(matched.classes) == 5  # label 7 is on every video: the top class
+    assert len(matched.video_ids) == videos and matched.teacher_xy.shape == (videos, 2)
+    assert matched.mean_cosine > 0.99 > random_student.mean_cosine
+    assert matched.pair_distance_ratio < 0.2 < random_student.pair_distance_ratio
+    figure = plot_encoding_tsne(matched)
+    figure.savefig(tmp_path / "figure3.png")
+    assert (tmp_path / "figure3.png").stat().st_size > 0
+
+    wrong_size = _write_encodings(tmp_path / "wrong.parquet", ids, labels, np.zeros((videos, 3)))
+    with pytest.raises(EvaluationError, match="share the teacher's E"):
+        encoding_tsne(teacher_file, wrong_size)
