@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                     else round((k_res["cold_storage_bytes"] or 0) / all_res["cold_storage_bytes"], 4)
                 ),
             }
+        loader_rates = measure_loader(workdir / "arrow_ipc", args.k, args.rounds)
         disk = {
             "arrow_ipc": sum(p.stat().st_size for p in (workdir / "arrow_ipc").iterdir()),
             "parquet_rg_video": sum(p.stat().st_size for p in (workdir / "parquet_rg_video").iterdir()),
@@ -356,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "disk_bytes": disk,
         "write_seconds": {k: round(v, 3) for k, v in write_seconds.items()},
         "write_mb_per_second": {k: round(payload / v / 1e6, 1) for k, v in write_seconds.items()},
+        "loader": loader_rates,
         "ingest": ingest,
         "notes": [
             "warm: files in the page cache (written just before); cold: pages dropped with posix_fadvise(DONTNEED)",
@@ -369,6 +371,35 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(report)
     print(f"wrote {out}")
     return 0
+
+
+def measure_loader(store_path: Path, k: int, rounds: int, batch_size: int = 64) -> dict[str, Any]:
+    """Videos/s through ``make_loader`` / ``make_paired_loader`` (warm, main process): student vs teacher."""
+    from fewframes.data.loader import make_loader, make_paired_loader
+
+    store = FrameStore.open(store_path)
+    indices = np.arange(len(store))
+    loaders = {
+        f"uniform_k{k}": lambda: make_loader(store, indices, strategy="uniform", k=k, batch_size=batch_size, shuffle=True, seed=0),
+        "all": lambda: make_loader(store, indices, strategy="all", batch_size=batch_size, shuffle=True, seed=0),
+        f"paired_all_uniform_k{k}": lambda: make_paired_loader(
+            store, indices, student_strategy="uniform", k=k, batch_size=batch_size, shuffle=True, seed=0
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(rounds):
+        for name, build in loaders.items():
+            start = time.perf_counter()
+            for _batch in build():
+                pass
+            times[name].append(time.perf_counter() - start)
+    out: dict[str, Any] = {"batch_size": batch_size, "num_workers": 0}
+    for name, values in times.items():
+        out[name] = {"seconds_median": round(statistics.median(values), 4), "videos_per_second": round(len(store) / statistics.median(values), 1)}
+    out[f"ratio_uniform_k{k}_over_all_seconds"] = round(
+        out[f"uniform_k{k}"]["seconds_median"] / out["all"]["seconds_median"], 4
+    )
+    return out
 
 
 def measure_ingest_rate(videos: int, frames: int) -> dict[str, Any] | None:
@@ -418,6 +449,7 @@ def print_summary(report: dict[str, Any]) -> None:
                 f"{r['bytes_fetched'] / 1e6:11.1f} {storage:>11}"
             )
         print(f"{'':18} ratio k/all: {res['ratio_k_over_all']}")
+    print("loader:", report["loader"])
     print("ingest:", report["ingest"])
 
 
