@@ -45,6 +45,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,9 @@ def hierarchical_flops(config: ModelConfig, n_frames: int, *, padded: bool = Tru
 
     The lower LSTM runs over b = ceil(n/l) blocks of l = ``config.block_length`` frames; the upper LSTM over
     the b block encodings (H each); the classifier maps E (``encoding_size``) to ``num_classes`` logits.
-    ``padded=True`` is the model's dense path (the last block is zero-padded to l steps, which the LSTM
-    executes); ``padded=False`` is the packed path (only real frames are executed).
+    ``padded=True`` is what ``fewframes.models`` executes on both its paths: a short last block is
+    zero-padded to l steps (the LSTM runs them; the state is read at the last real frame) and blocks of
+    pure padding are dropped. ``padded=False`` counts a fully packed LSTM (only real frames executed).
     A student reads n = k frames; a teacher n = the video's length.
     """
     if n_frames < 1:
@@ -200,6 +202,19 @@ def time_call(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - begin
 
 
+def time_per_call(fn: Callable[[], Any], device: torch.device, min_seconds: float) -> float:
+    """Seconds per call of ``fn``, calling it until ``min_seconds`` have passed (at least once).
+
+    Short calls (a student's batch) are repeated so that timer resolution and scheduler noise do not
+    dominate; long ones (a teacher's) run once.
+    """
+    calls, total = 0, 0.0
+    while calls == 0 or total < min_seconds:
+        total += time_call(fn, device)
+        calls += 1
+    return total / calls
+
+
 def _percentile_ms(seconds: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(seconds) * 1000.0, q))
 
@@ -258,6 +273,45 @@ class PlainLSTMClassifier(nn.Module):
             return self.linear(h_n[-1])
         state = torch.stack([c_n, h_n], dim=1).permute(2, 0, 1, 3).reshape(frames.shape[0], -1)
         return self.linear(state)
+
+
+def compare_plain_lstm(
+    teacher: nn.Module, n_frames: int, batch_size: int, device: str = "cpu", *, rounds: int = 5,
+    min_seconds: float = 0.5, seed: int = 0,
+) -> dict[str, Any]:
+    """Model-only throughput of the hierarchical teacher vs a plain stacked ``nn.LSTM`` of the same sizes.
+
+    Both get the same random uint8 frames [batch_size, n_frames, D]; timings interleave over ``rounds`` and
+    the median round counts. The hierarchical model runs its n/l blocks as one batch of short sequences
+    (l steps), the plain LSTM n sequential steps at batch ``batch_size``.
+    """
+    torch_device = resolve_device(device)
+    teacher = teacher.to(torch_device).eval()
+    plain = PlainLSTMClassifier(teacher.config).to(torch_device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (batch_size, n_frames, teacher.config.feature_dim), dtype=torch.uint8,
+                           generator=generator).to(torch_device)
+    seconds: dict[str, list[float]] = {"hierarchical": [], "plain": []}
+    with torch.inference_mode():
+        teacher(frames)
+        plain(frames)
+        for _ in range(rounds):
+            seconds["hierarchical"].append(time_per_call(lambda: teacher(frames), torch_device, min_seconds))
+            seconds["plain"].append(time_per_call(lambda: plain(frames), torch_device, min_seconds))
+    hierarchical = batch_size / float(np.median(seconds["hierarchical"]))
+    plain_rate = batch_size / float(np.median(seconds["plain"]))
+    return {
+        "n_frames": n_frames,
+        "batch_size": batch_size,
+        "hierarchical_videos_s": hierarchical,
+        "plain_lstm_videos_s": plain_rate,
+        "speedup": hierarchical / plain_rate,
+        "gflops_per_video_hierarchical": hierarchical_flops(teacher.config, n_frames) / 1e9,
+        "gflops_per_video_plain_lstm": (
+            lstm_flops(n_frames, teacher.config.feature_dim, teacher.config.hidden_size, teacher.config.num_layers)
+            + 2 * encoding_size(teacher.config) * teacher.config.num_classes
+        ) / 1e9,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -371,6 +425,23 @@ def open_store(store: Any) -> Any:
     return store
 
 
+@dataclass
+class _Entry:
+    """One model under benchmark and the timings gathered for it over the rounds."""
+
+    name: str
+    model: nn.Module
+    student: StudentConfig | None
+    frames: torch.Tensor  # model-only input: random uint8 [batch, typical frames, D] on the device
+    row: dict[str, Any]
+    batch_seconds: list[float] = field(default_factory=list)
+    latency_seconds: list[float] = field(default_factory=list)
+    e2e_seconds: list[float] = field(default_factory=list)
+    e2e_latency_seconds: list[float] = field(default_factory=list)
+    e2e_bytes: int = 0
+    e2e_passes: int = 0
+
+
 def benchmark_models(
     models: Mapping[str, VideoClassifier | str | os.PathLike[str]],
     store: Any,
@@ -378,7 +449,9 @@ def benchmark_models(
     device: str = "cpu",
     batch_size: int = 64,
     n_videos: int = 128,
-    latency_videos: int = 20,
+    rounds: int = 5,
+    latency_videos: int = 8,
+    min_seconds: float = 0.5,
     students: Mapping[str, StudentConfig] | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -386,16 +459,23 @@ def benchmark_models(
     """Benchmark each model side by side on the same videos of ``store`` (a ``FrameStore`` or its path).
 
     ``models``: name -> model or saved model path; ``students``: name -> StudentConfig for in-memory
-    students that do not carry one. Returns one row per model: name, k (None = all frames), params,
-    gflops_per_video (analytic, mean over the videos) and gflops_counted (FlopCounterMode, first batch),
-    latency_ms_p50/p95 and throughput_videos_s (model alone, frames already on the device),
-    e2e_latency_ms_p50/p95 and e2e_throughput_videos_s (store on disk to class scores),
-    bytes_read_per_video, and the sizes used.
+    students that do not carry one. The measurements are interleaved: each of ``rounds`` rounds times every
+    model once (a model-only batch, ``latency_videos`` batch-1 calls, one end-to-end pass over ``n_videos``
+    videos and ``latency_videos`` end-to-end batch-1 calls), so a busy machine slows all models alike; the
+    throughputs use the median round (``*_best`` the fastest). A round's batch or pass is repeated until
+    it has run ``min_seconds``.
+
+    Returns one row per model: name, k (None = all frames), params, gflops_per_video (analytic, mean over
+    the videos) and gflops_counted (FlopCounterMode on the first batch, per video), latency_ms_p50/p95 and
+    throughput_videos_s (model alone, frames already on the device), e2e_latency_ms_p50/p95 and
+    e2e_throughput_videos_s (store on disk to class scores), bytes_read_per_video, and the sizes used.
     """
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise BenchmarkError(f"--batch must be >= 1, got {batch_size}")
+    if rounds < 1:
+        raise BenchmarkError(f"rounds must be >= 1, got {rounds}")
     if not models:
         raise BenchmarkError("--models: give at least one model")
     torch_device = resolve_device(device)
@@ -406,36 +486,31 @@ def benchmark_models(
     indices = list(range(min(n_videos, total)))
     latency_indices = indices[: max(1, min(latency_videos, len(indices)))]
     students = dict(students or {})
+    lengths = [int(frame_store.lengths[i]) for i in indices]
 
-    rows: list[dict[str, Any]] = []
-    for name, source in tqdm(list(models.items()), desc="benchmark", unit="model", disable=not progress):
+    entries: list[_Entry] = []
+    for name, source in models.items():
         model = resolve_model(source).to(torch_device).eval()
         student = students.get(name) or student_config_of(model)
         config: ModelConfig = model.config
-        lengths = [int(frame_store.lengths[i]) for i in indices]
-        frames_read = [min(n, student.k) if student and student.frame_selection != "all" else n for n in lengths]
+        reads_k = student is not None and student.frame_selection != "all"
+        frames_read = [min(n, student.k) if reads_k else n for n in lengths]
         typical = int(np.median(frames_read))
 
-        # FLOPs: analytic over the benchmarked videos, counted on the first batch (the path the model takes).
+        # FLOPs: analytic over the benchmarked videos; counted on the first batch, on the path the model takes.
         first = indices[:batch_size]
         frames, mask = read_batch(frame_store, first, student, np.random.default_rng(seed))
-        dense = mask is None
-        analytic_first = sum(hierarchical_flops(config, frames.shape[1] if dense else n, padded=dense)
-                             for n in frames_read[: len(first)])
         counted = counted_flops(
-            model, torch.from_numpy(frames).to(torch_device), None if dense else torch.from_numpy(mask).to(torch_device)
+            model,
+            torch.from_numpy(frames).to(torch_device),
+            None if mask is None else torch.from_numpy(mask).to(torch_device),
         )
-        analytic_mean = float(np.mean([hierarchical_flops(config, n) for n in frames_read]))
-
-        latency = model_latency(model, typical, torch_device, seed=seed)
-        throughput = model_throughput(model, typical, batch_size, torch_device, seed=seed)
-        e2e_run(model, frame_store, indices[:batch_size], student, torch_device, batch_size, seed)  # warm-up
-        e2e_seconds, e2e_bytes = e2e_run(model, frame_store, indices, student, torch_device, batch_size, seed)
-        e2e_lat = e2e_latency(model, frame_store, latency_indices, student, torch_device, seed=seed)
-
-        rows.append({
+        generator = torch.Generator().manual_seed(seed)
+        random_frames = torch.randint(0, 256, (batch_size, typical, config.feature_dim), dtype=torch.uint8,
+                                      generator=generator).to(torch_device)
+        row = {
             "name": name,
-            "k": student.k if student and student.frame_selection != "all" else None,
+            "k": student.k if reads_k else None,
             "frame_selection": student.frame_selection if student else "all",
             "block_length": config.block_length,
             "hidden_size": config.hidden_size,
@@ -443,21 +518,66 @@ def benchmark_models(
             "num_classes": config.num_classes,
             "params": count_parameters(model),
             "frames_per_video": float(np.mean(frames_read)),
-            "gflops_per_video": analytic_mean / 1e9,
+            "gflops_per_video": float(np.mean([hierarchical_flops(config, n) for n in frames_read])) / 1e9,
             "gflops_counted": counted / len(first) / 1e9,
-            "gflops_analytic_first_batch": analytic_first / len(first) / 1e9,
-            "latency_ms_p50": _percentile_ms(latency, 50),
-            "latency_ms_p95": _percentile_ms(latency, 95),
-            "throughput_videos_s": throughput,
-            "e2e_latency_ms_p50": _percentile_ms(e2e_lat, 50),
-            "e2e_latency_ms_p95": _percentile_ms(e2e_lat, 95),
-            "e2e_throughput_videos_s": len(indices) / e2e_seconds,
-            "bytes_read_per_video": e2e_bytes / len(indices),
+        }
+        entries.append(_Entry(name, model, student, random_frames, row))
+
+    def model_call(entry: _Entry, frames: torch.Tensor) -> Callable[[], Any]:
+        return lambda: entry.model(frames)
+
+    with torch.inference_mode():
+        for entry in entries:  # warm-up: allocator, oneDNN/cuDNN plans, page cache for the store
+            entry.model(entry.frames)
+            entry.model(entry.frames[:1])
+            e2e_run(entry.model, frame_store, indices[:batch_size], entry.student, torch_device, batch_size, seed)
+        steps = rounds * len(entries)
+        with tqdm(total=steps, desc="benchmark", unit="model-round", disable=not progress) as bar:
+            for round_index in range(rounds):
+                for entry in entries:
+                    entry.batch_seconds.append(
+                        time_per_call(model_call(entry, entry.frames), torch_device, min_seconds)
+                    )
+                    one = entry.frames[:1]
+                    entry.latency_seconds += [time_call(model_call(entry, one), torch_device)
+                                              for _ in latency_indices]
+                    passes, seconds, read = 0, 0.0, 0
+                    while passes == 0 or seconds < min_seconds:
+                        pass_seconds, pass_bytes = e2e_run(entry.model, frame_store, indices, entry.student,
+                                                           torch_device, batch_size, seed + round_index)
+                        passes, seconds, read = passes + 1, seconds + pass_seconds, read + pass_bytes
+                    entry.e2e_seconds.append(seconds / passes)
+                    entry.e2e_passes += passes
+                    entry.e2e_bytes += read
+                    entry.e2e_latency_seconds += e2e_latency(entry.model, frame_store, latency_indices,
+                                                             entry.student, torch_device, warmup=0,
+                                                             seed=seed + round_index)
+                    bar.update(1)
+
+    rows = []
+    for entry in entries:
+        rows.append({
+            **entry.row,
+            "latency_ms_p50": _percentile_ms(entry.latency_seconds, 50),
+            "latency_ms_p95": _percentile_ms(entry.latency_seconds, 95),
+            "throughput_videos_s": batch_size / float(np.median(entry.batch_seconds)),
+            "throughput_videos_s_best": batch_size / float(np.min(entry.batch_seconds)),
+            "e2e_latency_ms_p50": _percentile_ms(entry.e2e_latency_seconds, 50),
+            "e2e_latency_ms_p95": _percentile_ms(entry.e2e_latency_seconds, 95),
+            "e2e_throughput_videos_s": len(indices) / float(np.median(entry.e2e_seconds)),
+            "e2e_throughput_videos_s_best": len(indices) / float(np.min(entry.e2e_seconds)),
+            "bytes_read_per_video": entry.e2e_bytes / (entry.e2e_passes * len(indices)),
             "batch_size": batch_size,
             "n_videos": len(indices),
+            "rounds": rounds,
             "device": str(torch_device),
         })
     return rows
+
+
+def count_flops(model: nn.Module, n_frames: int) -> int:
+    """Analytic FLOPs for one video of ``n_frames`` frames through ``model`` (its ``ModelConfig``)."""
+    return hierarchical_flops(model.config, n_frames)
 
 
 def add_ratios(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
@@ -485,6 +605,8 @@ __all__ = [
     "add_ratios",
     "benchmark_models",
     "classify_batch",
+    "compare_plain_lstm",
+    "count_flops",
     "count_parameters",
     "counted_flops",
     "describe_machine",
@@ -502,4 +624,5 @@ __all__ = [
     "resolve_model",
     "student_config_of",
     "time_call",
+    "time_per_call",
 ]

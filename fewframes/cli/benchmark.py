@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--batch", type=int, default=64, help="batch size for throughput (default: 64)")
     parser.add_argument("--videos", type=int, default=128, help="videos to time end to end (default: 128)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default: 3)")
     parser.add_argument("--out", help="write the rows and the machine description to this JSON file")
     parser.set_defaults(handler=run)
 
@@ -63,12 +64,12 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title)  # wide: the table goes to logs and files, not only terminals
     for _, header, _ in COLUMNS:
         table.add_column(header, justify="right")
     for row in rows:
         table.add_row(*("-" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in COLUMNS))
-    Console().print(table)
+    Console(width=max(Console().width, 170)).print(table)
 
 
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from fewframes.benchmark import add_ratios, benchmark_models, describe_machine
 
     rows = benchmark_models(_named(args.models), args.store, device=args.device, batch_size=args.batch,
-                            n_videos=args.videos)
+                            n_videos=args.videos, rounds=args.rounds)
     rows = add_ratios(rows)
     machine = describe_machine(args.device)
     print_table(rows, f"fewframes benchmark on {machine['device']} ({machine['cpu_model']}, {machine['cpu_cores']} cores"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +58,6 @@ def run_export(args: argparse.Namespace) -> int:
     if args.tracking_uri:
         from fewframes.tracking import Tracker
 
-        with Tracker(args.tracking_uri, args.experiment, run_name=f"export-{args.model}") as tracker:
+        with Tracker.start(args.tracking_uri, args.experiment, f"export-{Path(args.model).stem}") as tracker:
             log_export(tracker, result, model)
     return 0
