@@ -130,7 +130,8 @@ class FrameStoreWriter:
             self._staging.mkdir()
         self._ids: set[str] = set()
         self._index: dict[str, list[Any]] = {name: [] for name in INDEX_SCHEMA.names}
-        self._pending: list[np.ndarray] = []
+        # The current shard's frames, filled in place (one copy per frame); pages are touched only as used.
+        self._buffer: np.ndarray | None = None
         self._pending_frames = 0
         self._shards: list[dict[str, Any]] = []
         self._rows_in_shard = 0
@@ -161,8 +162,13 @@ class FrameStoreWriter:
             raise DataError(f"video {video_id!r}: duplicate video id in store {self.path}")
         if self._pending_frames and self._pending_frames + n > self.shard_max_frames:
             self._flush()
+        capacity = max(self.shard_max_frames, n)  # a video longer than a shard gets a shard of its own
+        if self._buffer is None or len(self._buffer) < capacity:
+            self._buffer = np.empty((capacity, FEATURE_DIM), dtype=np.uint8)
+        rows = self._buffer[self._pending_frames : self._pending_frames + n]
+        rows[:, :RGB_DIM] = rgb
+        rows[:, RGB_DIM:] = audio
         self._ids.add(video_id)
-        self._pending.append(np.concatenate([rgb, audio], axis=1))
         self._index["video_id"].append(video_id)
         self._index["labels"].append(label_array.astype(np.int32))
         self._index["length"].append(n)
@@ -175,11 +181,11 @@ class FrameStoreWriter:
         self.add(video.id, video.labels, video.rgb, video.audio)
 
     def _flush(self) -> None:
-        if not self._pending:
+        if not self._pending_frames or self._buffer is None:
             return
         shard = len(self._shards)
         name = shard_file_name(shard)
-        frames = np.concatenate(self._pending, axis=0)
+        frames = self._buffer[: self._pending_frames]
         offset = _write_shard(self._staging / name, frames)
         self._shards.append(
             {
@@ -189,7 +195,7 @@ class FrameStoreWriter:
                 "file_bytes": int((self._staging / name).stat().st_size),
             }
         )
-        self._pending, self._pending_frames = [], 0
+        self._pending_frames = 0
 
     # -- committing --------------------------------------------------------------------------------
     def close(self) -> dict[str, Any]:
@@ -221,7 +227,7 @@ class FrameStoreWriter:
     def abort(self) -> None:
         """Discard everything written so far (the target path is not touched)."""
         self._closed = True
-        self._pending = []
+        self._buffer = None
         shutil.rmtree(self._staging, ignore_errors=True)
 
     def __enter__(self) -> FrameStoreWriter:
