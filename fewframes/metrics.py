@@ -58,6 +58,8 @@ def _check_inputs(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         raise EvaluationError("scores must have at least one class column")
     if not np.issubdtype(scores.dtype, np.number):
         raise EvaluationError(f"scores must be numeric, got dtype {scores.dtype}")
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)  # negating unsigned integers would wrap around
     if np.isnan(scores).any():
         raise EvaluationError("scores contain NaN")
     return scores, labels > 0
@@ -97,19 +99,16 @@ def _ranked_precision_at_positives(
     """
     keys = [positives, -scores] if group is None else [positives, -scores, group]
     order = np.lexsort(keys)
-    ranked_positives = positives[order].astype(np.float64)
+    cumulative = np.cumsum(positives[order], dtype=np.int64)  # positives seen so far (exact integers)
+    position = np.arange(1, order.size + 1, dtype=np.int64)
     if group is None:
-        rank = np.arange(1, order.size + 1, dtype=np.float64)
-        hits = np.cumsum(ranked_positives)
+        hits, rank = cumulative, position
     else:
         ranked_group = group[order]
-        starts = np.flatnonzero(np.r_[True, ranked_group[1:] != ranked_group[:-1]]) if order.size else np.array([], int)
+        starts = np.flatnonzero(np.r_[True, ranked_group[1:] != ranked_group[:-1]])
         lengths = np.diff(np.r_[starts, order.size])
-        start_of_each = np.repeat(starts, lengths)
-        rank = (np.arange(order.size) - start_of_each + 1).astype(np.float64)
-        cumulative = np.cumsum(ranked_positives)
-        before_group = np.repeat(np.r_[0.0, cumulative][starts], lengths)
-        hits = cumulative - before_group
+        hits = cumulative - np.repeat(np.r_[0, cumulative][starts], lengths)
+        rank = position - np.repeat(starts, lengths)
     return order, hits / rank
 
 

@@ -433,3 +433,11 @@ def test_bad_inputs_raise_clear_errors() -> None:
         accumulator.update(np.zeros((2, 4)), np.zeros((2, 4)))
     with pytest.raises(EvaluationError, match="empty"):
         accumulator.compute()
+
+
+def test_integer_scores_rank_like_floats() -> None:
+    scores = np.array([[3, 1, 2], [0, 5, 4]], dtype=np.uint8)
+    labels = np.array([[0, 1, 1], [1, 0, 1]])
+    assert global_average_precision(scores, labels) == pytest.approx(
+        global_average_precision(scores.astype(np.float32), labels)
+    )
