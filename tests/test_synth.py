@@ -23,7 +23,7 @@ def _runs(content: np.ndarray) -> list[tuple[int, int]]:
 
 def test_documented_statistics_on_a_small_world() -> None:
     world = World(num_classes=30, seed=5)
-    items = [world.generate(i) for i in range(200)]
+    items = list(world.generate_range(0, 200))
     lengths = np.array([it.video.num_frames for it in items])
     assert lengths.min() >= 120 and lengths.max() <= 300
     assert 195 <= lengths.mean() <= 225  # Uniform{120..300}: mean 210
@@ -61,7 +61,7 @@ def test_documented_statistics_on_a_small_world() -> None:
 
 def test_features_are_quantised_like_youtube8m_and_not_one_frame_separable() -> None:
     world = World(num_classes=12, seed=0)
-    items = [world.generate(i) for i in range(60)]
+    items = list(world.generate_range(0, 60))
     rgb = dequantize(np.concatenate([it.video.rgb for it in items]))
     assert 0.4 < rgb.std() < 0.6 and abs(rgb.mean()) < 0.05
     assert np.mean(np.abs(rgb) >= 1.99) < 0.001  # the -2..2 range is rarely clipped

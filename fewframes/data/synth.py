@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -189,6 +190,15 @@ class World:
         return content, shot_id, brief
 
     # -- features -------------------------------------------------------------------------------
+    def generate_range(self, start: int, stop: int) -> Iterator[SynthVideo]:
+        """Videos ``start .. stop-1``, with one BLAS thread: the per-video products are small (threads
+        only contend) and the bytes then do not depend on the machine's core count."""
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+        with threadpool_limits(1, "blas"):
+            for index in range(start, stop):
+                yield self.generate(index)
+
     def generate(self, index: int) -> SynthVideo:
         """Video number ``index`` of this world (deterministic for (seed, index))."""
         m = self.model
@@ -254,7 +264,6 @@ def generate_synthetic(
     Returns the manifest (sizes, parameters, label counts). Shards are written atomically; the manifest
     last, so its presence means a complete data set.
     """
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
     from tqdm import tqdm
 
     if data.videos < 1:
@@ -269,15 +278,12 @@ def generate_synthetic(
     label_counts = np.zeros(data.classes, dtype=np.int64)
     frames = 0
     brief = 0
-    # One BLAS thread: the per-video products are small (threads only contend), and results do not
-    # depend on the machine's core count.
-    with threadpool_limits(1, "blas"), tqdm(total=data.videos, desc="synth", unit="video", disable=not progress) as bar:
+    with tqdm(total=data.videos, desc="synth", unit="video", disable=not progress) as bar:
         for shard in range(num_shards):
 
             def videos(start: int = int(bounds[shard]), stop: int = int(bounds[shard + 1])):
                 nonlocal frames, brief
-                for index in range(start, stop):
-                    item = world.generate(index)
+                for item in world.generate_range(start, stop):
                     label_counts[item.video.labels] += 1
                     frames += item.video.num_frames
                     brief += len(item.brief_labels)
