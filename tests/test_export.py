@@ -54,3 +54,25 @@ def test_export_rejects_missing_model_file_and_bad_frames(tmp_path: Path, teache
     with pytest.raises(BenchmarkError, match="--frames"):
         export_onnx(teacher, tmp_path / "x.onnx", n_frames=0)
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_exported_model_is_logged_to_mlflow(tmp_path: Path, teacher: torch.nn.Module) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from fewframes.export import log_export
+    from fewframes.tracking import Tracker
+
+    student = build_model(student_model_config(teacher.config, 6), classifier=teacher.classifier).eval()
+    result = export_onnx(student, tmp_path / "student.onnx", n_frames=6)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with Tracker.start(uri, "export-test", "export") as tracker:
+        log_export(tracker, result)
+        run_id = tracker.run_id
+    client = MlflowClient(tracking_uri=uri)
+    logged = sorted(item.path for item in client.list_artifacts(run_id, "export"))
+    assert logged == ["export/student.export.json", "export/student.onnx"]
+    assert client.get_run(run_id).data.metrics["export_max_abs_diff"] == pytest.approx(result.max_abs_diff)
+    local = client.download_artifacts(run_id, "export/student.onnx", str(tmp_path / "download"))
+    frames = torch.randint(0, 256, (2, 6, teacher.config.feature_dim), dtype=torch.uint8)
+    with torch.inference_mode():
+        np.testing.assert_allclose(onnx_logits(local, frames.numpy()), student(frames).logits.numpy(), atol=1e-4)
