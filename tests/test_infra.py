@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -375,7 +377,7 @@ def test_mlflow_server_renders_valid_and_matches_fewframes_cluster(tmp_path: Pat
     env = {variable["name"]: variable for variable in container["env"]}
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"] == SITE_VALUES["MLFLOW_ARTIFACTS_DESTINATION"]
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith(
-        "postgresql://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@mlflow-postgres:5432/"
+        "postgresql+psycopg://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@mlflow-postgres:5432/"
     )
     # Kubernetes expands $(VAR) only from variables defined earlier in the list.
     names = [variable["name"] for variable in container["env"]]
@@ -517,13 +519,81 @@ def _get(port: int, path: str, host_header: str) -> tuple[int, bytes]:
         connection.close()
 
 
+def _postgres_binaries() -> Path | None:
+    """The folder of PostgreSQL's server binaries (initdb, pg_ctl), or None where PostgreSQL is not installed."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@contextlib.contextmanager
+def _running_postgres(user: str, password: str, database: str) -> Iterator[int]:
+    """A throwaway PostgreSQL on 127.0.0.1 with one password-protected user and database; yields its port.
+
+    PostgreSQL refuses to run as root, so under root it runs as `nobody` in a folder that user owns."""
+    import tempfile
+
+    from mlflow_server import free_port  # tests/mlflow_server.py
+
+    binaries = _postgres_binaries()
+    assert binaries is not None
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="fewframes-pg-"))
+    folder.chmod(0o700)
+    if os.geteuid() == 0:
+        shutil.chown(folder, "nobody")
+    (folder / "pw").write_text(password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(folder / "pw", "nobody")
+    port = free_port()
+    data = folder / "data"
+    try:
+        subprocess.run(
+            [*as_user, str(binaries / "initdb"), "-D", str(data), "-U", user, "--pwfile", str(folder / "pw"),
+             "--auth=scram-sha-256", "-E", "UTF8"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            [*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60",
+             "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user=user, password=password, dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute(f'CREATE DATABASE "{database}"')
+        yield port
+    finally:
+        subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _expand_kubernetes_env(container: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: Secret references resolved, and `$(NAME)`
+    replaced by variables defined earlier in the list (unknown references stay as written)."""
+    defined: dict[str, str] = {}
+    for variable in container["env"]:
+        if "valueFrom" in variable:
+            defined[variable["name"]] = secret[variable["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            defined[variable["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda match: defined.get(match[1], match[0]), variable["value"]
+            )
+    return defined
+
+
 @pytest.mark.slow  # starting mlflow server takes 15-50 s on 2 busy cores
 def test_mlflow_server_runs_with_the_deployment_settings(tmp_path: Path) -> None:
-    """`mlflow server` (the image's entrypoint) with the Deployment's arguments and environment, only the
-    stores swapped for local ones (SQLite for PostgreSQL, a folder for GCS) and the port for a free one:
-    it answers the in-cluster host name, refuses others, and proxies artifacts to the destination in the
-    environment (the variable the cluster-env component sets)."""
-    import signal
+    """`mlflow server` (the image's entrypoint) with the Deployment's arguments and environment as the kubelet
+    expands it (Secret values, `$(VAR)` references) against a real PostgreSQL where one is installed; only
+    the database address (the mlflow-postgres Service), the GCS artifact destination (a folder) and the
+    port are swapped. It must create its tables in PostgreSQL, answer the in-cluster host name, refuse
+    others, and proxy artifacts to the destination that the cluster-env component sets."""
+    import secrets
     import time
     import urllib.parse
 
@@ -532,31 +602,47 @@ def test_mlflow_server_runs_with_the_deployment_settings(tmp_path: Path) -> None
     container = _deployment_container()
     dockerfile = (ROOT / "containers" / "mlflow.Dockerfile").read_text()
     assert 'ENTRYPOINT ["mlflow", "server"]' in dockerfile
+    server_requirements = (ROOT / "containers" / "mlflow-server.requirements.txt").read_text()
+    assert "psycopg[binary]==" in server_requirements  # the driver the URI names (postgresql+psycopg)
+    # The Secret that docs/cluster.md creates (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB).
+    secret = {"POSTGRES_USER": "mlflow", "POSTGRES_PASSWORD": secrets.token_hex(24), "POSTGRES_DB": "mlflow"}
+    environment = _expand_kubernetes_env(container, secret)
+    backend = environment["MLFLOW_BACKEND_STORE_URI"]
+    assert backend == (
+        f"postgresql+psycopg://{secret['POSTGRES_USER']}:{secret['POSTGRES_PASSWORD']}@mlflow-postgres:5432/{secret['POSTGRES_DB']}"
+    )
     port = free_port()
     arguments = list(container["args"])
     for flag, value in (("--host", "127.0.0.1"), ("--port", str(port)), ("--workers", "1")):
         arguments[arguments.index(flag) + 1] = value
-    env = {**os.environ}
-    env.update({variable["name"]: variable["value"] for variable in container["env"] if "value" in variable})
     destination = tmp_path / "artifacts"
-    env.update(
-        HOME=str(tmp_path),
-        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",  # PostgreSQL on the cluster
-        MLFLOW_ARTIFACTS_DESTINATION=destination.as_uri(),  # gs://BUCKET/mlflow on the cluster
-    )
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", *arguments],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            env=env,
-            start_new_session=True,  # the server forks workers: stop the whole group
+    with contextlib.ExitStack() as stack:
+        if _postgres_binaries() is not None:
+            postgres_port = stack.enter_context(
+                _running_postgres(secret["POSTGRES_USER"], secret["POSTGRES_PASSWORD"], secret["POSTGRES_DB"])
+            )
+            backend = backend.replace("@mlflow-postgres:5432/", f"@127.0.0.1:{postgres_port}/")  # the Service
+        else:  # no PostgreSQL on this machine: the rest still runs, on SQLite
+            backend = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        env = {**os.environ, **environment}
+        env.update(
+            HOME=str(tmp_path),
+            MLFLOW_BACKEND_STORE_URI=backend,
+            MLFLOW_ARTIFACTS_DESTINATION=destination.as_uri(),  # gs://BUCKET/mlflow on the cluster
         )
-    cluster_host = urllib.parse.urlsplit(cluster.MLFLOW_TRACKING_URI).netloc
-    try:
-        deadline = time.monotonic() + 90
+        log_path = tmp_path / "server.log"
+        with log_path.open("wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", *arguments],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+                env=env,
+                start_new_session=True,  # the server forks workers: stop the whole group
+            )
+        stack.callback(_stop_process_group, server)
+        cluster_host = urllib.parse.urlsplit(cluster.MLFLOW_TRACKING_URI).netloc
+        deadline = time.monotonic() + 150
         while True:
             try:
                 if _get(port, "/health", f"127.0.0.1:{port}")[0] == 200:
@@ -576,17 +662,29 @@ def test_mlflow_server_runs_with_the_deployment_settings(tmp_path: Path) -> None
         client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
         experiment_id = client.create_experiment("infra-check")
         run = client.create_run(experiment_id)
+        client.log_param(run.info.run_id, "k", "10")
         assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # proxied
         source = tmp_path / "note.txt"
         source.write_text("stored through the server\n")
         client.log_artifact(run.info.run_id, str(source))
         stored = list(destination.rglob("note.txt"))
         assert len(stored) == 1 and stored[0].read_text() == "stored through the server\n"
-    finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        if backend.startswith("postgresql+psycopg://"):
+            import psycopg
+
+            with psycopg.connect(backend.replace("postgresql+psycopg://", "postgresql://", 1)) as connection:
+                rows = connection.execute("SELECT key, value FROM params WHERE run_uuid = %s", (run.info.run_id,))
+                assert rows.fetchall() == [("k", "10")]
+
+
+def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
