@@ -12,9 +12,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
+# The server's own pins, constrained by the components' lock so every shared package (MLflow's SQLAlchemy,
+# alembic, ...) is the version the tests ran.
 COPY containers/mlflow-server.requirements.txt /opt/mlflow/requirements.txt
+COPY containers/requirements.lock /opt/mlflow/constraints.txt
 RUN python -m venv /opt/venv \
-    && pip install --no-cache-dir -r /opt/mlflow/requirements.txt
+    && pip install --no-cache-dir -r /opt/mlflow/requirements.txt --constraint /opt/mlflow/constraints.txt
 
 RUN useradd --create-home --uid 10001 --user-group mlflow
 USER 10001:10001
