@@ -580,6 +580,27 @@ def count_flops(model: nn.Module, n_frames: int) -> int:
     return hierarchical_flops(model.config, n_frames)
 
 
+_LOGGED_FIGURES = (
+    "params", "gflops_per_video", "gflops_counted", "latency_ms_p50", "latency_ms_p95", "throughput_videos_s",
+    "e2e_latency_ms_p50", "e2e_latency_ms_p95", "e2e_throughput_videos_s", "bytes_read_per_video",
+    "flops_ratio", "time_ratio_model", "time_ratio_e2e", "bytes_ratio",
+)
+
+
+def log_benchmark(tracker: Any, rows: list[dict[str, Any]], results_file: str | os.PathLike[str] | None = None) -> None:
+    """Log each row's figures as MLflow metrics ``<name>.<figure>`` (and the results JSON as an artifact)
+    through ``fewframes.tracking.Tracker``."""
+    metrics = {
+        f"{row['name']}.{key}": float(row[key])
+        for row in rows
+        for key in _LOGGED_FIGURES
+        if isinstance(row.get(key), (int, float))
+    }
+    tracker.log_metrics(metrics)
+    if results_file is not None:
+        tracker.log_artifact(results_file, "benchmark")
+
+
 def add_ratios(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
     """Add each row's cost relative to the reference row (default: the first with k=None, i.e. the teacher).
 
@@ -615,6 +636,7 @@ __all__ = [
     "encoding_size",
     "frame_positions",
     "hierarchical_flops",
+    "log_benchmark",
     "lstm_flops",
     "model_latency",
     "model_throughput",

@@ -184,11 +184,20 @@ def test_benchmark_cli_writes_json(tmp_path: Path, bench_store: Path) -> None:
     out = tmp_path / "bench.json"
     code = cli_main(["benchmark", "--models", str(tmp_path / "teacher.pt"), f"s6={tmp_path / 'student.pt'}",
                      "--store", str(bench_store), "--batch", "3", "--videos", "3", "--rounds", "1",
-                     "--out", str(out)])
+                     "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert code == 0
     payload = json.loads(out.read_text())
     assert [row["name"] for row in payload["rows"]] == ["teacher", "s6"]
     assert payload["rows"][1]["k"] == 6 and payload["machine"]["cpu_cores"] >= 1
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("fewframes").experiment_id])
+    assert run.data.metrics["s6.bytes_read_per_video"] == 6 * 1152
+    assert run.data.metrics["teacher.e2e_throughput_videos_s"] == pytest.approx(
+        payload["rows"][0]["e2e_throughput_videos_s"])
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "benchmark")] == ["benchmark/bench.json"]
     assert cli_main(["benchmark", "--models", str(tmp_path / "nope.pt"), "--store", str(bench_store)]) == 2
     assert cli_main(["benchmark", "--models", str(tmp_path / "teacher.pt"), "--store", str(bench_store),
                      "--device", "tpu"]) == 2

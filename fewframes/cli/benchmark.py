@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--videos", type=int, default=128, help="videos to time end to end (default: 128)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default: 3)")
     parser.add_argument("--out", help="write the rows and the machine description to this JSON file")
+    parser.add_argument("--tracking-uri", help="also log the figures (and the JSON) to this MLflow tracking URI")
+    parser.add_argument("--experiment", default="fewframes", help="MLflow experiment (default: fewframes)")
     parser.set_defaults(handler=run)
 
 
@@ -86,7 +88,7 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``fewframes benchmark``."""
-    from fewframes.benchmark import add_ratios, benchmark_models, describe_machine
+    from fewframes.benchmark import add_ratios, benchmark_models, describe_machine, log_benchmark
 
     rows = benchmark_models(_named(args.models), args.store, device=args.device, batch_size=args.batch,
                             n_videos=args.videos, rounds=args.rounds)
@@ -96,4 +98,11 @@ def run(args: argparse.Namespace) -> int:
                       + (f", {machine['gpu']}" if machine["gpu"] else "") + ")")
     if args.out:
         write_json(args.out, {"machine": machine, "store": str(args.store), "rows": rows})
+    if args.tracking_uri:
+        from fewframes.tracking import Tracker
+
+        with Tracker.start(args.tracking_uri, args.experiment, "benchmark",
+                           params={"device": args.device, "batch_size": args.batch, "videos": args.videos}) as tracker:
+            tracker.set_tags({f"machine.{k}": v for k, v in machine.items()})
+            log_benchmark(tracker, rows, args.out)
     return 0
