@@ -9,15 +9,18 @@ current environment and, compiled, on a Kubeflow cluster in the image named by `
 This module deliberately has no ``from __future__ import annotations``: KFP reads the parameter annotations
 (``Input[Dataset]``, ``List[int]``) at decoration time and cannot parse postponed (string) annotations.
 
-Every step is deterministic given its inputs (seeded), so KFP caching reuses results; the MLflow inputs
-(``tracking_uri``, ``parent_run_id``) are inputs too, so a run with tracking re-executes its steps, while
-one with ``tracking_uri=''`` is fully cacheable.
+Every step is deterministic given its inputs (seeded), so KFP caching can reuse results. The MLflow
+coordinates reach each step as the ``tracking`` artifact that ``start-tracking`` writes (a JSON file: URI,
+experiment, parent run id, pipeline run id) rather than as a task-output parameter: kfp.local 2.17 replaces
+every task-output parameter of a task inside a ``dsl.ParallelFor`` with the loop item, while artifacts pass
+through intact. Because start-tracking never caches (it makes a new parent run each time), steps downstream
+of it re-execute on every pipeline run that tracks to MLflow.
 """
 
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from fewframes.cluster import image
 
@@ -36,23 +39,25 @@ def start_tracking(
     pipeline_run_id: str,
     pipeline: str,
     run_name: str,
-) -> str:
-    """Create (cluster) or tag (local) the pipeline run's parent MLflow run; return its id ('' = off)."""
+    tracking: Output[Artifact],
+):
+    """Create (cluster) or tag (local) the pipeline run's parent MLflow run; every later step reads the
+    ``tracking`` artifact (URI, experiment, parent run id, pipeline run id) to log its child run."""
     from fewframes.components.steps import start_tracking_step
 
-    return start_tracking_step(tracking_uri, experiment, parent_run_id, pipeline_run_id, pipeline, run_name)
+    parent = start_tracking_step(tracking_uri, experiment, parent_run_id, pipeline_run_id, pipeline, run_name, tracking.path)
+    tracking.metadata["parent_run_id"] = parent
 
 
 @_component
 def ingest_split(
     source: str,
     preset: str,
+    num_classes: int,
     seed: int,
     validation_fraction: float,
     test_fraction: float,
-    tracking_uri: str,
-    experiment: str,
-    parent_run_id: str,
+    tracking: Input[Artifact],
     store: Output[Dataset],
     metrics: Output[Metrics],
 ):
@@ -66,7 +71,8 @@ def ingest_split(
         seed=seed,
         validation_fraction=validation_fraction,
         test_fraction=test_fraction,
-        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
+        tracking=tracking_context(tracking.path),
+        num_classes=num_classes,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
@@ -114,9 +120,7 @@ def train_teacher(
     learning_rate: float,
     seed: int,
     device: str,
-    tracking_uri: str,
-    experiment: str,
-    parent_run_id: str,
+    tracking: Input[Artifact],
     teacher: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -124,7 +128,7 @@ def train_teacher(
     from fewframes.components.steps import Sizes, tracking_context, train_teacher_step
 
     sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
-    result = train_teacher_step(store.path, teacher.path, sizes, tracking_context(tracking_uri, experiment, parent_run_id))
+    result = train_teacher_step(store.path, teacher.path, sizes, tracking_context(tracking.path))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     teacher.metadata.update(result.metadata)
@@ -147,9 +151,7 @@ def distill_student(
     learning_rate: float,
     seed: int,
     device: str,
-    tracking_uri: str,
-    experiment: str,
-    parent_run_id: str,
+    tracking: Input[Artifact],
     student: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -167,7 +169,7 @@ def distill_student(
         matching=matching,
         train_fraction=train_fraction,
         sizes=sizes,
-        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
+        tracking=tracking_context(tracking.path),
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
@@ -188,9 +190,7 @@ def train_baseline(
     learning_rate: float,
     seed: int,
     device: str,
-    tracking_uri: str,
-    experiment: str,
-    parent_run_id: str,
+    tracking: Input[Artifact],
     baseline: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -205,7 +205,7 @@ def train_baseline(
         frame_selection=frame_selection,
         train_fraction=train_fraction,
         sizes=sizes,
-        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
+        tracking=tracking_context(tracking.path),
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
@@ -216,16 +216,14 @@ def train_baseline(
 def evaluate(
     store: Input[Dataset],
     model: Input[Model],
-    tracking_uri: str,
-    experiment: str,
-    parent_run_id: str,
+    tracking: Input[Artifact],
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
 ):
     """GAP@20, mAP, Hit@1, PERR on the test split (+ per-class AP and encodings)."""
     from fewframes.components.steps import evaluate_step, tracking_context
 
-    result = evaluate_step(store.path, model.path, evaluation.path, tracking_context(tracking_uri, experiment, parent_run_id))
+    result = evaluate_step(store.path, model.path, evaluation.path, tracking_context(tracking.path))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     evaluation.metadata.update(result.metadata)
@@ -241,9 +239,7 @@ def benchmark(
     student_evaluations: Input[List[Dataset]],
     baseline_evaluations: Input[List[Dataset]],
     device: str,
-    tracking_uri: str,
-    experiment: str,
-    parent_run_id: str,
+    tracking: Input[Artifact],
     results: Output[Dataset],
     metrics: Output[Metrics],
 ):
@@ -255,7 +251,7 @@ def benchmark(
         [teacher.path] + [m.path for m in students] + [m.path for m in baselines],
         [teacher_evaluation.path] + [e.path for e in student_evaluations] + [e.path for e in baseline_evaluations],
         results.path,
-        tracking_context(tracking_uri, experiment, parent_run_id),
+        tracking_context(tracking.path),
         device=device,
     )
     for name, value in result.metrics.items():
@@ -270,9 +266,7 @@ def report(
     baseline_evaluations: Input[List[Dataset]],
     benchmark_results: Input[Dataset],
     tolerance: float,
-    tracking_uri: str,
-    experiment: str,
-    parent_run_id: str,
+    tracking: Input[Artifact],
     markdown: Output[Markdown],
     html: Output[HTML],
     metrics: Output[Metrics],
@@ -285,7 +279,7 @@ def report(
         benchmark_results.path,
         markdown.path,
         html.path,
-        tracking_context(tracking_uri, experiment, parent_run_id),
+        tracking_context(tracking.path),
         tolerance=tolerance,
     )
     for name, value in result.metrics.items():

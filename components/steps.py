@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,22 +99,13 @@ def _limit_threads() -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-def tracking_context(uri: str, experiment: str, parent_run_id: str) -> TrackingContext:
-    """The step's TrackingContext; the pipeline run id comes from the parent run's tag (one fewer input)."""
-    from fewframes.runs import TAG_PIPELINE, TAG_PIPELINE_RUN
-
-    if not uri or not parent_run_id:
-        return TrackingContext(uri=uri, experiment=experiment, parent_run_id=parent_run_id)
-    import mlflow
-
-    tags = mlflow.MlflowClient(tracking_uri=uri).get_run(parent_run_id).data.tags
-    return TrackingContext(
-        uri=uri,
-        experiment=experiment,
-        parent_run_id=parent_run_id,
-        pipeline_run_id=tags.get(TAG_PIPELINE_RUN, ""),
-        pipeline=tags.get(TAG_PIPELINE, ""),
-    )
+def tracking_context(path: str) -> TrackingContext:
+    """The TrackingContext written by ``start_tracking_step`` (the ``tracking`` artifact of the DAG)."""
+    file = Path(path)
+    if not file.is_file():
+        raise PipelineError(f"tracking artifact {path} is missing (start-tracking did not run)")
+    values = json.loads(file.read_text())
+    return TrackingContext(**values)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -124,32 +115,45 @@ def tracking_context(uri: str, experiment: str, parent_run_id: str) -> TrackingC
 
 @reports_errors("start-tracking")
 def start_tracking_step(
-    tracking_uri: str, experiment: str, parent_run_id: str, pipeline_run_id: str, pipeline: str, run_name: str
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    pipeline_run_id: str,
+    pipeline: str,
+    run_name: str,
+    out_path: str,
 ) -> str:
-    """The parent run's id: create it when ``parent_run_id`` is empty (cluster runs), else tag the given one.
+    """Write the tracking artifact and return the parent run's id ('' = tracking off).
 
-    Fails at once, with one line, when the tracking server is unreachable.
+    Creates the parent run when ``parent_run_id`` is empty (cluster runs), else checks and tags the given
+    one (``fewframes run`` made it). Fails at once, with one line, when the tracking server is unreachable.
     """
     from fewframes.runs import TAG_PIPELINE, TAG_PIPELINE_RUN, check_tracking, start_parent_run
 
-    if not tracking_uri:
-        return ""
-    check_tracking(tracking_uri)
-    import mlflow
+    if tracking_uri:
+        check_tracking(tracking_uri)
+        import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    if not parent_run_id:
-        context = TrackingContext(
-            uri=tracking_uri, experiment=experiment, pipeline_run_id=pipeline_run_id, pipeline=pipeline
-        )
-        return start_parent_run(context, run_name or f"{pipeline}-{pipeline_run_id}")
-    try:
-        client.get_run(parent_run_id)
-    except mlflow.exceptions.MlflowException:
-        raise PipelineError(f"parent_run_id {parent_run_id!r} is not a run at {tracking_uri}") from None
-    client.set_tag(parent_run_id, TAG_PIPELINE_RUN, pipeline_run_id)
-    if pipeline:
-        client.set_tag(parent_run_id, TAG_PIPELINE, pipeline)
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        if not parent_run_id:
+            context = TrackingContext(
+                uri=tracking_uri, experiment=experiment, pipeline_run_id=pipeline_run_id, pipeline=pipeline
+            )
+            parent_run_id = start_parent_run(context, run_name or f"{pipeline}-{pipeline_run_id}")
+        else:
+            try:
+                parent_tags = client.get_run(parent_run_id).data.tags
+            except mlflow.exceptions.MlflowException:
+                raise PipelineError(f"parent_run_id {parent_run_id!r} is not a run at {tracking_uri}") from None
+            # `fewframes run` tagged its parent with its own run id, the one it prints: children share it.
+            pipeline_run_id = parent_tags.get(TAG_PIPELINE_RUN) or pipeline_run_id
+            client.set_tag(parent_run_id, TAG_PIPELINE_RUN, pipeline_run_id)
+            if pipeline:
+                client.set_tag(parent_run_id, TAG_PIPELINE, pipeline)
+    else:
+        parent_run_id = ""
+    context = TrackingContext(tracking_uri, experiment, parent_run_id, pipeline_run_id, pipeline)
+    _write_json(Path(out_path), asdict(context))
     return parent_run_id
 
 
@@ -179,8 +183,12 @@ def ingest_split_step(
     validation_fraction: float,
     test_fraction: float,
     tracking: TrackingContext,
+    num_classes: int = 0,
 ) -> StepResult:
-    """Synthesize (``synth:<preset>`` or '') or read YouTube-8M TFRecords, write the frame store and its split."""
+    """Synthesize (``synth:<preset>`` or '') or read YouTube-8M TFRecords, write the frame store and its split.
+
+    ``num_classes``: the label vocabulary; 0 = the synthetic preset's classes, or YouTube-8M's 3862 for
+    TFRecords."""
     from fewframes.data.ingest import ingest
     from fewframes.data.split import write_split
     from fewframes.data.store import FrameStore
@@ -192,6 +200,7 @@ def ingest_split_step(
         "seed": seed,
         "validation_fraction": validation_fraction,
         "test_fraction": test_fraction,
+        "num_classes": num_classes,
     }
     store_dir = Path(store_path)
     with step_run(tracking, "ingest-split", params=params) as tracker:
@@ -204,9 +213,11 @@ def ingest_split_step(
             data = get_preset(where).data
             with tempfile.TemporaryDirectory(prefix=".synth-", dir=store_dir.parent) as tfrecord_dir:
                 generate_synthetic(tfrecord_dir, data)
-                ingest(os.path.join(tfrecord_dir, "*.tfrecord"), store_dir)
+                ingest(os.path.join(tfrecord_dir, "*.tfrecord"), str(store_dir), num_classes=num_classes or data.classes)
         else:
-            ingest(where, store_dir)
+            from fewframes.data.ingest import DEFAULT_NUM_CLASSES
+
+            ingest(where, str(store_dir), num_classes=num_classes or DEFAULT_NUM_CLASSES)
         write_split(
             store_dir, validation_fraction=validation_fraction, test_fraction=test_fraction, seed=seed
         )

@@ -65,6 +65,7 @@ def parameter_defaults(pipeline: str, preset: Union[Preset, str]) -> Dict[str, A
     return {
         "source": f"synth:{preset.name}",
         "preset": preset.name,
+        "num_classes": 0,
         **grid_defaults(pipeline, preset),
         "hidden_size": preset.hidden_size,
         "num_layers": preset.num_layers,
@@ -120,6 +121,7 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
     def dag(
         source: str = d["source"],
         preset: str = d["preset"],
+        num_classes: int = d["num_classes"],
         ks: List[int] = d["ks"],
         losses: List[str] = d["losses"],
         modes: List[str] = d["modes"],
@@ -151,11 +153,8 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
             pipeline=name,
             run_name=run_name,
         ).set_caching_options(False)  # it must create a new parent run for every pipeline run
-        tracking = {
-            "tracking_uri": tracking_uri,
-            "experiment": experiment,
-            "parent_run_id": tracking_task.output,
-        }
+        # An artifact, not the parent id as a parameter: see fewframes.components.definitions.
+        tracking = {"tracking": tracking_task.outputs["tracking"]}
         sizes = {
             "hidden_size": hidden_size,
             "num_layers": num_layers,
@@ -169,6 +168,7 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
         ingest_task = c.ingest_split(
             source=source,
             preset=preset,
+            num_classes=num_classes,
             seed=seed,
             validation_fraction=validation_fraction,
             test_fraction=test_fraction,

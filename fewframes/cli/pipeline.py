@@ -193,6 +193,11 @@ def run_local(
     failure: str | None = None
     task = None
     terminal = sys.stderr
+    # kfp.local indents output by swapping builtins.print; with parallel loop iterations the swaps can
+    # unwind out of order and leave it swapped, so put the real one back afterwards.
+    import builtins
+
+    real_print = builtins.print
     with log_path.open("w") as log, _TaskProgress(pipeline_root, expected, terminal):
         redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
         with redirect, _quiet_kfp_warnings():
@@ -201,6 +206,7 @@ def run_local(
             except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
                 failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     seconds = time.perf_counter() - started
+    builtins.print = real_print
     os.environ.pop(ERROR_FILE_ENV, None)
     os.environ.pop(TORCH_THREADS_ENV, None)
     end_parent_run(uri, parent_run_id, failed=failure is not None)
@@ -244,6 +250,8 @@ def _quiet_kfp_warnings() -> Any:
     with warnings.catch_warnings():
         # The subprocess runner warns that our image name has no "python" in it: we run in this venv on purpose.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        # Display names only matter in the Kubeflow UI.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         yield
 
 

@@ -1,0 +1,199 @@
+"""``fewframes run``: the whole DAG through kfp.local (SubprocessRunner, this venv), its artifacts and its
+MLflow runs; and the one-line errors for bad input, end to end and step by step."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from fewframes.cli import main
+from fewframes.components.steps import (
+    ERROR_FILE_ENV,
+    Sizes,
+    distill_student_step,
+    plan_baselines_step,
+    plan_students_step,
+)
+from fewframes.config import PRESETS
+from fewframes.errors import PipelineError
+from fewframes.runs import TAG_PIPELINE_RUN, TAG_STEP, TrackingContext, local_tracking_uri
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    assert main(["run", "--preset", "tiny", "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_steps_artifacts(tiny_run: Path, capsys):
+    summary = json.loads((tiny_run / "run.json").read_text())
+    preset = PRESETS["tiny"]
+    students = len(preset.ks) * len(preset.losses)  # serial only, final matching
+    baselines = len(preset.ks)  # Uniform-k
+    assert summary["pipeline"] == "distill" and summary["preset"] == "tiny"
+    assert set(summary["models"]) == {"teacher"} | {
+        f"student-serial-{loss}-final-k{k}" for loss in preset.losses for k in preset.ks
+    } | {f"baseline-uniform-k{k}" for k in preset.ks}
+    for path in summary["models"].values():
+        assert Path(path).is_file() and Path(path).stat().st_size > 0
+
+    (root,) = (tiny_run / "kfp").iterdir()
+    store = root / "ingest-split" / "store"
+    assert (store / "split.parquet").is_file() and (store / "store.json").is_file()
+    teacher = json.loads((root / "train-teacher" / "teacher" / "model.json").read_text())
+    assert teacher["role"] == "teacher" and teacher["mlflow_run_id"]
+    evaluations = sorted(root.glob("**/evaluation/row.json"))
+    assert len(evaluations) == 1 + students + baselines
+    for row_file in evaluations:
+        folder = row_file.parent
+        for name in ("metrics.json", "per_class_ap.parquet", "encodings.parquet"):
+            assert (folder / name).is_file(), folder / name
+        row = json.loads(row_file.read_text())
+        assert 0.0 <= row["gap"] <= 1.0 and 0.0 <= row["map"] <= 1.0
+    bench = json.loads((root / "benchmark" / "results" / "benchmark.json").read_text())
+    assert len(bench["rows"]) == 1 + students + baselines
+    assert all(r["latency_ms_p50"] > 0 and r["gflops"] > 0 for r in bench["rows"])
+    # KFP Metrics, as the Kubeflow UI shows them.
+    executor = json.loads((root / "train-teacher" / "executor_output.json").read_text())
+    assert "best_val_gap" in json.dumps(executor)
+
+    report = (tiny_run / "report.md").read_text()
+    assert report.startswith("# fewframes report") and "Recommended student" in report
+    assert report.count("\n| ") == 2 + students + baselines
+    assert "<table>" in (tiny_run / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_tiny_run_mlflow_parent_and_children(tiny_run: Path, capsys):
+    summary = json.loads((tiny_run / "run.json").read_text())
+    uri = local_tracking_uri(tiny_run)
+    assert summary["tracking_uri"] == uri
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("fewframes")
+    assert experiment.artifact_location.startswith((tiny_run / "mlartifacts").resolve().as_uri())
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[TAG_STEP] == "pipeline"
+    assert parent.data.params["ks"] == str(list(PRESETS["tiny"].ks))
+    children = [r for r in runs if r.info.run_id != parent.info.run_id]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert all(r.data.tags[TAG_PIPELINE_RUN] == summary["run_id"] for r in children)
+    assert all(r.info.status == "FINISHED" for r in children)
+
+    by_step: dict[str, list] = {}
+    for run in children:
+        by_step.setdefault(run.data.tags[TAG_STEP], []).append(run)
+    preset = PRESETS["tiny"]
+    n_students, n_baselines = len(preset.ks) * len(preset.losses), len(preset.ks)
+    assert {step: len(found) for step, found in by_step.items()} == {
+        "ingest-split": 1,
+        "train-teacher": 1,
+        "distill-student": n_students,
+        "train-baseline": n_baselines,
+        "evaluate": 1 + n_students + n_baselines,
+        "benchmark": 1,
+        "report": 1,
+    }
+    (teacher_run,) = by_step["train-teacher"]
+    for run in by_step["distill-student"]:
+        params = run.data.params
+        assert params["mode"] == "serial" and params["loss"] in preset.losses
+        assert int(params["k"]) in preset.ks
+        assert params["teacher_run_id"] == teacher_run.info.run_id
+        assert "best_val_gap" in run.data.metrics
+    for run in by_step["evaluate"]:
+        metrics = run.data.metrics
+        assert {"gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50"} <= set(metrics)
+        assert run.data.params["role"] in ("teacher", "student", "baseline")
+    (report_run,) = by_step["report"]
+    assert {a.path for a in client.list_artifacts(report_run.info.run_id)} >= {"report.md", "report.html", "gap_vs_k.png"}
+
+    # compare reads the same runs: one row per evaluated model.
+    csv_path = tiny_run / "compare.csv"
+    assert main(["compare", "--tracking-uri", uri, "--csv", str(csv_path)]) == 0
+    assert len(csv_path.read_text().strip().splitlines()) == 2 + n_students + n_baselines
+    capsys.readouterr()
+
+
+def test_run_fails_at_start_when_tracking_is_unreachable(tmp_path, capsys):
+    from mlflow_server import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    assert main(["run", "--preset", "tiny", "--out", str(tmp_path / "run"), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and uri in err
+    assert not (tmp_path / "run" / "kfp").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(
+    "param, named",
+    [("nope=1", "--param nope"), ("ks=6,301", "k=301"), ("modes=serial,both", "modes: 'both'")],
+)
+def test_run_bad_parameters_are_one_line(tmp_path, capsys, param, named):
+    assert main(["run", "--preset", "tiny", "--out", str(tmp_path / "run"), "--param", param]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and named in err
+
+
+def test_failing_step_surfaces_its_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "*.tfrecord"
+    code = main(["run", "--preset", "tiny", "--out", str(tmp_path / "run"), "--tracking-uri", "",
+                 "--param", f"source={missing}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    # Above it, only the progress bar (carriage-return updates); the error itself is one line.
+    error = err.splitlines()[-1]
+    assert error.startswith("fewframes: error: ingest-split: ") and "nowhere" in error
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tiny_tfrecords: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fewframes.data.ingest import ingest
+    from fewframes.data.split import write_split
+
+    store = tmp_path_factory.mktemp("store") / "store"
+    ingest(str(tiny_tfrecords), str(store), num_classes=PRESETS["tiny"].data.classes, progress=False)
+    write_split(store, seed=0)
+    return store
+
+
+def test_plan_rejects_k_longer_than_the_longest_video(tiny_store: Path, tmp_path, monkeypatch):
+    from fewframes.data.store import FrameStore
+
+    longest = int(max(FrameStore.open(tiny_store).lengths))
+    errors = tmp_path / "errors.log"
+    monkeypatch.setenv(ERROR_FILE_ENV, str(errors))
+    plan = plan_students_step(str(tiny_store), [6, longest], ["rep", "rep_ce"], ["serial", "parallel"], 0, 0, [])
+    assert len(plan) == 2 * 2 * 2
+    with pytest.raises(PipelineError, match=rf"k={longest + 1} is larger than the longest video \({longest} frames\)"):
+        plan_baselines_step(str(tiny_store), [6, longest + 1], ["uniform"], 0, [])
+    assert errors.read_text().startswith(f"plan-baselines: ks: k={longest + 1}")
+
+
+def test_paper_grid_plan(tiny_store: Path):
+    plan = plan_students_step(str(tiny_store), [6, 10, 15, 20, 30], ["rep", "rep_ce", "rep_pred_ce"],
+                              ["serial", "parallel"], 30, 30, [0.1, 0.25, 0.5])
+    assert len(plan) == 5 * 3 * 2 + 3 * 2 + 3
+    assert sum(1 for s in plan if s["matching"] == "intermediate") == 6
+    assert sorted(s["train_fraction"] for s in plan if s["train_fraction"] < 1) == [0.1, 0.25, 0.5]
+    baselines = plan_baselines_step(str(tiny_store), [6, 30], ["uniform", "random", "first"], 30, [0.5])
+    assert len(baselines) == 3 * 2 + 1
+
+
+def test_missing_teacher_artifact_is_named(tiny_store: Path, tmp_path):
+    empty_teacher = tmp_path / "teacher"
+    empty_teacher.mkdir()
+    sizes = Sizes(hidden_size=8, num_layers=1, teacher_block_length=20, epochs=1, batch_size=8,
+                  learning_rate=1e-3, seed=0)
+    with pytest.raises(PipelineError, match=rf"teacher artifact {re.escape(str(empty_teacher))} is missing"):
+        distill_student_step(
+            str(tiny_store), str(empty_teacher), str(tmp_path / "student"), k=6, loss="rep_ce", mode="serial",
+            matching="final", train_fraction=1.0, sizes=sizes, tracking=TrackingContext(),
+        )
