@@ -59,12 +59,28 @@ def dequantize_frames(frames: Tensor) -> Tensor:
 
 
 def prepare_frames(frames: Tensor) -> Tensor:
-    """Dequantise, then L2-normalise rgb and audio separately per frame (as the authors' code does)."""
-    features = dequantize_frames(frames)
-    if features.shape[-1] == FEATURE_DIM:
-        rgb, audio = features.split([RGB_DIM, AUDIO_DIM], dim=-1)
-        return torch.cat([F.normalize(rgb, dim=-1), F.normalize(audio, dim=-1)], dim=-1)
-    return F.normalize(features, dim=-1)
+    """Dequantise, then L2-normalise rgb and audio separately per frame (as the authors' code does).
+
+    Returns a new contiguous float tensor. For uint8 input the scale 4/255 of the dequantisation formula cancels in the
+    normalisation, so only the offset is added, and the normalisation runs in place: the frames are the
+    largest tensor of the model and this saves several passes over them.
+    """
+    # Tracing (ONNX/TorchScript export) records in-place ops on split views wrongly: functional path there.
+    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    if frames.dtype == torch.uint8 and not tracing:
+        features = frames.to(torch.float32, memory_format=torch.contiguous_format).add_(_QUANT_BIAS / _QUANT_SCALE)
+    else:
+        features = dequantize_frames(frames)
+        if features.requires_grad or tracing:  # autograd and tracers get the out-of-place version
+            if features.shape[-1] != FEATURE_DIM:
+                return F.normalize(features, dim=-1)
+            rgb, audio = features.split([RGB_DIM, AUDIO_DIM], dim=-1)
+            return torch.cat([F.normalize(rgb, dim=-1), F.normalize(audio, dim=-1)], dim=-1)
+        features = features.clone(memory_format=torch.contiguous_format)
+    parts = features.split([RGB_DIM, AUDIO_DIM], dim=-1) if features.shape[-1] == FEATURE_DIM else (features,)
+    for part in parts:
+        part.div_(torch.linalg.vector_norm(part, dim=-1, keepdim=True).clamp_min_(1e-12))
+    return features
 
 
 def student_block_length(k: int) -> int:
@@ -169,23 +185,36 @@ class HierarchicalEncoder(nn.Module):
         if not dense and not torch.jit.is_tracing() and not torch.jit.is_scripting():
             dense = bool(mask.all())
         if dense:
-            return self._forward_dense(prepare_frames(frames), return_intermediate)
+            return self._forward_dense(frames, return_intermediate)
         return self._forward_packed(frames, mask, return_intermediate)
 
-    def _forward_dense(self, x: Tensor, return_intermediate: bool) -> EncoderOutput:
-        batch, slots, dim = x.shape
+    def _blocks_time_major(self, frames: Tensor, kept: Tensor | None = None) -> Tensor:
+        """[B, T, D] raw frames (T a multiple of l) -> prepared blocks as a [n, l, D] view of a [l, n, D] tensor.
+
+        nn.LSTM(batch_first=True) runs time-major inside (oneDNN and cuDNN alike) and would copy a
+        batch-first input; building the blocks time-major (on the raw, maybe uint8, frames: the cheap bytes)
+        makes its transpose free.
+        """
+        batch, slots, dim = frames.shape
+        time_major = frames.reshape(batch * (slots // self.block_length), self.block_length, dim).transpose(0, 1)
+        if kept is not None:
+            time_major = time_major.index_select(1, kept)
+        return prepare_frames(time_major).transpose(0, 1)
+
+    def _forward_dense(self, frames: Tensor, return_intermediate: bool) -> EncoderOutput:
+        batch, slots, _ = frames.shape
         l = self.block_length
         nblocks = math.ceil(slots / l)
         pad = nblocks * l - slots
         if pad:
-            x = F.pad(x, (0, 0, 0, pad))  # zeros after the last real frame: the LSTM is causal, so unused
-        out, _ = self.lower(x.reshape(batch * nblocks, l, dim))
+            frames = F.pad(frames, (0, 0, 0, pad))  # after the last real frame: the LSTM is causal, so unused
+        out, _ = self.lower(self._blocks_time_major(frames))
         out = out.reshape(batch, nblocks, l, self.hidden_size)
         last_in_last_block = (slots - 1) - (nblocks - 1) * l
         block_states = torch.cat([out[:, :-1, l - 1], out[:, -1:, last_in_last_block]], dim=1)
         _, (h_n, c_n) = self.upper(block_states)
         intermediate = out.reshape(batch, nblocks * l, self.hidden_size)[:, :slots] if return_intermediate else None
-        block_mask = torch.ones(batch, nblocks, dtype=torch.bool, device=x.device)
+        block_mask = torch.ones(batch, nblocks, dtype=torch.bool, device=frames.device)
         return EncoderOutput(self._state_encoding(h_n, c_n), intermediate, block_states, block_mask)
 
     def _forward_packed(self, frames: Tensor, mask: Tensor, return_intermediate: bool) -> EncoderOutput:
@@ -208,7 +237,7 @@ class HierarchicalEncoder(nn.Module):
         block_lengths = (lengths.unsqueeze(1) - starts.unsqueeze(0)).clamp(0, l)  # [B, nblocks]
         block_mask = block_lengths > 0
         kept = block_mask.reshape(-1).nonzero().squeeze(1)  # all-padding blocks are dropped here
-        kept_blocks = prepare_frames(frames.reshape(batch * nblocks, l, dim).index_select(0, kept))
+        kept_blocks = self._blocks_time_major(frames, kept)
 
         # One dense call over every kept block. A video's short last block is zero-padded rather than packed:
         # the LSTM is causal, so reading its output at the block's last real frame gives exactly the packed
