@@ -298,9 +298,10 @@ class Tracker:
             with self._mlflow_call(f"log_torch_model {name}"):
                 # Explicit requirements: MLflow would otherwise infer them by reloading the model in a subprocess.
                 # Pickle format: pt2 would trace one fixed graph and needs an input example.
-                mlflow.pytorch.save_model(
-                    model, str(local), pip_requirements=requirements, serialization_format="pickle"
-                )
+                with _quiet_logger("mlflow.pytorch"):  # its warning about pickle: our deliberate choice
+                    mlflow.pytorch.save_model(
+                        model, str(local), pip_requirements=requirements, serialization_format="pickle"
+                    )
                 self._client.log_artifacts(self.run_id, str(local), name)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -332,6 +333,19 @@ class Tracker:
         if not self.enabled:
             return "Tracker(disabled)"
         return f"Tracker(run_id={self.run_id!r}, experiment={self.experiment!r}, uri={self.tracking_uri!r})"
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
