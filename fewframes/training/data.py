@@ -15,8 +15,9 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from fewframes.config import MAX_FRAMES, TrainConfig
+from fewframes.config import TrainConfig
 from fewframes.distributed import DistContext
+from fewframes.errors import TrainingError
 
 TEACHER_STRATEGY = "all"
 
@@ -41,12 +42,14 @@ def open_training_data(store: Any, train_config: TrainConfig) -> TrainingData:
     from fewframes.data.store import FrameStore
 
     if isinstance(store, (str, os.PathLike)):
-        store_path = str(store)
-        store = FrameStore.open(store_path)
-    else:
-        store_path = str(store.path)
-    train = load_split(store_path, "train", train_fraction=train_config.train_fraction, seed=train_config.seed)
-    val = load_split(store_path, "validation")
+        store = FrameStore.open(str(store))
+    store_path = str(store.path)
+    train = load_split(store, "train", train_fraction=train_config.train_fraction, seed=train_config.seed)
+    val = load_split(store, "validation")
+    if len(train) == 0:
+        raise TrainingError(
+            f"frame store {store_path}: the train split is empty (train_fraction={train_config.train_fraction})"
+        )
     return TrainingData(store, store_path, np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64))
 
 
@@ -70,7 +73,7 @@ def train_batches(
     ctx: DistContext,
     *,
     strategy: str,
-    k: int,
+    k: int | None,
     paired: bool,
     epoch: int,
     skip_batches: int,
@@ -105,7 +108,7 @@ def train_batches(
 
 
 def val_batches(
-    data: TrainingData, train_config: TrainConfig, ctx: DistContext, *, strategy: str, k: int
+    data: TrainingData, train_config: TrainConfig, ctx: DistContext, *, strategy: str, k: int | None
 ) -> Iterator[Any]:
     """This rank's shard of the validation split, unshuffled, on the device."""
     from fewframes.data.loader import make_loader
@@ -132,9 +135,10 @@ def isolated_iter(loader: Any, device: torch.device) -> Iterator[Any]:
         return iter(loader)
 
 
-def teacher_k() -> int:
-    """The k the loader is given for the teacher's all-frames strategy."""
-    return MAX_FRAMES
+def teacher_k() -> None:
+    """The k the loader is given for the teacher's all-frames strategy (ignored: every frame, up to
+    MAX_FRAMES)."""
+    return None
 
 
 __all__ = ["TEACHER_STRATEGY", "TrainingData", "open_training_data", "teacher_k", "train_batches", "val_batches"]

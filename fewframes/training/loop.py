@@ -57,7 +57,7 @@ class Role:
     model_config: ModelConfig
     student_config: StudentConfig | None
     val_strategy: str
-    val_k: int
+    val_k: int | None  # None for the all-frames teacher
     metric_prefix: str = ""  # "" for the run's main model; "teacher_" for the teacher in parallel training
 
 
@@ -70,7 +70,7 @@ class Stage:
     objective: nn.Module
     trainable: list[nn.Parameter]
     strategy: str  # the frame selection of the training batches (of the student batch when paired)
-    k: int
+    k: int | None
     paired: bool = False  # batches are (teacher_batch, student_batch) of the same videos
     find_unused_parameters: bool = False
     before_stage: Callable[[], None] | None = None  # e.g. unfreeze the classifier for stage 2
