@@ -17,24 +17,39 @@ of 20, 128 videos, batch 64, students k=10 and k=30, 3 rounds. ``--paper-sizes``
 batch 256, 1024 videos (meant for ``--device cuda``; slow on a CPU).
 
     python benchmarks/bench_inference.py                      # CPU, moderate sizes
-    python benchmarks/bench_inference.py --paper-sizes --device cuda
+    python benchmarks/bench_inference.py --paper-sizes --device cuda [--precision bf16]
+
+``--device cuda`` on a machine without CUDA stops at once with a one-line error (exit 2), before any
+store is built. The machine's load average is sampled during the run and recorded: on a shared machine
+the absolute figures move with the load, the side-by-side ratios much less.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fewframes.benchmark import add_ratios, benchmark_models, compare_plain_lstm, describe_machine
+from fewframes.benchmark import (
+    PRECISIONS,
+    add_ratios,
+    benchmark_models,
+    check_precision,
+    compare_plain_lstm,
+    describe_machine,
+    resolve_device,
+)
 from fewframes.cli.benchmark import print_table, write_json
 from fewframes.config import MAX_FRAMES, ModelConfig, StudentConfig
+from fewframes.errors import FewframesError
 from fewframes.models import build_model, student_model_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,9 +74,46 @@ def build_bench_store(path: Path, videos: int, classes: int, seed: int = 0) -> P
     return path
 
 
+class LoadSampler:
+    """Samples the 1-minute load average every ``interval`` seconds in a daemon thread while in use."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "LoadSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.samples)
+        return {
+            "load_1min_min": round(ordered[0], 2),
+            "load_1min_median": round(ordered[len(ordered) // 2], 2),
+            "load_1min_max": round(ordered[-1], 2),
+            "samples": len(ordered),
+            "interval_s": self.interval,
+            "cpu_cores": os.cpu_count(),
+        }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32, or bf16 autocast on the device (default fp32)")
     parser.add_argument("--paper-sizes", action="store_true", help="hidden 1024, 3862 classes, batch 256, 1024 videos")
     parser.add_argument("--hidden", type=int, help="LSTM cells per layer (default 256; paper 1024)")
     parser.add_argument("--classes", type=int, help="classes (default 100; paper 3862)")
@@ -77,15 +129,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.classes = args.classes or (3862 if paper else 100)
     args.videos = args.videos or (1024 if paper else 128)
     args.batch = args.batch or (256 if paper else 64)
-    suffix = "_paper" if paper else ""
+    suffix = ("_paper" if paper else "") + ("" if args.precision == "fp32" else f"_{args.precision}")
     args.out = args.out or RESULTS / f"inference_{args.device.split(':')[0]}{suffix}.json"
     args.store = args.store or Path(tempfile.gettempdir()) / f"fewframes-bench-store-{args.videos}v-{args.classes}c"
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; a bad flag (e.g. ``--device cuda`` without CUDA) is one line on stderr and exit 2."""
     args = parse_args(argv)
-    command = "python benchmarks/bench_inference.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    try:
+        resolve_device(args.device)  # before minutes of store building
+        check_precision(args.precision)
+        with LoadSampler() as load:
+            payload = run(args, argv)
+    except FewframesError as error:
+        print(f"bench_inference: error: {error}", file=sys.stderr)
+        return 2
+    payload["load_average"] = load.summary()
+    write_json(args.out, payload)
+    print(f"load average (1 min) during the run: median {payload['load_average']['load_1min_median']} "
+          f"on {os.cpu_count()} cores")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """The measurements, as the results JSON's payload (without the load average)."""
+    command = shlex.join(["python", "benchmarks/bench_inference.py", *(sys.argv[1:] if argv is None else argv)])
     started = time.time()
     torch.manual_seed(0)
     store = build_bench_store(args.store, args.videos, args.classes)
@@ -100,15 +171,22 @@ def main(argv: list[str] | None = None) -> int:
         students[f"student_k{k}"] = StudentConfig(k=k, frame_selection="uniform")
 
     rows = add_ratios(benchmark_models(models, store, device=args.device, batch_size=args.batch,
-                                       n_videos=args.videos, rounds=args.rounds, students=students))
-    plain = compare_plain_lstm(teacher, MAX_FRAMES, args.batch, args.device, rounds=args.rounds)
+                                       n_videos=args.videos, rounds=args.rounds, students=students,
+                                       precision=args.precision))
+    plain = compare_plain_lstm(teacher, MAX_FRAMES, args.batch, args.device, rounds=args.rounds,
+                               precision=args.precision)
     machine = describe_machine(args.device)
-    print_table(rows, f"bench_inference on {args.device}: hidden {args.hidden}, {args.classes} classes, "
+    print_table(rows, f"bench_inference on {args.device} ({args.precision}): hidden {args.hidden}, {args.classes} classes, "
                       f"{args.videos} videos of {MAX_FRAMES} frames, batch {args.batch}")
     print(f"teacher model-only {plain['hierarchical_videos_s']:.1f} videos/s vs plain nn.LSTM "
           f"{plain['plain_lstm_videos_s']:.1f} videos/s (x{plain['speedup']:.2f})")
 
-    summary: dict[str, Any] = {"teacher_vs_plain_lstm_speedup": plain["speedup"]}
+    summary: dict[str, Any] = {
+        "teacher_model_videos_s": plain["hierarchical_videos_s"],
+        "plain_lstm_model_videos_s": plain["plain_lstm_videos_s"],
+        "teacher_vs_plain_lstm_speedup": plain["speedup"],
+        "teacher_vs_plain_lstm_met": plain["speedup"] >= 1.0,  # target: no worse than the plain LSTM
+    }
     k30 = next((r for r in rows if r["k"] == 30), None)
     if k30 is not None:
         summary.update({
@@ -127,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "machine": machine,
         "gpu_run": None if torch.cuda.is_available() else "not possible: no GPU on this machine",
+        "precision": args.precision,
         "sizes": {
             "hidden_size": args.hidden, "num_layers": 2, "num_classes": args.classes, "teacher_block_length": 20,
             "frames_per_video": MAX_FRAMES, "videos": args.videos, "batch_size": args.batch, "ks": args.ks,
@@ -138,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "wall_seconds": round(time.time() - started, 1),
     }
-    write_json(args.out, payload)
-    print(f"wrote {args.out}")
-    return 0
+    return payload
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ Timing
 ------
 Latency: p50/p95 over repeated batch-1 calls. Throughput: videos/s at a large batch. Both after warm-up,
 under ``torch.inference_mode``, with CUDA events and synchronisation on a GPU (``time.perf_counter`` on CPU).
+Precision: ``fp32`` (default) or ``bf16`` (``torch.autocast`` on the device, as training runs on CUDA; it
+also runs on CPU, which is how the code path is tested without a GPU). FLOPs are counted in fp32: autocast
+changes the number format, not the matrix products.
 End to end = read from the store (+ frame selection for students) -> uint8 tensor -> device -> model ->
 sigmoid scores back on the host.
 
@@ -40,6 +43,7 @@ all of a video's frames (a teacher). Frame selection for benchmarking uses a fix
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -187,6 +191,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Nothing for ``fp32``; ``torch.autocast`` to bfloat16 on ``device`` for ``bf16``."""
+    check_precision(precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``PRECISIONS`` (a one-line error naming ``--precision`` otherwise)."""
+    if precision not in PRECISIONS:
+        raise BenchmarkError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
 def time_call(fn: Callable[[], Any], device: torch.device) -> float:
     """Seconds one call of ``fn`` takes; on CUDA measured with events after synchronising."""
     if device.type == "cuda":
@@ -277,22 +299,23 @@ class PlainLSTMClassifier(nn.Module):
 
 def compare_plain_lstm(
     teacher: nn.Module, n_frames: int, batch_size: int, device: str = "cpu", *, rounds: int = 5,
-    min_seconds: float = 0.5, seed: int = 0,
+    min_seconds: float = 0.5, seed: int = 0, precision: str = "fp32",
 ) -> dict[str, Any]:
     """Model-only throughput of the hierarchical teacher vs a plain stacked ``nn.LSTM`` of the same sizes.
 
     Both get the same random uint8 frames [batch_size, n_frames, D]; timings interleave over ``rounds`` and
     the median round counts. The hierarchical model runs its n/l blocks as one batch of short sequences
-    (l steps), the plain LSTM n sequential steps at batch ``batch_size``.
+    (l steps), the plain LSTM n sequential steps at batch ``batch_size``. ``precision``: see the module docstring.
     """
     torch_device = resolve_device(device)
+    check_precision(precision)
     teacher = teacher.to(torch_device).eval()
     plain = PlainLSTMClassifier(teacher.config).to(torch_device).eval()
     generator = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (batch_size, n_frames, teacher.config.feature_dim), dtype=torch.uint8,
                            generator=generator).to(torch_device)
     seconds: dict[str, list[float]] = {"hierarchical": [], "plain": []}
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_context(torch_device, precision):
         teacher(frames)
         plain(frames)
         for _ in range(rounds):
@@ -303,6 +326,7 @@ def compare_plain_lstm(
     return {
         "n_frames": n_frames,
         "batch_size": batch_size,
+        "precision": precision,
         "hierarchical_videos_s": hierarchical,
         "plain_lstm_videos_s": plain_rate,
         "speedup": hierarchical / plain_rate,
@@ -455,6 +479,7 @@ def benchmark_models(
     students: Mapping[str, StudentConfig] | None = None,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Benchmark each model side by side on the same videos of ``store`` (a ``FrameStore`` or its path).
 
@@ -463,7 +488,7 @@ def benchmark_models(
     model once (a model-only batch, ``latency_videos`` batch-1 calls, one end-to-end pass over ``n_videos``
     videos and ``latency_videos`` end-to-end batch-1 calls), so a busy machine slows all models alike; the
     throughputs use the median round (``*_best`` the fastest). A round's batch or pass is repeated until
-    it has run ``min_seconds``.
+    it has run ``min_seconds``. ``precision``: ``fp32`` or ``bf16`` (autocast on the device, timings only).
 
     Returns one row per model: name, k (None = all frames), params, gflops_per_video (analytic, mean over
     the videos) and gflops_counted (FlopCounterMode on the first batch, per video), latency_ms_p50/p95 and
@@ -479,6 +504,7 @@ def benchmark_models(
     if not models:
         raise BenchmarkError("--models: give at least one model")
     torch_device = resolve_device(device)
+    check_precision(precision)
     frame_store = open_store(store)
     total = len(frame_store)
     if total == 0:
@@ -526,7 +552,7 @@ def benchmark_models(
     def model_call(entry: _Entry, frames: torch.Tensor) -> Callable[[], Any]:
         return lambda: entry.model(frames)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_context(torch_device, precision):
         for entry in entries:  # warm-up: allocator, oneDNN/cuDNN plans, page cache for the store
             entry.model(entry.frames)
             entry.model(entry.frames[:1])
@@ -571,6 +597,7 @@ def benchmark_models(
             "n_videos": len(indices),
             "rounds": rounds,
             "device": str(torch_device),
+            "precision": precision,
         })
     return rows
 
@@ -622,9 +649,11 @@ def add_ratios(rows: list[dict[str, Any]], reference: str | None = None) -> list
 
 
 __all__ = [
+    "PRECISIONS",
     "PlainLSTMClassifier",
     "add_ratios",
     "benchmark_models",
+    "check_precision",
     "classify_batch",
     "compare_plain_lstm",
     "count_flops",
@@ -641,6 +670,7 @@ __all__ = [
     "model_latency",
     "model_throughput",
     "open_store",
+    "precision_context",
     "read_batch",
     "resolve_device",
     "resolve_model",

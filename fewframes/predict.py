@@ -126,7 +126,7 @@ def _write_atomically(out: Path, lines: Iterable[str]) -> int:
 
 def predict(
     model: nn.Module | str | os.PathLike[str],
-    src: str | os.PathLike[str],
+    src: str | os.PathLike[str] | Any,
     out: str | os.PathLike[str],
     top_k: int = 20,
     *,
@@ -138,7 +138,8 @@ def predict(
 ) -> int:
     """Classify every video of ``src`` (frame store or TFRecords) and write the submission CSV ``out``.
 
-    Returns the number of videos written. ``model`` is a ``VideoClassifier`` or a saved model path.
+    Returns the number of videos written. ``model`` is a ``VideoClassifier`` or a saved model path; ``src`` a
+    path, or an already open ``FrameStore`` (whose ``bytes_read`` then shows what was read).
     """
     from tqdm.auto import tqdm
 
@@ -150,12 +151,12 @@ def predict(
     loaded = resolve_model(model).to(torch_device).eval()
     student = student or student_config_of(loaded)
     rng = np.random.default_rng(seed)
-    src_text = os.fspath(src)
-    if is_tfrecord_source(src_text):
+    src_text = os.fspath(src) if isinstance(src, (str, os.PathLike)) else None
+    if src_text is not None and is_tfrecord_source(src_text):
         batches = _tfrecord_batches(src_text, student, batch_size, rng)
         total = None
     else:
-        store = open_store(src_text)
+        store = open_store(src if src_text is None else src_text)
         batches = _store_batches(store, student, batch_size, rng)
         total = len(store)
 

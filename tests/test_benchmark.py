@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +18,17 @@ from fewframes.benchmark import (
     PlainLSTMClassifier,
     add_ratios,
     benchmark_models,
-    e2e_run,
-    read_batch,
+    compare_plain_lstm,
     count_parameters,
     counted_flops,
     describe_machine,
+    e2e_run,
     hierarchical_flops,
     lstm_flops,
+    precision_context,
+    read_batch,
+    resolve_device,
+    time_call,
     _rnn_flop_formulas,
 )
 from fewframes.config import PRESETS, ModelConfig, StudentConfig
@@ -201,3 +208,104 @@ def test_benchmark_cli_writes_json(tmp_path: Path, bench_store: Path) -> None:
     assert cli_main(["benchmark", "--models", str(tmp_path / "nope.pt"), "--store", str(bench_store)]) == 2
     assert cli_main(["benchmark", "--models", str(tmp_path / "teacher.pt"), "--store", str(bench_store),
                      "--device", "tpu"]) == 2
+
+
+# --- the CUDA and bf16 code paths, as far as a CPU-only machine can take them --------------------------------
+
+
+class _FakeCudaEvent:
+    """Stands in for ``torch.cuda.Event`` (no GPU here): records calls in a shared log, fixed elapsed time."""
+
+    def __init__(self, log: list[str], enable_timing: bool = False) -> None:
+        assert enable_timing  # elapsed_time needs timing events
+        self.log = log
+
+    def record(self) -> None:
+        self.log.append("record")
+
+    def synchronize(self) -> None:
+        self.log.append("event.synchronize")
+
+    def elapsed_time(self, end: "_FakeCudaEvent") -> float:
+        return 250.0  # milliseconds, as CUDA reports them
+
+
+def test_time_call_on_cuda_times_with_synchronised_events_fake_cuda_mock(monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("cuda.synchronize"))
+    monkeypatch.setattr(torch.cuda, "Event", lambda enable_timing=False: _FakeCudaEvent(log, enable_timing))
+    seconds = time_call(lambda: log.append("work"), torch.device("cuda"))
+    assert seconds == pytest.approx(0.25)  # event milliseconds -> seconds
+    # Pending GPU work drains first; the end event is waited on before reading the time.
+    assert log == ["cuda.synchronize", "record", "work", "record", "event.synchronize"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_is_refused_in_one_line_without_a_gpu(tmp_path: Path, bench_store: Path) -> None:
+    from fewframes.cli import main as cli_main
+    from fewframes.errors import BenchmarkError
+
+    with pytest.raises(BenchmarkError, match=r"^--device cuda: CUDA is not available"):
+        resolve_device("cuda")
+    teacher, _ = _teacher_and_student(6)
+    with pytest.raises(BenchmarkError, match="--device cuda"):
+        benchmark_models({"teacher": teacher}, bench_store, device="cuda", progress=False)
+    with pytest.raises(BenchmarkError, match="--device cuda:0"):
+        compare_plain_lstm(teacher, 20, 2, "cuda:0")
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_inference.py"
+    out, store = tmp_path / "results.json", tmp_path / "store"
+    done = subprocess.run([sys.executable, str(script), "--device", "cuda", "--store", str(store), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "bench_inference: error: --device cuda: CUDA is not available on this machine"
+    assert not out.exists() and not store.exists()  # refused before building the store or writing results
+    assert cli_main(["benchmark", "--models", "x.pt", "--store", str(bench_store), "--device", "cuda"]) == 2
+
+
+def test_bf16_precision_runs_under_autocast_on_cpu(bench_store: Path) -> None:
+    from fewframes.errors import BenchmarkError
+
+    teacher, student = _teacher_and_student(6)
+    frames = _frames(2, 6)
+    with torch.inference_mode(), precision_context(torch.device("cpu"), "bf16"):
+        assert student(frames).logits.dtype == torch.bfloat16  # autocast really is on
+    with torch.inference_mode(), precision_context(torch.device("cpu"), "fp32"):
+        assert student(frames).logits.dtype == torch.float32
+
+    rows = benchmark_models({"teacher": teacher, "student": student}, bench_store, batch_size=3, n_videos=6,
+                            rounds=1, latency_videos=2, min_seconds=0.0, progress=False, precision="bf16")
+    by_name = {row["name"]: row for row in rows}
+    assert all(row["precision"] == "bf16" for row in rows)
+    assert by_name["student"]["bytes_read_per_video"] == 6 * 1152  # the data path does not change
+    assert all(row["e2e_throughput_videos_s"] > 0 and row["throughput_videos_s"] > 0 for row in rows)
+    plain = compare_plain_lstm(teacher, 40, 2, "cpu", rounds=1, min_seconds=0.0, precision="bf16")
+    assert plain["precision"] == "bf16" and plain["hierarchical_videos_s"] > 0 and plain["plain_lstm_videos_s"] > 0
+    with pytest.raises(BenchmarkError, match="--precision must be one of fp32, bf16, got 'fp16'"):
+        benchmark_models({"teacher": teacher}, bench_store, precision="fp16", progress=False)
+
+
+# --- the reproducible script behind benchmarks/results/inference_<device>.json ------------------------------
+
+
+def test_bench_inference_script_writes_results_with_command_machine_and_load(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_inference.py"
+    spec = importlib.util.spec_from_file_location("bench_inference_under_test", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "inference.json"
+    argv = ["--hidden", "8", "--classes", "5", "--videos", "3", "--batch", "2", "--ks", "10", "30",
+            "--rounds", "1", "--store", str(tmp_path / "store"), "--out", str(out)]
+    assert bench.main(argv) == 0
+    payload = json.loads(out.read_text())
+    assert payload["command"] == "python benchmarks/bench_inference.py " + " ".join(argv)
+    assert payload["machine"]["cpu_cores"] >= 1 and payload["machine"]["torch"] == torch.__version__
+    assert payload["load_average"]["samples"] >= 1 and payload["load_average"]["load_1min_max"] >= 0
+    assert [row["name"] for row in payload["rows"]] == ["teacher", "student_k10", "student_k30"]
+    k30 = next(row for row in payload["rows"] if row["k"] == 30)
+    assert k30["bytes_read_per_video"] == 30 * 1152 and payload["summary"]["k30_bytes_ratio"] == pytest.approx(0.1)
+    assert payload["summary"]["k30_e2e_time_ratio"] == pytest.approx(k30["time_ratio_e2e"])
+    assert payload["summary"]["k30_e2e_time_ratio_met"] == (k30["time_ratio_e2e"] <= 0.15)
+    plain = payload["plain_lstm"]
+    assert payload["summary"]["teacher_vs_plain_lstm_met"] == (plain["hierarchical_videos_s"] >= plain["plain_lstm_videos_s"])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left behind

@@ -82,6 +82,23 @@ def test_student_reads_only_its_frames(tmp_path: Path, store_path: Path, student
     assert mask.sum(axis=1).tolist() == [min(int(n), 6) for n in store.lengths]
 
 
+def test_predict_reads_k_frames_for_a_student_and_all_for_a_teacher(
+    tmp_path: Path, store_path: Path, student: torch.nn.Module
+) -> None:
+    """predict's own data path, bytes counted on the open store it is given."""
+    student_store = FrameStore.open(store_path)
+    assert predict(student, student_store, tmp_path / "student.csv", top_k=3, batch_size=4, progress=False) == 9
+    assert student_store.bytes_read == sum(min(int(n), 6) for n in student_store.lengths) * FEATURE_DIM
+
+    torch.manual_seed(0)
+    teacher = build_model(TINY.model_config()).eval()  # no StudentConfig: reads every frame
+    teacher_store = FrameStore.open(store_path)
+    predict(teacher, teacher_store, tmp_path / "teacher.csv", top_k=3, batch_size=4, progress=False)
+    assert teacher_store.bytes_read == int(teacher_store.lengths.sum()) * FEATURE_DIM
+    assert student_store.bytes_read < teacher_store.bytes_read / 4
+    assert read_predictions(tmp_path / "student.csv").keys() == read_predictions(tmp_path / "teacher.csv").keys()
+
+
 def test_predict_from_tfrecords_equals_predict_from_a_store(tmp_path: Path, student: torch.nn.Module) -> None:
     from fewframes.data.yt8m import Video, write_tfrecord
 

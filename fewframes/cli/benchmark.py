@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=64, help="batch size for throughput (default: 64)")
     parser.add_argument("--videos", type=int, default=128, help="videos to time end to end (default: 128)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default: 3)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="fp32, or bf16 autocast on the device (default: fp32)")
     parser.add_argument("--out", help="write the rows and the machine description to this JSON file")
     parser.add_argument("--tracking-uri", help="also log the figures (and the JSON) to this MLflow tracking URI")
     parser.add_argument("--experiment", default="fewframes", help="MLflow experiment (default: fewframes)")
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from fewframes.benchmark import add_ratios, benchmark_models, describe_machine, log_benchmark
 
     rows = benchmark_models(_named(args.models), args.store, device=args.device, batch_size=args.batch,
-                            n_videos=args.videos, rounds=args.rounds)
+                            n_videos=args.videos, rounds=args.rounds, precision=args.precision)
     rows = add_ratios(rows)
     machine = describe_machine(args.device)
     print_table(rows, f"fewframes benchmark on {machine['device']} ({machine['cpu_model']}, {machine['cpu_cores']} cores"
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         from fewframes.tracking import Tracker
 
         with Tracker.start(args.tracking_uri, args.experiment, "benchmark",
-                           params={"device": args.device, "batch_size": args.batch, "videos": args.videos}) as tracker:
+                           params={"device": args.device, "batch_size": args.batch, "videos": args.videos,
+                                   "precision": args.precision}) as tracker:
             tracker.set_tags({f"machine.{k}": v for k, v in machine.items()})
             log_benchmark(tracker, rows, args.out)
     return 0
