@@ -88,11 +88,16 @@ def plan_students(
     intermediate_k: int,
     fraction_k: int,
     train_fractions: List[float],
+    repeat_seeds: List[int],
+    repeat_ks: List[int],
+    seed: int,
 ) -> List[dict]:
-    """The students to distil (one dict per ParallelFor iteration), checked against the store."""
+    """The students to distil (one dict per ParallelFor iteration, each with its seed), checked against the store."""
     from fewframes.components.steps import plan_students_step
 
-    return plan_students_step(store.path, ks, losses, modes, intermediate_k, fraction_k, train_fractions)
+    return plan_students_step(
+        store.path, ks, losses, modes, intermediate_k, fraction_k, train_fractions, repeat_seeds, repeat_ks, seed
+    )
 
 
 @_component
@@ -102,11 +107,15 @@ def plan_baselines(
     baselines: List[str],
     fraction_k: int,
     train_fractions: List[float],
+    repeat_seeds: List[int],
+    repeat_ks: List[int],
+    seed: int,
 ) -> List[dict]:
-    """The from-scratch k-frame baselines (one dict per ParallelFor iteration), checked against the store."""
+    """The from-scratch k-frame baselines (one dict per ParallelFor iteration, each with its seed), checked
+    against the store."""
     from fewframes.components.steps import plan_baselines_step
 
-    return plan_baselines_step(store.path, ks, baselines, fraction_k, train_fractions)
+    return plan_baselines_step(store.path, ks, baselines, fraction_k, train_fractions, repeat_seeds, repeat_ks, seed)
 
 
 @_component
@@ -154,6 +163,7 @@ def distill_student(
     tracking: Input[Artifact],
     student: Output[Model],
     metrics: Output[Metrics],
+    repeat: bool = False,
 ):
     """Distil a student that reads k frames from the teacher (serial) or alongside one (parallel)."""
     from fewframes.components.steps import Sizes, distill_student_step, tracking_context
@@ -170,6 +180,7 @@ def distill_student(
         train_fraction=train_fraction,
         sizes=sizes,
         tracking=tracking_context(tracking.path),
+        repeat=repeat,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
@@ -193,6 +204,7 @@ def train_baseline(
     tracking: Input[Artifact],
     baseline: Output[Model],
     metrics: Output[Metrics],
+    repeat: bool = False,
 ):
     """Train a k-frame baseline from scratch (no teacher)."""
     from fewframes.components.steps import Sizes, tracking_context, train_baseline_step
@@ -206,6 +218,7 @@ def train_baseline(
         train_fraction=train_fraction,
         sizes=sizes,
         tracking=tracking_context(tracking.path),
+        repeat=repeat,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

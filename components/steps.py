@@ -279,6 +279,18 @@ def _fractions(train_fractions: Iterable[float]) -> list[float]:
     return fractions
 
 
+def _repeat_seeds(repeat_seeds: Iterable[int] | None, seed: int) -> list[int]:
+    """The extra seeds (the pipeline's own ``seed`` already trains every configuration once), in order."""
+    extra: list[int] = []
+    for value in repeat_seeds or []:
+        value = int(value)
+        if value < 0:
+            raise PipelineError(f"repeat_seeds: a seed must be >= 0, got {value}")
+        if value != int(seed) and value not in extra:
+            extra.append(value)
+    return extra
+
+
 def plan_students(
     ks: list[int],
     losses: list[str],
@@ -286,20 +298,31 @@ def plan_students(
     intermediate_k: int = 0,
     fraction_k: int = 0,
     train_fractions: list[float] | None = None,
+    repeat_seeds: list[int] | None = None,
+    repeat_ks: list[int] | None = None,
+    seed: int = 0,
     *,
     max_length: int = MAX_FRAMES,
     where: str = "",
 ) -> list[dict[str, Any]]:
     """The students to distil: modes x losses x ks (final matching), plus intermediate matching at
-    ``intermediate_k`` (each mode x loss) and Serial(c) on ``train_fractions`` of the data at ``fraction_k``.
-    ``max_length``: the longest video (``where`` names its frame store in errors)."""
+    ``intermediate_k`` (each mode x loss), Serial(c) on ``train_fractions`` of the data at ``fraction_k``,
+    and Serial(c) again at each of ``repeat_ks`` for each of ``repeat_seeds`` (other than ``seed``), so the
+    report can give mean +- spread over seeds. Every entry carries its ``seed``; ``repeat`` marks the extra
+    seeds (their model keys end in ``-seed<N>``). ``max_length``: the longest video (``where`` names its
+    frame store in errors)."""
     ks = _check_ks(ks, max_length, where)
     losses = _check_choices("losses", losses, DISTILL_LOSSES)
     modes = _check_choices("modes", modes, TRAINING_MODES)
     fractions = _fractions(train_fractions or [])
+    extra_seeds = _repeat_seeds(repeat_seeds, seed)
+    again_ks = _check_ks(repeat_ks or [], max_length, where)
 
-    def student(k: int, loss: str, mode: str, matching: str = "final", fraction: float = 1.0) -> dict[str, Any]:
-        return {"k": k, "loss": loss, "mode": mode, "matching": matching, "train_fraction": fraction}
+    def student(
+        k: int, loss: str, mode: str, matching: str = "final", fraction: float = 1.0, run_seed: int | None = None
+    ) -> dict[str, Any]:
+        return {"k": k, "loss": loss, "mode": mode, "matching": matching, "train_fraction": fraction,
+                "seed": int(seed) if run_seed is None else run_seed, "repeat": run_seed is not None}
 
     plan = [student(k, loss, mode) for mode in modes for loss in losses for k in ks]
     if intermediate_k:
@@ -308,6 +331,7 @@ def plan_students(
     if fractions and fraction_k:
         (k,) = _check_ks([fraction_k], max_length, where)
         plan += [student(k, "rep_pred_ce", "serial", "final", f) for f in fractions if f < 1.0]
+    plan += [student(k, "rep_pred_ce", "serial", run_seed=s) for s in extra_seeds for k in again_ks]
     return plan
 
 
@@ -316,20 +340,32 @@ def plan_baselines(
     frame_selections: list[str],
     fraction_k: int = 0,
     train_fractions: list[float] | None = None,
+    repeat_seeds: list[int] | None = None,
+    repeat_ks: list[int] | None = None,
+    seed: int = 0,
     *,
     max_length: int = MAX_FRAMES,
     where: str = "",
 ) -> list[dict[str, Any]]:
     """The k-frame baselines trained from scratch: frame_selections x ks, plus Uniform-k on
-    ``train_fractions`` of the data at ``fraction_k``."""
+    ``train_fractions`` of the data at ``fraction_k`` and Uniform-k at ``repeat_ks`` for each of
+    ``repeat_seeds`` (other than ``seed``); entries carry ``seed`` and ``repeat`` as in ``plan_students``."""
     ks = _check_ks(ks, max_length, where)
     allowed = tuple(s for s in FRAME_SELECTIONS if s != "all")
     selections = _check_choices("baselines", frame_selections, allowed)
     fractions = _fractions(train_fractions or [])
-    plan = [{"k": k, "frame_selection": s, "train_fraction": 1.0} for s in selections for k in ks]
+    extra_seeds = _repeat_seeds(repeat_seeds, seed)
+    again_ks = _check_ks(repeat_ks or [], max_length, where)
+
+    def baseline(k: int, selection: str, fraction: float = 1.0, run_seed: int | None = None) -> dict[str, Any]:
+        return {"k": k, "frame_selection": selection, "train_fraction": fraction,
+                "seed": int(seed) if run_seed is None else run_seed, "repeat": run_seed is not None}
+
+    plan = [baseline(k, s) for s in selections for k in ks]
     if fractions and fraction_k:
         (k,) = _check_ks([fraction_k], max_length, where)
-        plan += [{"k": k, "frame_selection": "uniform", "train_fraction": f} for f in fractions if f < 1.0]
+        plan += [baseline(k, "uniform", f) for f in fractions if f < 1.0]
+    plan += [baseline(k, "uniform", run_seed=s) for s in extra_seeds for k in again_ks]
     return plan
 
 
@@ -397,6 +433,8 @@ def model_key(role: str, k: int = 0, **spec: Any) -> str:
     """One readable name per model of a pipeline run (the join key of evaluate, benchmark and report)."""
     fraction = float(spec.get("train_fraction", 1.0))
     suffix = "" if fraction >= 1.0 else f"-frac{fraction:g}"
+    if spec.get("repeat"):  # an extra seed of a configuration the pipeline's own seed also trains
+        suffix += f"-seed{int(spec['seed'])}"
     if role == "teacher":
         return "teacher" + suffix
     if role == "student":
@@ -413,6 +451,7 @@ def model_params(
     matching: str = "",
     train_fraction: float = 1.0,
     teacher_run_id: str = "",
+    seed: int | str = "",
 ) -> dict[str, Any]:
     """The same parameter names on every run about a model (``fewframes.runs.MODEL_PARAMS``)."""
     return {
@@ -424,6 +463,7 @@ def model_params(
         "matching": matching,
         "train_fraction": float(train_fraction),
         "teacher_run_id": teacher_run_id,
+        "seed": seed,
     }
 
 
@@ -574,7 +614,7 @@ def train_teacher_step(store_path: str, model_dir: str, sizes: Sizes, tracking: 
     store = FrameStore.open(store_path)
     out = Path(model_dir)
     model_config, train_config = sizes.model_config(store.num_classes), sizes.train_config()
-    described = model_params("teacher", frame_selection="all")
+    described = model_params("teacher", frame_selection="all", seed=sizes.seed)
     result, run_id, metrics = _train(
         "train-teacher", "teacher", "train-teacher", store_path, model_dir,
         {"model": model_config, "train": train_config},
@@ -600,6 +640,7 @@ def distill_student_step(
     train_fraction: float,
     sizes: Sizes,
     tracking: TrackingContext,
+    repeat: bool = False,
 ) -> StepResult:
     """Distil a k-frame student from the teacher artifact (serial) or alongside a new teacher (parallel)."""
     from fewframes.data.store import FrameStore
@@ -614,9 +655,10 @@ def distill_student_step(
     store = FrameStore.open(store_path)
     model_config = sizes.model_config(store.num_classes)
     train_config = sizes.train_config(float(train_fraction))
-    key = model_key("student", k, loss=loss, mode=mode, matching=matching, train_fraction=float(train_fraction))
+    key = model_key("student", k, loss=loss, mode=mode, matching=matching, train_fraction=float(train_fraction),
+                    seed=sizes.seed, repeat=repeat)
     described = model_params("student", k, "uniform", loss, mode, matching, train_fraction,
-                             teacher_run_id if mode == "serial" else "")
+                             teacher_run_id if mode == "serial" else "", seed=sizes.seed)
     out = Path(model_dir)
 
     def train(tracker: Any) -> Any:
@@ -649,6 +691,7 @@ def train_baseline_step(
     train_fraction: float,
     sizes: Sizes,
     tracking: TrackingContext,
+    repeat: bool = False,
 ) -> StepResult:
     """Train a k-frame model from scratch, no teacher (Uniform-k, Random-k, First-k, ...)."""
     from fewframes.data.store import FrameStore
@@ -660,8 +703,9 @@ def train_baseline_step(
     student_config = StudentConfig(k=k, frame_selection=frame_selection)
     model_config = sizes.model_config(store.num_classes)
     train_config = sizes.train_config(float(train_fraction))
-    key = model_key("baseline", k, frame_selection=frame_selection, train_fraction=float(train_fraction))
-    described = model_params("baseline", k, frame_selection, train_fraction=train_fraction)
+    key = model_key("baseline", k, frame_selection=frame_selection, train_fraction=float(train_fraction),
+                    seed=sizes.seed, repeat=repeat)
+    described = model_params("baseline", k, frame_selection, train_fraction=train_fraction, seed=sizes.seed)
     out = Path(model_dir)
     result, run_id, metrics = _train(
         "train-baseline", "baseline", key, store_path, model_dir,

@@ -44,6 +44,8 @@ def grid_defaults(pipeline: str, preset: Preset) -> Dict[str, Any]:
             "intermediate_k": 0,
             "fraction_k": 0,
             "train_fractions": [],
+            "repeat_seeds": [],
+            "repeat_ks": [],
         }
     if pipeline == "paper":
         return {
@@ -54,6 +56,9 @@ def grid_defaults(pipeline: str, preset: Preset) -> Dict[str, Any]:
             "intermediate_k": 30,
             "fraction_k": 30,
             "train_fractions": [0.1, 0.25, 0.5],
+            # Two more seeds of Uniform-k and Serial (c) at k=10 and 30: the report's mean +- spread.
+            "repeat_seeds": [1, 2],
+            "repeat_ks": [10, 30],
         }
     raise PipelineError(f"--pipeline must be one of distill, paper, got {pipeline!r}")
 
@@ -129,6 +134,8 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
         intermediate_k: int = d["intermediate_k"],
         fraction_k: int = d["fraction_k"],
         train_fractions: List[float] = d["train_fractions"],
+        repeat_seeds: List[int] = d["repeat_seeds"],
+        repeat_ks: List[int] = d["repeat_ks"],
         hidden_size: int = d["hidden_size"],
         num_layers: int = d["num_layers"],
         teacher_block_length: int = d["teacher_block_length"],
@@ -188,7 +195,11 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
             intermediate_k=intermediate_k,
             fraction_k=fraction_k,
             train_fractions=train_fractions,
+            repeat_seeds=repeat_seeds,
+            repeat_ks=repeat_ks,
+            seed=seed,
         )
+        # Each planned model trains with its own seed (the teacher stays the one trained with `seed`).
         with dsl.ParallelFor(students_plan.output) as student:
             student_task = apply_gpu(
                 c.distill_student(
@@ -199,7 +210,8 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
                     mode=student.mode,
                     matching=student.matching,
                     train_fraction=student.train_fraction,
-                    **sizes,
+                    repeat=student.repeat,
+                    **{**sizes, "seed": student.seed},
                     **tracking,
                 ),
                 gpu,
@@ -209,7 +221,8 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
             ).set_display_name("evaluate-student")
 
         baselines_plan = c.plan_baselines(
-            store=store, ks=ks, baselines=baselines, fraction_k=fraction_k, train_fractions=train_fractions
+            store=store, ks=ks, baselines=baselines, fraction_k=fraction_k, train_fractions=train_fractions,
+            repeat_seeds=repeat_seeds, repeat_ks=repeat_ks, seed=seed,
         )
         with dsl.ParallelFor(baselines_plan.output) as baseline:
             baseline_task = apply_gpu(
@@ -218,7 +231,8 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
                     k=baseline.k,
                     frame_selection=baseline.frame_selection,
                     train_fraction=baseline.train_fraction,
-                    **sizes,
+                    repeat=baseline.repeat,
+                    **{**sizes, "seed": baseline.seed},
                     **tracking,
                 ),
                 gpu,

@@ -3,8 +3,15 @@ MLflow runs; and the one-line errors for bad input, end to end and step by step.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
+import shlex
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -20,13 +27,18 @@ from fewframes.components.steps import (
 )
 from fewframes.config import PRESETS
 from fewframes.errors import PipelineError
-from fewframes.runs import TAG_PIPELINE_RUN, TAG_STEP, TrackingContext, local_tracking_uri
+from fewframes.runs import MODEL_PARAMS, TAG_PIPELINE_RUN, TAG_STEP, TrackingContext, local_tracking_uri
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny DAG, run once for the module; what ``fewframes run`` printed is kept in ../printed.txt."""
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    assert main(["run", "--preset", "tiny", "--out", str(run_dir)]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["run", "--preset", "tiny", "--out", str(run_dir)])
+    (run_dir.parent / "printed.txt").write_text(printed.getvalue())
+    assert code == 0
     return run_dir
 
 
@@ -59,9 +71,28 @@ def test_tiny_run_writes_every_steps_artifacts(tiny_run: Path, capsys):
     bench = json.loads((root / "benchmark" / "results" / "benchmark.json").read_text())
     assert len(bench["rows"]) == 1 + students + baselines
     assert all(r["latency_ms_p50"] > 0 and r["gflops"] > 0 for r in bench["rows"])
-    # KFP Metrics, as the Kubeflow UI shows them.
-    executor = json.loads((root / "train-teacher" / "executor_output.json").read_text())
-    assert "best_val_gap" in json.dumps(executor)
+    # KFP Metrics, as the Kubeflow UI shows them: every step with a metrics output wrote some.
+    expected_metrics = {
+        "ingest-split": {"videos", "classes"},
+        "train-teacher": {"best_val_gap"},
+        "distill-student": {"best_val_gap"},
+        "train-baseline": {"best_val_gap"},
+        "evaluate": {"gap", "map", "hit_at_1", "perr"},
+        "benchmark": {"teacher.gflops", "teacher.latency_ms_p50"},
+        "report": set(),  # its figures are the report module's; any will do here
+    }
+    seen_steps: dict[str, int] = {}
+    for executor_file in root.glob("**/executor_output.json"):
+        step = executor_file.parent.name.rstrip("-0123456789")  # evaluate-2 (in a loop) -> evaluate
+        artifacts = json.loads(executor_file.read_text()).get("artifacts", {})
+        if step not in expected_metrics:
+            assert "metrics" not in artifacts, step
+            continue
+        (logged,) = artifacts["metrics"]["artifacts"]
+        assert logged["metadata"] and expected_metrics[step] <= set(logged["metadata"]), (executor_file, logged)
+        seen_steps[step] = seen_steps.get(step, 0) + 1
+    assert seen_steps == {"ingest-split": 1, "train-teacher": 1, "distill-student": students,
+                          "train-baseline": baselines, "evaluate": 1 + students + baselines, "benchmark": 1, "report": 1}
 
     report = (tiny_run / "report.md").read_text()
     assert report.startswith("# fewframes report") and "Recommended student" in report
@@ -112,6 +143,18 @@ def test_tiny_run_mlflow_parent_and_children(tiny_run: Path, capsys):
         metrics = run.data.metrics
         assert {"gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50"} <= set(metrics)
         assert run.data.params["role"] in ("teacher", "student", "baseline")
+    # The same parameter names on every run about a model, so runs compare column by column.
+    for step in ("train-teacher", "distill-student", "train-baseline", "evaluate"):
+        for run in by_step[step]:
+            assert set(MODEL_PARAMS) <= set(run.data.params), (step, sorted(run.data.params))
+    for run in by_step["train-baseline"]:
+        assert run.data.params["role"] == "baseline" and run.data.params["frame_selection"] == "uniform"
+    # Each trained model is logged with MLflow's PyTorch flavour.
+    for step, folder in (("train-teacher", "teacher"), ("distill-student", "student"), ("train-baseline", "baseline")):
+        for run in by_step[step]:
+            assert f"{folder}/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, folder)}
+            flavours = client.download_artifacts(run.info.run_id, f"{folder}/MLmodel", str(tiny_run.parent))
+            assert "pytorch:" in Path(flavours).read_text()
     (report_run,) = by_step["report"]
     assert {a.path for a in client.list_artifacts(report_run.info.run_id)} >= {"report.md", "report.html", "gap_vs_k.png"}
 
@@ -120,6 +163,49 @@ def test_tiny_run_mlflow_parent_and_children(tiny_run: Path, capsys):
     assert main(["compare", "--tracking-uri", uri, "--csv", str(csv_path)]) == 0
     assert len(csv_path.read_text().strip().splitlines()) == 2 + n_students + n_baselines
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_where_everything_is_and_its_mlflow_ui_command_works(tiny_run: Path):
+    summary = json.loads((tiny_run / "run.json").read_text())
+    printed = (tiny_run.parent / "printed.txt").read_text()
+    assert f"report      {tiny_run / 'report.md'}" in printed and str(tiny_run / "report.html") in printed
+    for key, path in summary["models"].items():
+        assert re.search(rf"^    {re.escape(key)} +{re.escape(path)}$", printed, re.MULTILINE), key
+    uri = local_tracking_uri(tiny_run)
+    assert f"MLflow      {uri}" in printed and summary["parent_run_id"] in printed
+    assert f"artifacts (models, reports, figures) in {tiny_run / 'mlartifacts'}" in printed
+    (ui_line,) = [line for line in printed.splitlines() if line.startswith("  MLflow UI   ")]
+    command = shlex.split(ui_line.removeprefix("  MLflow UI   "))
+    assert command[:2] == ["mlflow", "ui"]
+
+    # The printed command, as a user would run it, serves this run's MLflow runs.
+    from mlflow_server import _healthy, _stop, free_port
+
+    port = free_port()
+    server = f"http://127.0.0.1:{port}"
+    executable = Path(sys.executable).parent / "mlflow"
+    log = (tiny_run.parent / "mlflow_ui.log").open("wb")
+    process = subprocess.Popen(
+        [str(executable), *command[1:], "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tiny_run.parent, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not _healthy(server):
+            assert process.poll() is None and time.monotonic() < deadline, (tiny_run.parent / "mlflow_ui.log").read_text()
+            time.sleep(0.3)
+        client = mlflow.MlflowClient(tracking_uri=server)
+        parent = client.get_run(summary["parent_run_id"])
+        assert parent.data.tags[TAG_STEP] == "pipeline"
+        (report_run,) = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.`{TAG_STEP}` = 'report'"
+        )
+        assert "report.md" in {a.path for a in client.list_artifacts(report_run.info.run_id)}
+    finally:
+        _stop(process)
+        log.close()
 
 
 def test_run_fails_at_start_when_tracking_is_unreachable(tmp_path, capsys):
@@ -185,6 +271,24 @@ def test_paper_grid_plan(tiny_store: Path):
     assert sorted(s["train_fraction"] for s in plan if s["train_fraction"] < 1) == [0.1, 0.25, 0.5]
     baselines = plan_baselines_step(str(tiny_store), [6, 30], ["uniform", "random", "first"], 30, [0.5])
     assert len(baselines) == 3 * 2 + 1
+
+
+def test_repeat_seeds_add_serial_c_and_uniform_k_entries_each_with_its_seed(tiny_store: Path):
+    from fewframes.components.steps import model_key
+
+    plan = plan_students_step(str(tiny_store), [6, 10, 30], ["rep", "rep_pred_ce"], ["serial"], 0, 0, [],
+                              [3, 1, 2, 1], [10, 30], 3)
+    assert [(s["k"], s["seed"], s["repeat"]) for s in plan if s["repeat"]] == [(10, 1, True), (30, 1, True),
+                                                                                 (10, 2, True), (30, 2, True)]
+    assert all(s["seed"] == 3 for s in plan if not s["repeat"])  # the pipeline's seed; 3 is not repeated
+    assert {(s["loss"], s["mode"], s["matching"]) for s in plan if s["repeat"]} == {("rep_pred_ce", "serial", "final")}
+    keys = [model_key("student", **s) for s in plan]
+    assert len(set(keys)) == len(keys) and "student-serial-rep_pred_ce-final-k30-seed2" in keys
+    baselines = plan_baselines_step(str(tiny_store), [6, 30], ["uniform", "first"], 0, [], [1, 2], [30], 0)
+    assert [(b["frame_selection"], b["k"], b["seed"]) for b in baselines if b["repeat"]] == [("uniform", 30, 1),
+                                                                                            ("uniform", 30, 2)]
+    with pytest.raises(PipelineError, match="repeat_seeds: a seed must be >= 0"):
+        plan_baselines_step(str(tiny_store), [6], ["uniform"], 0, [], [-1], [6], 0)
 
 
 def test_missing_teacher_artifact_is_named(tiny_store: Path, tmp_path):

@@ -79,7 +79,7 @@ def _coerce(key: str, raw: str, default: Any) -> Any:
 
 
 def _list_kind(key: str) -> type:
-    return {"ks": int, "train_fractions": float}.get(key, str)
+    return {"ks": int, "train_fractions": float, "repeat_seeds": int, "repeat_ks": int}.get(key, str)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -91,11 +91,14 @@ def _expected_tasks(params: dict[str, Any]) -> int:
     """How many tasks the local DAG runs (for the progress bar); also checks the grid before anything runs."""
     from fewframes.components.steps import plan_baselines, plan_students
 
+    repeats = (params["repeat_seeds"], params["repeat_ks"], params["seed"])
     students = plan_students(
         params["ks"], params["losses"], params["modes"], params["intermediate_k"], params["fraction_k"],
-        params["train_fractions"],
+        params["train_fractions"], *repeats,
     )
-    baselines = plan_baselines(params["ks"], params["baselines"], params["fraction_k"], params["train_fractions"])
+    baselines = plan_baselines(
+        params["ks"], params["baselines"], params["fraction_k"], params["train_fractions"], *repeats
+    )
     # start-tracking, ingest-split, 2 plans, train-teacher, evaluate(teacher), benchmark, report
     return 8 + 2 * len(students) + 2 * len(baselines)
 
@@ -255,8 +258,47 @@ def _quiet_kfp_warnings() -> Any:
         yield
 
 
-def _mlflow_ui_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {uri}"
+def mlflow_ui_hint(uri: str) -> str:
+    """How to look at the runs of tracking ``uri``: a tracking server is its own UI (open its address);
+    any other store (the local SQLite database) is opened with ``mlflow ui`` on it."""
+    import shlex
+
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser (the tracking server is the MLflow UI)"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+
+
+# Models listed one per line up to this many; a bigger grid (the paper preset) prints the folder only.
+_MODELS_LISTED = 12
+
+
+def run_summary_lines(summary: dict[str, Any]) -> list[str]:
+    """What ``fewframes run`` prints at the end: where the report, the models and the MLflow store are,
+    and the command that opens the MLflow UI."""
+    from fewframes.runs import local_artifact_root
+
+    minutes, seconds = divmod(summary["seconds"], 60)
+    models = summary["models"]
+    lines = [
+        f"fewframes run {summary['run_id']}: finished in {int(minutes)}m{seconds:04.1f}s",
+        f"  report      {summary['report']}  (HTML: {summary['report_html']})",
+        f"  models      {len(models)} under {summary['run_dir']}/kfp (all listed in {summary['run_dir']}/run.json)",
+    ]
+    if len(models) <= _MODELS_LISTED:
+        width = max((len(key) for key in models), default=0)
+        lines += [f"    {key:<{width}}  {path}" for key, path in sorted(models.items())]
+    uri = summary["tracking_uri"]
+    if uri:
+        lines.append(f"  MLflow      {uri}  experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}")
+        artifacts = local_artifact_root(uri)
+        if artifacts is not None:
+            lines.append(f"              artifacts (models, reports, figures) in {artifacts}")
+    else:
+        lines.append("  MLflow      tracking off (--tracking-uri '')")
+    lines.append(f"  task logs   {summary['pipeline_log']}")
+    if uri:
+        lines.append(f"  MLflow UI   {mlflow_ui_hint(uri)}")
+    return lines
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -269,15 +311,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         params=args.param,
         quiet_log=not args.verbose,
     )
-    minutes, seconds = divmod(summary["seconds"], 60)
-    print(f"fewframes run {summary['run_id']}: finished in {int(minutes)}m{seconds:04.1f}s")
-    print(f"  report      {summary['report']}  (HTML: {summary['report_html']})")
-    print(f"  models      {len(summary['models'])} under {summary['run_dir']}/kfp (list in run.json)")
-    print(f"  MLflow      {summary['tracking_uri']}  experiment {summary['experiment']!r}, "
-          f"parent run {summary['parent_run_id'] or '(tracking off)'}")
-    print(f"  task logs   {summary['pipeline_log']}")
-    if summary["tracking_uri"]:
-        print(f"  open the MLflow UI:  {_mlflow_ui_command(summary['tracking_uri'])}")
+    print("\n".join(run_summary_lines(summary)))
     return 0
 
 
@@ -364,8 +398,13 @@ def submit(
     watch: bool = False,
     poll_s: float = 10.0,
     timeout_s: float | None = None,
+    on_submitted: Any = None,
 ) -> dict[str, Any]:
-    """Compile and submit a run to the KFP host; returns ``run_id``, ``url`` and (with ``watch``) ``state``."""
+    """Compile and submit a run to the KFP host; returns ``run_id``, ``url`` and (with ``watch``) ``state``.
+
+    ``on_submitted(outcome)`` is called as soon as the run exists, before any watching, so the run's link
+    is shown while a long run is followed.
+    """
     import tempfile
 
     from fewframes.cluster import DEFAULT_GPU
@@ -397,6 +436,8 @@ def submit(
             raise PipelineError(f"--host {host}: submitting the run failed: {first}") from None
     url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
     outcome = {"run_id": result.run_id, "url": url, "run_name": name, "experiment": experiment}
+    if on_submitted is not None:
+        on_submitted(outcome)
     if watch:
         outcome["state"] = watch_run(client, result.run_id, poll_s=poll_s, timeout_s=timeout_s)
     return outcome
@@ -430,6 +471,11 @@ def watch_run(client: Any, run_id: str, poll_s: float = 10.0, timeout_s: float |
     return state
 
 
+def _print_submitted(outcome: dict[str, Any]) -> None:
+    print(f"submitted run {outcome['run_name']} ({outcome['run_id']}) to experiment {outcome['experiment']!r}")
+    print(f"  {outcome['url']}", flush=True)
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     gpu = gpu_settings_from_args(args)
     outcome = submit(
@@ -444,9 +490,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         token=args.token,
         watch=args.watch,
         poll_s=args.poll,
+        on_submitted=_print_submitted,
     )
-    print(f"submitted run {outcome['run_name']} ({outcome['run_id']}) to experiment {outcome['experiment']!r}")
-    print(f"  {outcome['url']}")
     if args.watch:
         print(f"  finished: {outcome['state']}")
         return 0 if outcome["state"] == "SUCCEEDED" else 1
