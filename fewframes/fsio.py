@@ -9,10 +9,17 @@ With ``STORAGE_EMULATOR_HOST`` set (a local GCS emulator), the client uses anony
 project ``$GOOGLE_CLOUD_PROJECT`` (default ``fewframes-local``). Otherwise the ambient Google credentials.
 Every failure (missing bucket, object, or credentials) raises ``StorageError`` with one line naming the
 path.
+
+Writers that produce a file (predictions, ONNX, JSON, model files) go through :func:`staged_output_file`:
+a local temp file, then a rename (local) or an upload (gs://, resumable above :func:`resumable_threshold`),
+so a reader sees the old content or the new, never a part, and no temp file is left either way. Readers
+that need a filesystem path use :func:`local_input_file`; whole folders move with :func:`upload_dir`
+(commit marker last) and :func:`download_dir`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import os
@@ -20,16 +27,21 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
 from fewframes.errors import StorageError
 
 GCS_SCHEME = "gs://"
-# Above this size uploads are resumable and sent in chunks (a multiple of 256 KiB, as GCS requires).
+# Above this size uploads are resumable and sent in chunks (a multiple of 256 KiB, as GCS requires): an
+# interrupted chunk is retried alone instead of the whole file. Both can be set per process through the
+# environment (e.g. a lower threshold on a flaky link, or in tests) or per call.
 RESUMABLE_THRESHOLD = 8 * 1024 * 1024
 RESUMABLE_CHUNK_SIZE = 32 * 1024 * 1024
+RESUMABLE_THRESHOLD_ENV = "FEWFRAMES_GCS_RESUMABLE_THRESHOLD"
+RESUMABLE_CHUNK_SIZE_ENV = "FEWFRAMES_GCS_CHUNK_SIZE"
+_CHUNK_GRANULARITY = 256 * 1024
 
 
 def is_gcs(path: str | os.PathLike[str]) -> bool:
@@ -211,11 +223,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     Local: a temp file in the same folder, fsync, rename. gs://: one upload (GCS objects appear whole).
     """
     if is_gcs(path):
-        blob = _blob(str(path))
-        try:
-            blob.upload_from_string(data)
-        except Exception as exc:
-            raise _gcs_error(str(path), exc, "write") from exc
+        _upload_stream(io.BytesIO(data), len(data), str(path), "write")
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -293,16 +301,78 @@ def makedirs(path: str | os.PathLike[str]) -> None:
         os.makedirs(path, exist_ok=True)
 
 
-def upload_file(local_path: str | os.PathLike[str], gcs_path: str) -> None:
-    """Upload one local file; files above ``RESUMABLE_THRESHOLD`` go as a chunked resumable upload."""
-    blob = _blob(gcs_path)
-    size = os.path.getsize(local_path)
-    if size > RESUMABLE_THRESHOLD:
-        blob.chunk_size = RESUMABLE_CHUNK_SIZE
+def _size_setting(env: str, default: int) -> int:
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return default
     try:
-        blob.upload_from_filename(os.fspath(local_path))
+        value = int(text)
+    except ValueError:
+        raise StorageError(f"${env}: expected a number of bytes, got {text!r}") from None
+    if value < 0:
+        raise StorageError(f"${env}: must be >= 0, got {value}")
+    return value
+
+
+def resumable_threshold() -> int:
+    """Uploads larger than this many bytes are resumable: ``$FEWFRAMES_GCS_RESUMABLE_THRESHOLD`` or 8 MiB."""
+    return _size_setting(RESUMABLE_THRESHOLD_ENV, RESUMABLE_THRESHOLD)
+
+
+def resumable_chunk_size() -> int:
+    """Bytes per request of a resumable upload: ``$FEWFRAMES_GCS_CHUNK_SIZE`` or 32 MiB (a multiple of 256 KiB)."""
+    value = _size_setting(RESUMABLE_CHUNK_SIZE_ENV, RESUMABLE_CHUNK_SIZE)
+    if value == 0 or value % _CHUNK_GRANULARITY:
+        raise StorageError(f"${RESUMABLE_CHUNK_SIZE_ENV}: must be a positive multiple of 262144 (256 KiB), got {value}")
+    return value
+
+
+def _upload_stream(
+    stream: Any,
+    size: int,
+    gcs_path: str,
+    action: str,
+    *,
+    threshold: int | None = None,
+    chunk_size: int | None = None,
+) -> None:
+    """One object from ``stream``: a single request up to the threshold, a chunked resumable upload above.
+
+    The object appears whole when the last request completes, so readers never see part of it."""
+    blob = _blob(gcs_path)
+    threshold = resumable_threshold() if threshold is None else threshold
+    try:
+        if size > threshold:
+            blob.chunk_size = resumable_chunk_size() if chunk_size is None else chunk_size
+            # size=None: google-cloud-storage sends anything it knows to be <= 8 MiB as one multipart
+            # request whatever the chunk size; an unknown size always takes the resumable protocol.
+            blob.upload_from_file(stream, size=None)
+        else:
+            blob.upload_from_file(stream, size=size)
+    except StorageError:
+        raise
     except Exception as exc:
-        raise _gcs_error(gcs_path, exc, "upload") from exc
+        raise _gcs_error(gcs_path, exc, action) from exc
+
+
+def upload_file(
+    local_path: str | os.PathLike[str],
+    gcs_path: str,
+    *,
+    threshold: int | None = None,
+    chunk_size: int | None = None,
+) -> None:
+    """Upload one local file; above ``threshold`` bytes (default :func:`resumable_threshold`) it goes as
+    a chunked resumable upload of ``chunk_size`` bytes per request (default :func:`resumable_chunk_size`)."""
+    if chunk_size is not None and (chunk_size <= 0 or chunk_size % _CHUNK_GRANULARITY):
+        raise StorageError(f"{gcs_path}: chunk_size must be a positive multiple of 256 KiB, got {chunk_size}")
+    try:
+        handle = open(local_path, "rb")
+    except OSError as exc:
+        raise StorageError(f"{local_path}: cannot read: {_first_line(exc)}") from exc
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        _upload_stream(handle, size, gcs_path, "upload", threshold=threshold, chunk_size=chunk_size)
 
 
 def download_file(gcs_path: str, local_path: str | os.PathLike[str]) -> None:
@@ -317,6 +387,73 @@ def download_file(gcs_path: str, local_path: str | os.PathLike[str]) -> None:
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         raise _gcs_error(gcs_path, exc, "download") from exc
+
+
+def download_dir(gcs_prefix: str, local_dir: str | os.PathLike[str]) -> list[str]:
+    """Download every object under ``gcs_prefix`` into ``local_dir`` (same relative names); returns the
+    relative names (none when the prefix holds nothing)."""
+    bucket_name, key = split_gcs(gcs_prefix)
+    prefix = key.rstrip("/") + "/" if key else ""
+    try:
+        names = [b.name[len(prefix) :] for b in gcs_client().list_blobs(bucket_name, prefix=prefix)]
+    except Exception as exc:
+        raise _gcs_error(gcs_prefix, exc, "list") from exc
+    names = sorted(n for n in names if n and not n.endswith("/"))
+    for rel in names:
+        download_file(join(gcs_prefix, rel), Path(local_dir) / rel)
+    return names
+
+
+@contextlib.contextmanager
+def staged_output_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a local path to write; when the block ends without an error it becomes ``path``.
+
+    Local ``path``: the temp file is beside it and is renamed over it (atomic). ``gs://``: the temp file is
+    in a fresh local temp folder and is uploaded (resumable above the threshold; the object appears whole);
+    the folder is removed either way. On an error nothing is published and the temp file is removed.
+    """
+    if is_gcs(path):
+        _blob(str(path))  # a gs:// path that names no object fails before any work is done
+        staging = Path(local_temp_dir("fewframes-out-"))
+        try:
+            local = staging / (str(path).rstrip("/").rsplit("/", 1)[-1] or "object")
+            yield local
+            if not local.exists():
+                raise StorageError(f"{path}: nothing was written to upload")
+            upload_file(local, str(path))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield temp
+        if not temp.exists():
+            raise StorageError(f"{path}: nothing was written")
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def local_input_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a local file with the content of ``path``: the file itself, or for ``gs://`` a downloaded copy
+    in a fresh temp folder that is removed when the block ends (for readers that need a filesystem path)."""
+    if not is_gcs(path):
+        if not os.path.isfile(path):
+            raise StorageError(f"{path}: file not found")
+        yield Path(path)
+        return
+    staging = Path(local_temp_dir("fewframes-in-"))
+    try:
+        local = staging / (str(path).rstrip("/").rsplit("/", 1)[-1] or "object")
+        download_file(str(path), local)
+        yield local
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def upload_dir(local_dir: str | os.PathLike[str], gcs_prefix: str, *, last: tuple[str, ...] = ()) -> list[str]:
@@ -355,6 +492,7 @@ def local_temp_dir(prefix: str = "fewframes-") -> str:
 
 __all__ = [
     "GcsRandomAccessFile",
+    "download_dir",
     "download_file",
     "exists",
     "gcs_client",
@@ -362,12 +500,16 @@ __all__ = [
     "is_gcs",
     "join",
     "listdir",
+    "local_input_file",
     "local_temp_dir",
     "makedirs",
     "open_input_file",
     "read_bytes",
     "remove",
+    "resumable_chunk_size",
+    "resumable_threshold",
     "split_gcs",
+    "staged_output_file",
     "upload_dir",
     "upload_file",
     "write_bytes_atomic",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +18,7 @@ from fewframes.data.store import FrameStore, FrameStoreWriter
 from fewframes.errors import StorageError, StoreError
 
 BUCKET = "fewframes-test"
+EMULATOR_LOGGER = "gcp_storage_emulator.server"
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +122,84 @@ def test_writer_to_gcs_replaces_versions(emulator: str, tmp_path: Path) -> None:
             writer.add("d", [0], frames[1][:, :1024], frames[1][:, 1024:])
             raise RuntimeError("interrupted")
     assert FrameStore.open(prefix).video_ids == ["c"], "a failed write leaves the committed store"
+
+
+def _upload_requests(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The upload requests the emulator served, as "METHOD uploadType STATUS" (its own request log)."""
+    found = []
+    for record in caplog.records:
+        message = record.getMessage()
+        if record.name == EMULATOR_LOGGER and " /upload/" in message:
+            method, url, _, status = message.strip('"').replace('" ', " ").split()[:4]
+            found.append(f"{method} {url.split('uploadType=')[1].split('&')[0]} {status}")
+    caplog.clear()
+    return found
+
+
+def test_uploads_above_the_threshold_are_chunked_resumable(
+    emulator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=EMULATOR_LOGGER)
+    monkeypatch.setenv(fsio.RESUMABLE_THRESHOLD_ENV, str(300 * 1024))  # the real setting, lowered
+    monkeypatch.setenv(fsio.RESUMABLE_CHUNK_SIZE_ENV, str(256 * 1024))
+    rng = np.random.default_rng(1)
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    big.write_bytes(rng.integers(0, 256, 600 * 1024, dtype=np.uint8).tobytes())
+    small.write_bytes(rng.integers(0, 256, 100 * 1024, dtype=np.uint8).tobytes())
+    root = f"gs://{BUCKET}/resumable"
+    caplog.clear()
+
+    fsio.upload_file(big, f"{root}/big.bin")  # 600 KiB in chunks of 256 KiB: one session, three PUTs
+    assert _upload_requests(caplog) == [
+        "POST resumable 200", "PUT resumable 308", "PUT resumable 308", "PUT resumable 200"
+    ]
+    fsio.upload_file(small, f"{root}/small.bin")
+    assert _upload_requests(caplog) == ["POST multipart 200"]
+    fsio.write_bytes_atomic(f"{root}/written.bin", big.read_bytes())  # in-memory writes take the same path
+    assert _upload_requests(caplog)[0] == "POST resumable 200"
+    fsio.upload_file(small, f"{root}/forced.bin", threshold=0, chunk_size=256 * 1024)  # per call
+    assert _upload_requests(caplog) == ["POST resumable 200", "PUT resumable 200"]
+    for name, local in (("big.bin", big), ("small.bin", small), ("written.bin", big), ("forced.bin", small)):
+        assert fsio.read_bytes(f"{root}/{name}") == local.read_bytes()
+
+    monkeypatch.setenv(fsio.RESUMABLE_CHUNK_SIZE_ENV, "1000")
+    with pytest.raises(StorageError, match=rf"\${fsio.RESUMABLE_CHUNK_SIZE_ENV}: must be a positive multiple"):
+        fsio.upload_file(big, f"{root}/bad.bin")
+    monkeypatch.setenv(fsio.RESUMABLE_THRESHOLD_ENV, "lots")
+    with pytest.raises(StorageError, match=rf"\${fsio.RESUMABLE_THRESHOLD_ENV}: expected a number of bytes"):
+        fsio.upload_file(big, f"{root}/bad.bin")
+    assert not fsio.exists(f"{root}/bad.bin")
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_staged_output_file_publishes_whole_or_nothing(
+    where: str, emulator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    out = str(tmp_path / "out" / "p.csv") if where == "local" else f"gs://{BUCKET}/staged/{where}/p.csv"
+    with fsio.staged_output_file(out) as local:
+        local.write_bytes(b"first")
+        assert not fsio.exists(out), "nothing visible before the block ends"
+    assert fsio.read_bytes(out) == b"first"
+    with pytest.raises(RuntimeError):
+        with fsio.staged_output_file(out) as local:
+            local.write_bytes(b"second, interrupted")
+            raise RuntimeError("interrupted")
+    assert fsio.read_bytes(out) == b"first", "a failed write keeps the previous content"
+    with fsio.local_input_file(out) as copy:
+        assert copy.read_bytes() == b"first"
+    leftovers = os.listdir(temp) + (os.listdir(tmp_path / "out") if where == "local" else [])
+    assert sorted(leftovers) == (["p.csv"] if where == "local" else []), "no temp file left behind"
+
+
+def test_download_dir_mirrors_a_prefix(emulator: str, tmp_path: Path) -> None:
+    root = f"gs://{BUCKET}/mirror"
+    for rel, data in (("a.txt", b"a"), ("sub/b.txt", b"bb"), ("sub/deeper/c.txt", b"ccc")):
+        fsio.write_bytes_atomic(f"{root}/{rel}", data)
+    assert fsio.download_dir(root, tmp_path / "copy") == ["a.txt", "sub/b.txt", "sub/deeper/c.txt"]
+    assert (tmp_path / "copy" / "sub" / "deeper" / "c.txt").read_bytes() == b"ccc"
+    assert fsio.download_dir(f"gs://{BUCKET}/nothing-here", tmp_path / "empty") == []
+    with pytest.raises(StorageError, match="bucket no-such-bucket not found"):
+        fsio.download_dir("gs://no-such-bucket/x", tmp_path / "none")
