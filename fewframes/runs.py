@@ -92,6 +92,15 @@ def local_tracking_uri(run_dir: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
 
 
+def local_artifact_root(uri: str) -> Path | None:
+    """Where the artifacts of a ``sqlite:`` tracking store go (``mlartifacts/`` beside the database, the
+    rule ``fewframes.tracking`` applies when it creates an experiment); None for a server or other store."""
+    from fewframes.tracking import _sqlite_path
+
+    database = _sqlite_path(uri)
+    return database.resolve().parent / "mlartifacts" if database is not None else None
+
+
 def check_tracking(uri: str) -> None:
     """Fail now, with one line, when the tracking server cannot be reached ('' = tracking off: nothing to check)."""
     if not uri:
@@ -275,6 +284,7 @@ __all__ = [
     "check_tracking",
     "compare_rows",
     "end_parent_run",
+    "local_artifact_root",
     "local_tracking_uri",
     "log_metrics_to_run",
     "start_parent_run",
