@@ -83,9 +83,12 @@ def test_intermediate_matching_student_learns(teacher, store: Path, tmp_path: Pa
 
 
 def test_parallel_trains_teacher_and_student_with_one_classifier(store: Path, tmp_path: Path) -> None:
+    # 5 epochs, not 3: the parallel student matches a teacher that is itself still near chance in the first
+    # epochs (7 optimizer steps an epoch here), so after 3 epochs its GAP is within the epoch-to-epoch noise
+    # of 49 validation videos (seed 0: 0.590, 0.579, 0.584); it learns in epochs 4-5 (0.602, 0.623).
     result = train_parallel(
-        store, tiny_model_config(), StudentConfig(k=6, loss="rep_pred_ce"), tiny_train_config(), out_dir=tmp_path,
-        progress=False,
+        store, tiny_model_config(), StudentConfig(k=6, loss="rep_pred_ce"), tiny_train_config(epochs=5),
+        out_dir=tmp_path, progress=False,
     )
     assert_learns(result.student)
     assert_learns(result.teacher)
