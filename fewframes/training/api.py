@@ -18,7 +18,8 @@ student; serial: the student plugs in the teacher's trained classifier"):
 - Baselines: a hierarchical model of the student's size trained from scratch with L_CE on k frames chosen
   by ``StudentConfig.frame_selection``; no teacher.
 
-Every function takes ``store`` as a FrameStore or a path, trains on the ``train`` split (a seeded
+Every function takes ``store`` as a FrameStore or a path (local or ``gs://``) and ``out_dir`` as a local folder
+or a ``gs://`` prefix (staged locally, uploaded when the run ends; see ``_run_training``), trains on the ``train`` split (a seeded
 ``TrainConfig.train_fraction`` subset) and keeps the epoch with the best ``validation`` GAP. Under
 ``torchrun`` each detects ``WORLD_SIZE``/``RANK``, joins the process group and shards the data;
 ``TrainConfig.batch_size`` is the global batch.
@@ -28,17 +29,21 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from fewframes import fsio
 from fewframes.config import TRAINING_MODES, ModelConfig, StudentConfig, TrainConfig
-from fewframes.distributed import DistContext, setup_distributed, teardown_distributed
-from fewframes.errors import TrainingError
+from fewframes.distributed import DistContext, barrier, broadcast_object, setup_distributed, teardown_distributed
+from fewframes.errors import FewframesError, TrainingError
 from fewframes.training.data import TEACHER_STRATEGY, TrainingData, open_training_data, teacher_k
 from fewframes.training.loop import (
+    CHECKPOINT_DIR,
+    RESULT_FILE,
     Role,
     Run,
     Stage,
@@ -131,10 +136,52 @@ def _prepare(train_config: TrainConfig) -> DistContext:
     return ctx
 
 
-def _out(out_dir: str | os.PathLike[str]) -> Path:
+def _out(out_dir: str | os.PathLike[str], ctx: DistContext) -> Path:
+    """The local folder the run writes: ``out_dir`` itself, or for ``gs://`` a local staging folder (one for
+    all ranks) holding what an earlier attempt left there (result.json, checkpoints), so it resumes."""
+    if fsio.is_gcs(out_dir):
+        staging = broadcast_object(fsio.local_temp_dir("fewframes-train-") if ctx.is_main else None, ctx)
+        if ctx.is_main:
+            fsio.download_dir(str(out_dir), staging)
+        barrier(ctx)
+        return Path(staging)
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _run_training(run: Run, out_dir: str | os.PathLike[str]) -> dict[str, TrainResult]:
+    """``run_training``, then for a ``gs://`` out_dir: upload the staging folder (result.json last, so a
+    reader that sees it sees the models), drop checkpoints pruned since, and remove the staging folder.
+    A failed run still uploads its checkpoints, so running it again resumes."""
+    if not fsio.is_gcs(out_dir):
+        return run_training(run)
+    target, ctx = str(out_dir), run.ctx
+    checkpoints = fsio.join(target, CHECKPOINT_DIR)
+    try:
+        results = run_training(run)
+        barrier(ctx)  # every rank has loaded its results from the staging folder
+        if ctx.is_main:
+            fsio.upload_dir(run.out_dir, target, last=(RESULT_FILE,))
+            kept = {p.name for p in (run.out_dir / CHECKPOINT_DIR).glob("*")}
+            for name in fsio.listdir(checkpoints) if fsio.exists(checkpoints) else []:
+                if name not in kept:
+                    fsio.remove(fsio.join(checkpoints, name))
+    except TrainingError as exc:  # e.g. "holds a finished run with other settings": name the gs:// folder
+        raise TrainingError(str(exc).replace(str(run.out_dir), target)) from None
+    except BaseException:
+        if ctx.is_main and (run.out_dir / CHECKPOINT_DIR).is_dir():
+            try:
+                fsio.upload_dir(run.out_dir / CHECKPOINT_DIR, checkpoints)
+            except FewframesError:
+                pass  # the training error is the one to report
+        raise
+    finally:
+        if ctx.is_main:
+            shutil.rmtree(run.out_dir, ignore_errors=True)
+    for result in results.values():
+        result.model_path = fsio.join(target, Path(result.model_path).name)
+    return results
 
 
 def train_teacher(
@@ -162,13 +209,13 @@ def train_teacher(
             TEACHER_STRATEGY, teacher_k(),
         )
         run = Run(
-            kind="teacher", out_dir=_out(out_dir), roles=[role], stages=[stage], data=data,
+            kind="teacher", out_dir=_out(out_dir, ctx), roles=[role], stages=[stage], data=data,
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("teacher", ctx, model_config=model_config, train_config=train_config),
             params=_common_params(train_config, model_config, frame_selection="all",
                                   block_length=model_config.block_length),
         )
-        return run_training(run)["teacher"]
+        return _run_training(run, out_dir)["teacher"]
     finally:
         teardown_distributed(ctx)
 
@@ -181,7 +228,7 @@ def _load_teacher(teacher: nn.Module | str | os.PathLike[str], model_config: Mod
         config = ModelConfig.from_dict(payload["model_config"])
         if model_config is not None and model_config != config:
             raise TrainingError(f"model_config does not match the teacher file {teacher}'s ModelConfig")
-        return loaded, config, str(Path(teacher).resolve())
+        return loaded, config, (str(teacher) if fsio.is_gcs(teacher) else str(Path(teacher).resolve()))
     config = model_config or getattr(teacher, "config", None)
     if config is None:
         raise TrainingError("train_student: pass model_config with a teacher given as a model")
@@ -255,14 +302,14 @@ def train_student(
                       list(student.parameters()), strategy, k, paired=True),
             ]
         run = Run(
-            kind="serial", out_dir=_out(out_dir), roles=[role], stages=stages, data=data,
+            kind="serial", out_dir=_out(out_dir, ctx), roles=[role], stages=stages, data=data,
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("serial", ctx, model_config=teacher_config, student_config=student_config,
                                  train_config=train_config, teacher=teacher_source),
             params=_common_params(train_config, teacher_config, teacher_run_id=teacher_run_id,
                                   block_length=student_config_model.block_length, **_student_params(student_config)),
         )
-        return run_training(run)["student"]
+        return _run_training(run, out_dir)["student"]
     finally:
         teardown_distributed(ctx)
 
@@ -305,13 +352,13 @@ def train_parallel(
         stage = Stage(f"parallel_{student_config.loss}", train_config.epochs, objective, parameters, strategy, k,
                       paired=True)
         run = Run(
-            kind="parallel", out_dir=_out(out_dir), roles=roles, stages=[stage], data=data,
+            kind="parallel", out_dir=_out(out_dir, ctx), roles=roles, stages=[stage], data=data,
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("parallel", ctx, model_config=model_config, student_config=student_config,
                                  train_config=train_config),
             params=_common_params(train_config, model_config, block_length=student_config_model.block_length, **_student_params(student_config)),
         )
-        results = run_training(run)
+        results = _run_training(run, out_dir)
         history = [dict(record) for record in results["student"].history]
         return ParallelResult(teacher=results["teacher"], student=results["student"], history=history)
     finally:
@@ -345,14 +392,14 @@ def train_baseline(
         role = Role("baseline", model, baseline_config, student_config, strategy, k)
         stage = Stage("ce", train_config.epochs, CrossEntropyObjective(model), list(model.parameters()), strategy, k)
         run = Run(
-            kind="baseline", out_dir=_out(out_dir), roles=[role], stages=[stage], data=data,
+            kind="baseline", out_dir=_out(out_dir, ctx), roles=[role], stages=[stage], data=data,
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("baseline", ctx, model_config=model_config, student_config=student_config,
                                  train_config=train_config),
             params=_common_params(train_config, model_config, k=k, frame_selection=strategy,
                                   block_length=baseline_config.block_length),
         )
-        return run_training(run)["baseline"]
+        return _run_training(run, out_dir)["baseline"]
     finally:
         teardown_distributed(ctx)
 

@@ -8,6 +8,7 @@ validation metrics of the epoch it comes from. :func:`load_model` rebuilds the m
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ class TrainResult:
     best_epoch: int
     best_val_gap: float
     history: list[dict[str, Any]]
-    model_path: Path
+    model_path: Path | str  # a str for a gs:// out_dir
     model: torch.nn.Module
     model_config: ModelConfig
     student_config: StudentConfig | None = None
@@ -94,12 +95,21 @@ def save_model(
 
 
 def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The raw payload of a model file, checked; a clear error names the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"model file {path} does not exist")
+    """The raw payload of a model file (local or gs://), checked; a clear error names the file otherwise."""
+    from fewframes import fsio
+
+    source: Any
+    if fsio.is_gcs(path):
+        if not fsio.exists(path):
+            raise TrainingError(f"model file {path} does not exist")
+        source = io.BytesIO(fsio.read_bytes(path))
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise TrainingError(f"model file {path} does not exist")
+        source = path
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
         raise TrainingError(f"model file {path} cannot be read: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
