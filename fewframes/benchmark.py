@@ -426,8 +426,10 @@ def resolve_model(model: VideoClassifier | str | os.PathLike[str]) -> VideoClass
     """A model as given, or loaded from its saved file with ``fewframes.training.load_model``."""
     if isinstance(model, nn.Module):
         return model
-    path = Path(model)
-    if not path.exists():
+    from fewframes import fsio
+
+    path = os.fspath(model)  # a str, so gs:// survives (Path would fold its //)
+    if not fsio.exists(path):
         raise BenchmarkError(f"model file {path} does not exist")
     from fewframes.training import load_model
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fewframes import fsio
 from fewframes.benchmark import resolve_model, student_config_of
 from fewframes.config import MAX_FRAMES
 from fewframes.errors import BenchmarkError
@@ -90,10 +91,9 @@ def export_onnx(
     generator = torch.Generator().manual_seed(seed)
     example = torch.randint(0, 256, (1, frames_per_video, feature_dim), dtype=torch.uint8, generator=generator)
 
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    out_path = os.fspath(out)
+    # A local temp file: renamed over a local ``out``, uploaded to a gs:// one, only once it passed the check.
+    with fsio.staged_output_file(out_path) as temp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and LSTM batch notes
             torch.onnx.export(
@@ -114,11 +114,8 @@ def export_onnx(
             raise BenchmarkError(
                 f"exported {out_path} differs from the eager model by {diff:.3g} (> tolerance {tolerance:g})"
             )
-        os.replace(temp, out_path)
-    finally:
-        temp.unlink(missing_ok=True)
     return ExportResult(
-        path=str(out_path),
+        path=out_path,
         n_frames=frames_per_video,
         num_classes=loaded.config.num_classes,
         max_abs_diff=diff,
@@ -147,11 +144,12 @@ def log_export(tracker: Any, result: ExportResult, model: nn.Module | None = Non
 
     When ``model`` is given it is also logged with MLflow's PyTorch flavour (``tracker.log_torch_model``).
     """
-    onnx_path = Path(result.path)
-    facts = onnx_path.with_suffix(".export.json")
-    facts.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    tracker.log_artifact(onnx_path, "export")
-    tracker.log_artifact(facts, "export")
+    stem = result.path.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    with fsio.local_input_file(result.path) as onnx_path, tempfile.TemporaryDirectory(prefix="fewframes-export-") as tmp:
+        facts = Path(tmp) / f"{stem}.export.json"
+        facts.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        tracker.log_artifact(onnx_path, "export")
+        tracker.log_artifact(facts, "export")
     tracker.log_metrics({"export_max_abs_diff": result.max_abs_diff})
     if model is not None:
         tracker.log_torch_model(model, "model")

@@ -9,7 +9,7 @@ then only the selected frames are kept), and writes
 
 one line per video, its ``top_k`` (label, sigmoid score) pairs sorted by score, highest first (ties: lower
 label first), scores as ``%f`` like the official starter code's ``format_lines``. The file is written under a
-temporary name in the same directory and renamed at the end, so an interrupted run leaves no half file.
+temporary name and renamed (or, for ``gs://``, uploaded) at the end, so an interrupted run leaves no half file.
 
 Contract details chosen here: the source is TFRecords when it is a ``.tfrecord`` file, a glob, or a
 directory holding ``*.tfrecord`` shards; anything else is opened as a frame store. Students take their
@@ -19,8 +19,8 @@ or from the ``student`` argument; random frame selection is seeded.
 
 from __future__ import annotations
 
+import io
 import os
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fewframes import fsio
 from fewframes.benchmark import (
     open_store,
     resolve_model,
@@ -64,8 +65,9 @@ def is_tfrecord_source(src: str | os.PathLike[str]) -> bool:
     text = os.fspath(src)
     if any(ch in text for ch in "*?[") or text.endswith(".tfrecord"):
         return True
-    if text.startswith("gs://"):
-        return False
+    if fsio.is_gcs(text):
+        # A gs:// "folder" of shards; a frame store holds no *.tfrecord objects at its top level.
+        return bool(fsio.glob(fsio.join(text, "*.tfrecord")))
     return Path(text).is_dir() and any(Path(text).glob("*.tfrecord"))
 
 
@@ -107,20 +109,14 @@ def _tfrecord_batches(
         yield flush(ids, selected)
 
 
-def _write_atomically(out: Path, lines: Iterable[str]) -> int:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+def _write_atomically(out: str, lines: Iterable[str]) -> int:
     count = 0
-    try:
+    with fsio.staged_output_file(out) as temp:  # local rename or gs:// upload once complete
         with open(temp, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(CSV_HEADER + "\n")
             for line in lines:
                 handle.write(line + "\n")
                 count += 1
-        os.replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return count
 
 
@@ -168,13 +164,13 @@ def predict(
                     yield format_line(video_id, video_scores, top_k)
                 bar.update(len(ids))
 
-    return _write_atomically(Path(out), lines())
+    return _write_atomically(os.fspath(out), lines())
 
 
 def read_predictions(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, float]]]:
-    """Parse a submission CSV back into {video id: [(label, score), ...]} (checks the header)."""
-    with open(path, encoding="utf-8") as handle:
-        return _parse(handle, os.fspath(path))
+    """Parse a submission CSV (local or gs://) back into {video id: [(label, score), ...]} (checks the header)."""
+    text = fsio.read_bytes(path).decode("utf-8")
+    return _parse(io.StringIO(text, newline="\n"), os.fspath(path))
 
 
 def _parse(handle: TextIO, name: str) -> dict[str, list[tuple[int, float]]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default: 3)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                         help="fp32, or bf16 autocast on the device (default: fp32)")
-    parser.add_argument("--out", help="write the rows and the machine description to this JSON file")
+    parser.add_argument("--out", help="write the rows and the machine description to this JSON file (local or gs://)")
     parser.add_argument("--tracking-uri", help="also log the figures (and the JSON) to this MLflow tracking URI")
     parser.add_argument("--experiment", default="fewframes", help="MLflow experiment (default: fewframes)")
     parser.set_defaults(handler=run)
@@ -77,15 +76,10 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON atomically (temp name in the same directory, then rename)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
+    """Write ``payload`` as JSON atomically to a local file or a gs:// object."""
+    from fewframes import fsio
+
+    fsio.write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,5 +101,11 @@ def run(args: argparse.Namespace) -> int:
                            params={"device": args.device, "batch_size": args.batch, "videos": args.videos,
                                    "precision": args.precision}) as tracker:
             tracker.set_tags({f"machine.{k}": v for k, v in machine.items()})
-            log_benchmark(tracker, rows, args.out)
+            if args.out:
+                from fewframes import fsio
+
+                with fsio.local_input_file(args.out) as results_file:  # MLflow logs local files
+                    log_benchmark(tracker, rows, results_file)
+            else:
+                log_benchmark(tracker, rows)
     return 0

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 
+from fewframes import fsio
 from fewframes.errors import DataError
 
 
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write real-format YouTube-8M frame-level TFRecords from the documented generative model "
         "(docs/synthetic_data.md). Sizes come from --preset; --videos/--classes/--seed override it.",
     )
-    synth.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
+    synth.add_argument("--out", required=True, help="output folder, local or gs:// (shards + manifest.json)")
     synth.add_argument("--preset", choices=("tiny", "demo", "bench"), default="demo", help="data size (default: demo)")
     synth.add_argument("--videos", type=int, help="number of videos (default: the preset's)")
     synth.add_argument("--classes", type=int, help="number of classes (default: the preset's)")
@@ -104,9 +106,17 @@ def run_synth(args: argparse.Namespace) -> int:
     preset = SYNTH_PRESETS[args.preset]
     changes = {k: v for k, v in (("videos", args.videos), ("classes", args.classes), ("seed", args.seed)) if v is not None}
     data = preset.data.replace(**changes)
-    manifest = generate_synthetic(
-        args.out, data, shards=args.shards, model=GenerativeModel(fixed_frames=preset.fixed_frames), progress=not args.quiet
-    )
+    model = GenerativeModel(fixed_frames=preset.fixed_frames)
+    if fsio.is_gcs(args.out):
+        # Generate locally, then upload with the manifest last: a reader that sees it sees every shard.
+        staging = fsio.local_temp_dir("fewframes-synth-")
+        try:
+            manifest = generate_synthetic(staging, data, shards=args.shards, model=model, progress=not args.quiet)
+            fsio.upload_dir(staging, args.out, last=("manifest.json",))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        manifest = generate_synthetic(args.out, data, shards=args.shards, model=model, progress=not args.quiet)
     print(
         f"wrote {manifest['videos']} videos ({manifest['frames']} frames, {manifest['classes']} classes, "
         f"seed {manifest['seed']}) in {len(manifest['shards'])} shard(s) to {args.out}"

@@ -14,9 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Classify the videos of a frame store or of frame-level TFRecords, reading only the frames "
         "the model needs, and write VideoId,LabelConfidencePairs (top-k label/score pairs by score).",
     )
-    parser.add_argument("--model", required=True, help="saved model file (teacher or student)")
+    parser.add_argument("--model", required=True, help="saved model file, teacher or student (local or gs://)")
     parser.add_argument("--src", required=True, help="frame store, or TFRecord file/directory/glob (local or gs://)")
-    parser.add_argument("--out", required=True, help="predictions CSV to write (atomically)")
+    parser.add_argument("--out", required=True, help="predictions CSV to write atomically (local or gs://)")
     parser.add_argument("--top-k", type=int, default=20, help="label/score pairs per video (default: 20)")
     parser.add_argument("--batch", type=int, default=64, help="videos per batch (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export a saved teacher/student to ONNX (input uint8 frames [batch, frames, 1152], output "
         "logits), check onnxruntime's logits against the PyTorch model's, optionally log it to MLflow.",
     )
-    export.add_argument("--model", required=True, help="saved model file")
-    export.add_argument("--out", required=True, help="ONNX file to write")
+    export.add_argument("--model", required=True, help="saved model file (local or gs://)")
+    export.add_argument("--out", required=True, help="ONNX file to write (local or gs://)")
     export.add_argument("--frames", type=int, help="frames per video (default: a student's k, a teacher's 300)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |logit difference|")
     export.add_argument("--tracking-uri", help="log the ONNX file to this MLflow tracking URI")
