@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,23 @@ def test_skip_invalid_counts_bad_and_corrupt_records(tiny_tfrecords: Path, tmp_p
     assert summary.invalid_skipped == 1 and summary.truncated_shards == 1
     assert summary.videos == PRESETS["tiny"].data.videos + 1
     assert "corrupt record" in summary.invalid_reasons[0]
+
+
+def test_skip_invalid_through_the_cli_prints_the_count_and_the_record(tiny_tfrecords: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "src"
+    shard = _with_bad_shard(tiny_tfrecords, src)
+    base = ["data", "ingest", "--src", str(src), "--num-classes", str(TINY_CLASSES), "--quiet", "--skip-invalid"]
+    assert main([*base, "--out", str(tmp_path / "text")]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^invalid skipped 1$", text, re.MULTILINE), text
+    assert f"  skipped: {shard} record 1 (video 'bad'): label {TINY_CLASSES + 3} out of range" in text
+    assert re.search(rf"^videos +{PRESETS['tiny'].data.videos + 2}$", text, re.MULTILINE)
+
+    assert main([*base, "--out", str(tmp_path / "json"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["invalid_skipped"] == 1 and summary["videos"] == PRESETS["tiny"].data.videos + 2
+    assert summary["invalid_reasons"] == [f"{shard} record 1 (video 'bad'): label {TINY_CLASSES + 3} out of range [0, {TINY_CLASSES})"]
+    assert FrameStore.open(tmp_path / "json").video_ids[-2:] == ["extra0", "extra2"]
 
 
 @pytest.mark.slow
@@ -201,6 +219,14 @@ def test_ingest_and_inspect_on_gcs_emulator(tmp_path: Path, capsys) -> None:
         store = FrameStore.open("gs://yt8m/store")
         first = next(iter(read_tfrecords(local)))
         assert np.array_equal(store.read_frames(0, [0, 1]), np.concatenate([first.rgb, first.audio], axis=1)[:2])
+
+        # A record failing validation in the last shard: one-line error, nothing at all under the target.
+        bad = _with_bad_shard(local, tmp_path / "bad")
+        fsio.upload_file(bad, f"gs://yt8m/frames/{bad.name}")
+        failed = main(["data", "ingest", "--src", "gs://yt8m/frames", "--out", "gs://yt8m/failed", "--num-classes", "4", "--quiet"])
+        error = capsys.readouterr().err.strip()
+        assert failed == 2 and error.count("\n") == 0 and f"gs://yt8m/frames/{bad.name} record 1" in error
+        assert fsio.glob("gs://yt8m/failed*") == []
     assert from_store["kind"] == "frame_store" and from_tfrecords["kind"] == "tfrecord"
     assert from_store["videos"] == from_tfrecords["videos"] == 12
     assert from_store["label_counts"] == from_tfrecords["label_counts"]

@@ -198,6 +198,35 @@ def test_cli_compile_flags_set_the_gpu(tmp_path, capsys):
     assert "accelerator" not in cpu.read_text()
 
 
+@pytest.mark.parametrize("pipeline", ["distill", "paper"])
+def test_cli_compile_output_is_ir_yaml_kfp_loads_with_a_caching_policy_per_task(tmp_path, capsys, pipeline):
+    from kfp import components
+
+    out = tmp_path / f"{pipeline}.yaml"
+    assert main(["compile", "--pipeline", pipeline, "--preset", "tiny", "--out", str(out)]) == 0
+    capsys.readouterr()
+    # What the Kubeflow UI and kfp.Client parse: a PipelineSpec (schema 2.1.0) plus the platform spec.
+    loaded = components.load_component_from_file(str(out))
+    assert loaded.name == f"fewframes-{pipeline}"
+    assert loaded.pipeline_spec.schema_version == "2.1.0"
+    assert loaded.platform_spec.platforms["kubernetes"].deployment_spec.executors  # GPU settings by default
+
+    # Caching: every step may reuse results except start-tracking (a new MLflow parent run each time),
+    # inside the ParallelFor bodies as well.
+    spec, _ = _load(out)
+    dags = {"root": spec["root"]["dag"]["tasks"]}
+    dags.update({name: c["dag"]["tasks"] for name, c in spec["components"].items() if "dag" in c})
+    policy = {
+        task: body.get("cachingOptions")
+        for dag in dags.values()
+        for task, body in dag.items()
+        if "parameterIterator" not in body  # a loop itself runs nothing
+    }
+    assert policy.pop("start-tracking") == {}
+    assert set(policy) >= {"ingest-split", "train-teacher", "distill-student", "train-baseline", "benchmark", "report"}
+    assert all(option == {"enableCache": True} for option in policy.values()), policy
+
+
 def test_cli_compile_bad_out_is_one_line(tmp_path, capsys):
     assert main(["compile", "--out", str(tmp_path / "pipeline.txt")]) == 2
     err = capsys.readouterr().err.strip()
