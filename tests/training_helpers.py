@@ -46,3 +46,44 @@ def tiny_train_config(**changes: object) -> TrainConfig:
     values = dict(epochs=3, batch_size=16, learning_rate=5e-3, seed=0, device="cpu")
     values.update(changes)
     return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+# 63 synthetic videos split 48 train / 15 validation: 48 is a multiple of the global batches the resume and
+# DDP tests use (8), so no epoch ends with a short or wrap-padded batch.
+SMALL_VIDEOS = 63
+SMALL_BATCH = 8
+SMALL_STEPS_PER_EPOCH = 48 // SMALL_BATCH
+
+
+def training_command(mode: str, store: Path, out: Path, *, processes: int = 1, **configs: dict) -> list[str]:
+    """``python -m fewframes.training MODE ...`` (under ``torchrun --standalone`` with ``processes`` > 1);
+    ``configs`` maps ``model_config``/``train_config``/``student_config``/``teacher`` to their values."""
+    import json
+    import sys
+
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = [*launcher, "-m", "fewframes.training", mode, "--store", str(store), "--out", str(out), "--no-progress"]
+    for name, value in configs.items():
+        flag = "--" + name.replace("_", "-")
+        command += [flag, value if isinstance(value, str) else json.dumps(value)]
+    return command
+
+
+def run_training_process(command: list[str], timeout: float = 180) -> dict:
+    """Run a training command to its end; its result summary (the JSON line rank 0 prints last)."""
+    import json
+    import subprocess
+
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=one_thread_env())
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def one_thread_env() -> dict:
+    """The environment for training subprocesses: one intra-op thread each, so that runs compared for exact
+    equality compute in the same order whatever else the 2-core machine is doing."""
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
