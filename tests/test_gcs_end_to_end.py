@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from store_helpers import gcs_emulator
+from store_helpers import gcs_emulator, write_store
+from training_helpers import run_training_process, training_command
 
 from fewframes import fsio
 from fewframes.cli import main as fewframes_main
@@ -134,7 +135,7 @@ def test_ingest_train_predict_all_on_gcs(
     _run_cli(capsys, ["export", "--model", student["model_path"], "--out", onnx])
     assert fsio.read_bytes(onnx)[:64] and fsio.listdir(ROOT).count("student.onnx") == 1
     _run_cli(capsys, ["benchmark", "--models", f"teacher={teacher['model_path']}", f"student={student['model_path']}",
-                      "--store", store, "--videos", "4", "--batch", "4", "--rounds", "1", "--out", bench])
+                      "--store", store, "--videos", "2", "--batch", "2", "--rounds", "1", "--out", bench])
     assert [row["name"] for row in json.loads(fsio.read_bytes(bench))["rows"]] == ["teacher", "student"]
 
     assert os.listdir(work) == [] and os.listdir(temp) == [], "nothing local: no outputs, no temp files left"
@@ -142,6 +143,33 @@ def test_ingest_train_predict_all_on_gcs(
     resumable_sessions = [r for r in requests if r.startswith('"POST /upload/') and "uploadType=resumable" in r]
     chunks = [r for r in requests if r.startswith('"PUT /upload/') and "uploadType=resumable" in r]
     assert resumable_sessions and len(chunks) > len(resumable_sessions), "files above 64 KiB went up in chunks"
+
+
+def test_torchrun_ranks_share_one_staging_folder_for_a_gcs_out_dir(
+    emulator: str, local_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes under torchrun, as the training components launch it: rank 0 stages and publishes, the
+    other rank reads the best model back from the same local folder; nothing of ours stays in the temp folder."""
+    from fewframes.data.split import write_split
+
+    work, temp = local_dirs
+    monkeypatch.setenv("TMPDIR", str(temp))  # the training processes' temp folder
+    store, out = f"{ROOT}/ddp/store", f"{ROOT}/ddp/baseline"
+    write_store(store, [40, 55, 60, 35, 50, 45, 60, 30] * 2, num_classes=4)
+    write_split(store, validation_fraction=0.25, test_fraction=0.0)
+    command = training_command(
+        "baseline", store, out, processes=2,
+        model_config={"num_classes": 4, "hidden_size": 8, "num_layers": 1, "block_length": 5},
+        train_config={"epochs": 1, "batch_size": 4, "num_workers": 0, "device": "cpu"}, student_config={"k": 5},
+    )
+    summary = run_training_process(command)
+    assert summary["model_path"] == f"{out}/baseline.pt"
+    assert set(fsio.listdir(out)) == {"baseline.pt", "checkpoints", "result.json"}
+    assert json.loads(fsio.read_bytes(f"{out}/result.json"))["signature"]["world_size"] == 2
+    assert os.listdir(work) == []
+    # torchrun and its libraries leave files of their own in the temp folder (torchelastic_*, ...); every
+    # staging folder of ours is named fewframes-*.
+    assert [name for name in os.listdir(temp) if name.startswith("fewframes-")] == []
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], code: int) -> str:
