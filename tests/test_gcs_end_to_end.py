@@ -198,6 +198,9 @@ def test_missing_bucket_object_and_credentials_are_one_line_errors(
                                                   "--out", f"gs://{BUCKET}/s", "--quiet"]))
     assert f"gs://{BUCKET}/no-tfrecords" in err
     assert not fsio.exists(f"gs://{BUCKET}/out.csv") and not fsio.exists(f"gs://{BUCKET}/s")
+    err = _one_line_error(capsys, fewframes_main(["data", "download", "--out", f"gs://{BUCKET}/yt8m", "--shards", "1"]))
+    assert f"--out gs://{BUCKET}/yt8m: download writes a local folder" in err  # the one local-only output
+    assert os.listdir(work) == [], "no local folder named gs:"
 
     # No emulator and no Google credentials anywhere: one line, not a google-auth traceback.
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")

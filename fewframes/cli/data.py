@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checksum index <mirror>/2/download_plans/frame_<split>.json, then <mirror>/2/frame/<split>/<file>. "
         "Verified files are skipped on a re-run; partial files are continued.",
     )
-    download.add_argument("--out", required=True, help="output folder")
+    download.add_argument("--out", required=True, help="output folder (local: partial files resume in place)")
     amount = download.add_mutually_exclusive_group()
     amount.add_argument("--fraction", type=float, help="about this fraction of the files (the official shard=1,N)")
     amount.add_argument("--shards", type=int, help="the first N files")
@@ -154,6 +154,12 @@ def run_download(args: argparse.Namespace) -> int:
     """Handler of ``fewframes data download``."""
     from fewframes.data.download import download
 
+    if fsio.is_gcs(args.out):
+        # It continues partial files in place and skips verified ones on a re-run: that needs a local folder.
+        raise DataError(
+            f"--out {args.out}: download writes a local folder (partial files resume in place); "
+            "copy it to gs:// afterwards (gcloud storage cp -r)"
+        )
     summary = download(
         args.out, split=args.split, fraction=args.fraction, shards=args.shards, mirror=args.mirror, progress=not args.quiet
     )
