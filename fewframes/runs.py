@@ -201,6 +201,7 @@ def _clean_params(params: dict[str, Any]) -> dict[str, str]:
 
 COMPARE_COLUMNS: tuple[str, ...] = (
     "run_name",
+    "model_key",
     "role",
     "k",
     "frame_selection",
@@ -239,6 +240,7 @@ def compare_rows(uri: str, experiment: str, metric: str = "gap") -> list[dict[st
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
         row: dict[str, Any] = {
             "run_name": run.info.run_name,
+            "model_key": tags.get(TAG_MODEL_KEY, ""),
             "pipeline_run": tags.get(TAG_PIPELINE_RUN, ""),
             "run_id": run.info.run_id,
         }
@@ -247,8 +249,10 @@ def compare_rows(uri: str, experiment: str, metric: str = "gap") -> list[dict[st
         for name in METRIC_NAMES:
             row[name] = metrics.get(name)
         rows.append(row)
-    # Missing values sort last; larger is better except for cost metrics.
-    lower_is_better = metric in ("gflops", "latency_ms_p50", "latency_ms_p95", "num_parameters", "perr_loss")
+    # Missing values sort last; larger is better except for cost metrics. Ties keep a fixed order
+    # (pipeline run, then model), not MLflow's search order.
+    lower_is_better = metric in ("gflops", "latency_ms_p50", "latency_ms_p95", "num_parameters")
+    rows.sort(key=lambda r: (r["pipeline_run"], r["model_key"], r["run_name"] or ""))
     present = [r for r in rows if r.get(metric) is not None]
     missing = [r for r in rows if r.get(metric) is None]
     present.sort(key=lambda r: r[metric], reverse=not lower_is_better)

@@ -96,6 +96,19 @@ def test_compare_table_sorted_by_gap_with_csv(experiment, tmp_path, capsys):
     assert len(rows) == len(MODELS)
     gaps = [float(r["gap"]) for r in rows]
     assert gaps == sorted(gaps, reverse=True)
+    assert sorted(r["model_key"] for r in rows) == sorted(_key(*m[:5]) for m in MODELS)
+
+    # The terminal table: the columns, whole (never squeezed to "0.…" when piped), same order.
+    assert "…" not in printed
+    lines = [line for line in printed.splitlines() if line.startswith(("┃", "│"))]
+    header = [cell.strip() for cell in lines[0].strip("┃").split("┃")]
+    assert {"k", "selection", "loss", "mode", "GAP", "mAP", "GFLOPs", "latency p50 ms"} <= set(header)
+    cells = [[cell.strip() for cell in line.strip("│").split("│")] for line in lines[1:]]
+    assert [float(row[header.index("GAP")]) for row in cells] == pytest.approx(gaps, abs=1e-4)
+    assert [row[header.index("selection")] for row in cells] == [r["frame_selection"] for r in rows]
+    teacher_row = cells[[r["role"] for r in rows].index("teacher")]
+    assert float(teacher_row[header.index("GFLOPs")]) == pytest.approx(5.0)
+    assert float(teacher_row[header.index("latency p50 ms")]) == pytest.approx(50.0)
     assert gaps[0] == pytest.approx(max(m[5] for m in MODELS))
     teacher = next(r for r in rows if r["role"] == "teacher")
     assert float(teacher["gflops"]) == pytest.approx(5.0)
@@ -174,7 +187,7 @@ def test_report_step_writes_table_plot_and_recommendation(mlflow_server, tmp_pat
     assert f"`{expected}`" in text
     for role, k, selection, loss, mode, gap, *_ in MODELS:
         assert _key(role, k, selection, loss, mode) in text
-    assert text.count("\n| ") == len(MODELS) + 1  # header + one row per model
+    assert "| Uniform-k is the best baseline (at every k) |" in text  # the claims table
     assert "data:image/png;base64," in text
     page = html.read_text()
     assert page.startswith("<!doctype html>") and "<table>" in page
@@ -185,8 +198,8 @@ def test_report_step_writes_table_plot_and_recommendation(mlflow_server, tmp_pat
         [client.get_experiment_by_name(name).experiment_id], filter_string=f"tags.`{TAG_STEP}` = 'report'"
     )
     assert report_run.data.tags["mlflow.parentRunId"] == parent
-    assert {a.path for a in client.list_artifacts(report_run.info.run_id)} == {
-        "report.md", "report.html", "gap_vs_k.png"
+    assert {a.path for a in client.list_artifacts(report_run.info.run_id)} >= {
+        "report.md", "report.html", "summary.json", "gap_vs_k.png", "pareto.png"
     }
     assert report_run.data.metrics["recommended_gap"] == pytest.approx(0.795)
 

@@ -35,8 +35,13 @@ def test_submit_and_watch_against_kfp_api_standin(standin, capsys):
     out = capsys.readouterr().out
     assert code == 0
     (run_id,) = standin.runs
-    assert f"{standin.url}/#/runs/details/{run_id}" in out
+    link = f"{standin.url}/#/runs/details/{run_id}"
     assert "finished: SUCCEEDED" in out
+    # The link comes first (a long run is watched with it on screen), then the progress display.
+    progress = f"run {run_id}: SUCCEEDED"
+    assert out.index(link) < out.index(progress) < out.index("finished: SUCCEEDED")
+    progress_line = next(line for line in out.splitlines() if progress in line)
+    assert f"{standin.tasks}/{standin.tasks} tasks" in progress_line
 
     (experiment,) = standin.experiments.values()
     assert experiment["display_name"] == "distil-tests"

@@ -515,28 +515,57 @@ def default_compare_uri() -> str:
     return local_tracking_uri(databases[-1].parent)
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from rich.console import Console
+# (row field, header) of the terminal table; the CSV keeps the field names and adds run ids.
+COMPARE_TABLE: tuple[tuple[str, str], ...] = (
+    ("role", "role"),
+    ("k", "k"),
+    ("frame_selection", "selection"),
+    ("loss", "loss"),
+    ("mode", "mode"),
+    ("matching", "matching"),
+    ("train_fraction", "fraction"),
+    ("gap", "GAP"),
+    ("map", "mAP"),
+    ("hit_at_1", "Hit@1"),
+    ("perr", "PERR"),
+    ("gflops", "GFLOPs"),
+    ("latency_ms_p50", "latency p50 ms"),
+    ("pipeline_run", "pipeline run"),
+)
+_NUMERIC = {"k", "train_fraction", "gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50"}
+
+
+def compare_table(rows: list[dict[str, Any]], title: str) -> Any:
+    """The rich Table ``fewframes compare`` prints: one row per evaluated model, in ``rows``' order."""
     from rich.table import Table
 
-    from fewframes.runs import check_tracking, compare_rows, write_rows_csv
+    table = Table(title=title)
+    for field, header in COMPARE_TABLE:
+        # Never squeeze a cell into "0.…": a table wider than the terminal wraps as whole lines instead.
+        table.add_column(header, justify="right" if field in _NUMERIC else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*[_format(row.get(field)) for field, _ in COMPARE_TABLE])
+    return table
+
+
+def print_table(table: Any) -> None:
+    """Print ``table`` at its natural width (rich would otherwise shrink it to 80 columns when piped)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    wide = Console(width=10_000)
+    natural = Measurement.get(wide, wide.options, table).maximum
+    Console(width=max(natural, Console().width)).print(table)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from fewframes.runs import COMPARE_COLUMNS, check_tracking, compare_rows, write_rows_csv
 
     uri = args.tracking_uri or default_compare_uri()
     check_tracking(uri)
     rows = compare_rows(uri, args.experiment, args.metric)
-    columns = (
-        "role", "k", "frame_selection", "loss", "mode", "matching", "train_fraction",
-        "gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50", "run_name", "pipeline_run",
-    )
-    table = Table(title=f"{args.experiment} at {uri} — {len(rows)} evaluated models, by {args.metric}")
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("k", "gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50") else "left")
-    for row in rows:
-        table.add_row(*[_format(row.get(c)) for c in columns])
-    Console().print(table)
+    print_table(compare_table(rows, f"{args.experiment} at {uri}: {len(rows)} evaluated models, by {args.metric}"))
     if args.csv:
-        from fewframes.runs import COMPARE_COLUMNS
-
         write_rows_csv(rows, args.csv, COMPARE_COLUMNS + ("perr", "latency_ms_p95", "num_parameters"))
         print(f"wrote {len(rows)} rows to {args.csv}")
     return 0
@@ -546,7 +575,10 @@ def _format(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        # Four decimals for scores; small costs (a tiny model's GFLOPs) keep three significant digits.
+        return f"{value:.4f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"
     return str(value)
 
 
