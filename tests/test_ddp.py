@@ -1,0 +1,108 @@
+"""DistributedDataParallel with gloo: ``torchrun --nproc_per_node 2`` on the CPU trains what one process
+trains with the same seed and the same global batch.
+
+Both runs are real ``python -m fewframes.training`` processes (one intra-op thread each) on a real frame
+store: 48 training videos, global batch 8 (4 per rank), 2 epochs = 12 optimizer steps; dropout 0.
+
+Why these tolerances. The two runs see the same videos in the same global batches (the loader deals each
+global batch to the ranks), start from the same weights and take the same optimizer steps; with dropout 0
+nothing random differs (with dropout, rank 1 draws its own masks, so the runs would differ by design).
+What remains is float32 rounding: a batch mean over 8 videos versus the all-reduced average of two means
+over 4, and LSTMs run on batches of other shapes. That is ~1e-7 relative per step; Adam divides by the
+root of tiny second moments, which amplifies it on the weights (measured after 12 steps, weights up to
+1.06: parallel teacher 3.7e-6, parallel student 1.6e-5, serial student 6.2e-6). Hence:
+- weights: absolute 1e-4 (6x the largest difference measured; with DDP's gradient averaging switched
+  off, i.e. each rank training on its own half, the teacher's weights differ by 7e-2);
+- per-epoch training losses: relative 1e-5 (measured <= 2e-7);
+- validation GAP and mAP: 1e-6. They are rank statistics of scores that differ by ~1e-6, so they come
+  out equal unless two of the 120 validation predictions are within that of each other (then one swap
+  would move GAP by ~0.02, not a little: a looser tolerance would not help).
+The same figures are in docs/method.md (Training).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewframes.config import TrainConfig
+from fewframes.training import train_teacher
+from training_helpers import (
+    SMALL_BATCH,
+    SMALL_VIDEOS,
+    build_tiny_store,
+    run_training_process,
+    tiny_model_config,
+    training_command,
+)
+
+WEIGHTS_ATOL = 1e-4
+LOSS_RTOL = 1e-5
+METRIC_ATOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_store(tmp_path_factory.mktemp("ddp") / "store", videos=SMALL_VIDEOS)
+
+
+def train_config() -> dict:
+    return {"epochs": 2, "batch_size": SMALL_BATCH, "learning_rate": 5e-3, "seed": 0, "device": "cpu"}
+
+
+def model_config() -> dict:
+    return tiny_model_config(dropout=0.0).to_dict()
+
+
+def single_and_two_process_runs(mode: str, store: Path, tmp_path: Path, **configs) -> tuple[Path, Path]:
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run_training_process(training_command(mode, store, single, **configs))
+    run_training_process(training_command(mode, store, ddp, processes=2, **configs))
+    assert json.loads((ddp / "result.json").read_text())["signature"]["world_size"] == 2
+    return single, ddp
+
+
+def assert_match(single: Path, ddp: Path, model_files: list[str]) -> None:
+    one = json.loads((single / "result.json").read_text())
+    two = json.loads((ddp / "result.json").read_text())
+    assert len(one["history"]) == len(two["history"]) == 2
+    for record_one, record_two in zip(one["history"], two["history"]):
+        assert record_one.keys() == record_two.keys()
+        for key, value in record_one.items():
+            if key.startswith("train_"):
+                assert record_two[key] == pytest.approx(value, rel=LOSS_RTOL), key
+            elif key.endswith(("val_gap", "val_map")):
+                assert record_two[key] == pytest.approx(value, abs=METRIC_ATOL), key
+            else:
+                assert record_two[key] == value, key
+    assert {name: best["epoch"] for name, best in one["best"].items()} == {
+        name: best["epoch"] for name, best in two["best"].items()
+    }
+    for model_file in model_files:
+        weights_one = torch.load(single / model_file, weights_only=True)["state_dict"]
+        weights_two = torch.load(ddp / model_file, weights_only=True)["state_dict"]
+        for name, tensor in weights_one.items():
+            torch.testing.assert_close(weights_two[name], tensor, atol=WEIGHTS_ATOL, rtol=0, msg=name)
+
+
+def test_parallel_training_on_two_gloo_processes_matches_one_process(store: Path, tmp_path: Path) -> None:
+    single, ddp = single_and_two_process_runs(
+        "parallel", store, tmp_path, model_config=model_config(), train_config=train_config(),
+        student_config={"k": 6, "loss": "rep_pred_ce"},
+    )
+    assert_match(single, ddp, ["teacher.pt", "student.pt"])
+
+
+def test_two_stage_serial_student_on_two_gloo_processes_matches_one_process(store: Path, tmp_path: Path) -> None:
+    # Serial (a): stage 1 trains the encoder with the classifier frozen, stage 2 everything; DDP wraps the
+    # objective anew for each stage and must skip the frozen teacher's parameters.
+    teacher = train_teacher(store, tiny_model_config(dropout=0.0), TrainConfig.from_dict({**train_config(), "epochs": 1}),
+                            out_dir=tmp_path / "teacher", progress=False)
+    single, ddp = single_and_two_process_runs(
+        "student", store, tmp_path, teacher=str(teacher.model_path), train_config=train_config(),
+        student_config={"k": 6, "loss": "rep", "rep_stage_epochs": 1},
+    )
+    assert_match(single, ddp, ["student.pt"])
