@@ -156,6 +156,21 @@ def test_inspect_json_on_tfrecords_and_store(tiny_tfrecords: Path, tmp_path: Pat
     assert "frame-length histogram" in text and f"videos {len(videos)}" in text
 
 
+def test_inspect_label_counts_count_videos_not_label_mentions(tmp_path: Path, capsys) -> None:
+    from fewframes.data.yt8m import write_tfrecord
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (4, 1152), np.uint8)
+    repeated = Video("twice", np.array([2, 2, 5]), frames[:, :1024], frames[:, 1024:])  # 2 listed twice
+    plain = Video("once", np.array([2]), frames[:, :1024], frames[:, 1024:])
+    write_tfrecord(tmp_path / "a.tfrecord", [repeated, plain])
+    ingest(str(tmp_path / "a.tfrecord"), str(tmp_path / "store"), num_classes=6, progress=False)
+    for path in (tmp_path / "a.tfrecord", tmp_path / "store"):
+        assert main(["data", "inspect", str(path), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["label_counts"] == {"2": 2, "5": 1} and report["classes_seen"] == 2, path
+
+
 def test_inspect_counts_invalid_records(tiny_tfrecords: Path, tmp_path: Path, capsys) -> None:
     src = tmp_path / "src"
     _with_bad_shard(tiny_tfrecords, src)

@@ -31,7 +31,8 @@ def _is_store(path: str) -> bool:
 
 def _describe(lengths: np.ndarray, labels: Iterable[np.ndarray]) -> dict[str, Any]:
     label_list = list(labels)
-    flat = np.concatenate(label_list) if label_list else np.zeros(0, dtype=np.int64)
+    # label_counts counts VIDEOS: a label listed twice in one record still counts that video once.
+    flat = np.concatenate([np.unique(x) for x in label_list]) if label_list else np.zeros(0, dtype=np.int64)
     ids, counts = np.unique(flat, return_counts=True)
     edges = np.arange(0, MAX_FRAMES + HISTOGRAM_BIN, HISTOGRAM_BIN)
     hist, _ = np.histogram(lengths, bins=np.append(edges[:-1] + 0.5, np.inf)) if len(lengths) else (np.zeros(len(edges) - 1, int), None)
