@@ -497,8 +497,11 @@ def _training_metrics(result: Any) -> dict[str, float]:
 
 
 # Set on GPU tasks by the pipeline (``fewframes.pipelines.dag.apply_gpu``): with more than one GPU the
-# training steps launch ``torchrun`` with one process per GPU.
+# training steps launch ``torchrun`` with one process per GPU (NCCL).
 GPUS_ENV = "FEWFRAMES_GPUS"
+# The CPU counterpart, set by hand (tests, CPU-only pods): this many gloo processes on the CPU. Explicit,
+# so a GPU task whose GPUs are not visible fails instead of quietly training on its CPU.
+CPU_PROCESSES_ENV = "FEWFRAMES_CPU_PROCESSES"
 
 
 @dataclass
@@ -507,66 +510,90 @@ class _Trained:
 
     best_epoch: int
     best_val_gap: float
-    model_path: Path
+    model_path: str
+
+
+@dataclass(frozen=True)
+class TrainingLaunch:
+    """How a training step runs: ``processes`` > 1 means under torchrun, on ``device``."""
+
+    processes: int
+    device: str | None  # "cuda" or "cpu" for torchrun's processes; None: the step's own TrainConfig.device
+
+
+def _env_count(name: str) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise PipelineError(f"environment variable {name} must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise PipelineError(f"environment variable {name} must be >= 0, got {value}")
+    return value
+
+
+def training_launch() -> TrainingLaunch:
+    """One process per GPU of the task (``FEWFRAMES_GPUS``), or ``FEWFRAMES_CPU_PROCESSES`` gloo processes
+    on the CPU; one process (in this one) otherwise."""
+    gpus, cpu_processes = _env_count(GPUS_ENV), _env_count(CPU_PROCESSES_ENV)
+    if gpus and cpu_processes:
+        raise PipelineError(f"set {GPUS_ENV} or {CPU_PROCESSES_ENV}, not both")
+    if gpus > 1:
+        import torch
+
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if visible < gpus:
+            raise PipelineError(f"{GPUS_ENV}={gpus} but this task sees {visible} CUDA GPU(s)")
+        return TrainingLaunch(gpus, "cuda")
+    if cpu_processes > 1:
+        return TrainingLaunch(cpu_processes, "cpu")
+    return TrainingLaunch(1, None)
 
 
 def _torchrun_training(
     mode: str,
-    gpus: int,
+    launch: TrainingLaunch,
     store_path: str,
     out_dir: str,
     configs: dict[str, dict[str, Any]],
     tracking: TrackingContext,
     run_name: str,
-    params: dict[str, Any],
-    tags: dict[str, str],
+    run_id: str,
     extra: list[str],
-) -> tuple[_Trained, str]:
-    """Train under ``torchrun --nproc_per_node=gpus -m fewframes.training``; rank 0 logs the MLflow child run,
-    which gets our tags and params afterwards. Returns the result and that run's id."""
+) -> _Trained:
+    """Train under ``torchrun --standalone --nproc_per_node=N -m fewframes.training``; rank 0 logs into the
+    step's MLflow run ``run_id`` (created by the caller, so params, tags and status are the same as
+    in-process training)."""
     import subprocess
     import sys
 
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={launch.processes}",
         "-m", "fewframes.training", mode, "--store", store_path, "--out", out_dir, "--no-progress",
         "--run-name", run_name, *extra,
     ]
     for flag, values in configs.items():
         command += [flag, json.dumps(values)]
-    if tracking.enabled:
+    if tracking.enabled and run_id:
         command += ["--tracking-uri", tracking.uri, "--experiment", tracking.experiment,
-                    "--parent-run-id", tracking.parent_run_id]
+                    "--parent-run-id", tracking.parent_run_id, "--run-id", run_id]
+    where = f"{launch.processes} {'GPUs' if launch.device == 'cuda' else 'CPU processes'}"
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
         lines = (finished.stderr or finished.stdout).strip().splitlines()
-        raise PipelineError(f"torchrun {mode} on {gpus} GPUs failed: {lines[-1] if lines else finished.returncode}")
-    summary = json.loads(finished.stdout.strip().splitlines()[-1])
+        # Prefer the entry point's own one-line error over torchrun's traceback summary.
+        ours = [line for line in lines if line.startswith("fewframes.training: error:")]
+        cause = ours[0] if ours else (lines[-1] if lines else f"exit code {finished.returncode}")
+        raise PipelineError(f"torchrun {mode} on {where} failed: {cause}")
+    try:
+        summary = json.loads(finished.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise PipelineError(f"torchrun {mode} on {where} printed no result summary") from None
     if mode == "parallel":
         summary = summary["student"]
-    result = _Trained(int(summary["best_epoch"]), float(summary["best_val_gap"]), Path(summary["model_path"]))
-    run_id = ""
-    if tracking.enabled:
-        import mlflow
-
-        client = mlflow.MlflowClient(tracking_uri=tracking.uri)
-        experiment = client.get_experiment_by_name(tracking.experiment)
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{tracking.parent_run_id}' and attributes.run_name = '{run_name}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if runs:
-            run_id = runs[0].info.run_id
-            for name, value in {**tracking.tags(tags.get("fewframes.step", "")), **tags}.items():
-                client.set_tag(run_id, name, value)
-            known = runs[0].data.params
-            for name, value in params.items():
-                if name not in known:
-                    client.log_param(run_id, name, "" if value is None else str(value))
-            client.log_metric(run_id, "best_val_gap", result.best_val_gap)
-    return result, run_id
+    return _Trained(int(summary["best_epoch"]), float(summary["best_val_gap"]), str(summary["model_path"]))
 
 
 def _train(
@@ -582,26 +609,25 @@ def _train(
     train: Callable[[Any], Any],
     extra: list[str] | None = None,
 ) -> tuple[Any, str, dict[str, float]]:
-    """Run one training step, in this process or (more than one GPU) under torchrun; returns the result,
-    its MLflow run id and the metrics logged."""
-    gpus = int(os.environ.get(GPUS_ENV, "0") or 0)
-    if gpus > 1:
-        flags = {
-            "--model-config": configs["model"].to_dict(),
-            "--train-config": configs["train"].to_dict(),
-        }
-        if configs.get("student") is not None:
-            flags["--student-config"] = configs["student"].to_dict()
-        result, run_id = _torchrun_training(
-            mode, gpus, store_path, model_dir, flags, tracking, run_name, params, {**tags, "fewframes.step": step},
-            extra or [],
-        )
-        return result, run_id, _training_metrics(result)
+    """Run one training step in this process, or under torchrun (``training_launch``); returns the result,
+    its MLflow run id and the metrics logged. Either way the step's MLflow child run is created here."""
+    launch = training_launch()
     with step_run(tracking, step, run_name, params=params, tags=tags) as tracker:
-        result = train(tracker)
+        run_id = getattr(tracker, "run_id", "") or ""
+        if launch.processes > 1:
+            train_config = configs["train"]
+            if launch.device is not None:
+                train_config = train_config.replace(device=launch.device)
+            flags = {"--model-config": configs["model"].to_dict(), "--train-config": train_config.to_dict()}
+            if configs.get("student") is not None:
+                flags["--student-config"] = configs["student"].to_dict()
+            result = _torchrun_training(mode, launch, store_path, model_dir, flags, tracking, run_name, run_id,
+                                        extra or [])
+        else:
+            result = train(tracker)
         metrics = _training_metrics(result)
         tracker.log_metrics(metrics)
-        return result, getattr(tracker, "run_id", "") or "", metrics
+        return result, run_id, metrics
 
 
 @reports_errors("train-teacher")

@@ -106,3 +106,60 @@ def test_two_stage_serial_student_on_two_gloo_processes_matches_one_process(stor
         student_config={"k": 6, "loss": "rep", "rep_stage_epochs": 1},
     )
     assert_match(single, ddp, ["student.pt"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The pipeline's training step on several processes (issue 7's multi-GPU path, with gloo on the CPU)
+
+
+def test_teacher_step_trains_on_two_gloo_processes_and_its_model_loads_and_evaluates(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str
+) -> None:
+    """``train_teacher_step`` launches torchrun itself (``FEWFRAMES_CPU_PROCESSES=2``: 2 gloo processes, the
+    CPU stand-in for one process per GPU); rank 0 logs into the step's MLflow run."""
+    import mlflow
+
+    from fewframes.components.steps import CPU_PROCESSES_ENV, Sizes, read_model_info, train_teacher_step
+    from fewframes.evaluation import evaluate
+    from fewframes.runs import TrackingContext, start_parent_run
+    from fewframes.training import load_model
+
+    monkeypatch.setenv(CPU_PROCESSES_ENV, "2")
+    experiment = f"ddp-step-{tmp_path.name}"
+    context = TrackingContext(uri=mlflow_server, experiment=experiment, pipeline_run_id="ddp-test", pipeline="distill")
+    context = TrackingContext(mlflow_server, experiment, start_parent_run(context, "pipeline"), "ddp-test", "distill")
+    sizes = Sizes(hidden_size=16, num_layers=2, teacher_block_length=10, epochs=1, batch_size=SMALL_BATCH,
+                  learning_rate=5e-3, seed=0)
+    model_dir = tmp_path / "teacher"
+    step = train_teacher_step(str(store), str(model_dir), sizes, context)
+
+    assert json.loads((model_dir / "result.json").read_text())["signature"]["world_size"] == 2
+    info = read_model_info(model_dir, "teacher")
+    model = load_model(model_dir / info["model_file"])
+    assert model.student_config is None and model.config.hidden_size == 16
+    # Evaluated on its own (another batch size, one process), the model scores what training reported.
+    evaluated = evaluate(model, store, "validation", batch_size=16, progress=False)
+    assert evaluated.gap == pytest.approx(step.metrics["best_val_gap"], abs=METRIC_ATOL)
+
+    run = mlflow.MlflowClient(tracking_uri=mlflow_server).get_run(info["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == context.parent_run_id
+    assert run.data.params["role"] == "teacher" and run.data.params["hidden_size"] == "16"
+    assert {"train_loss", "val_gap", "best_val_gap"} <= set(run.data.metrics)  # rank 0's and the step's
+
+
+def test_gpu_count_without_visible_gpus_is_a_one_line_error(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fewframes.components.steps import GPUS_ENV, Sizes, train_teacher_step
+    from fewframes.errors import PipelineError
+    from fewframes.runs import TrackingContext
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has the GPUs")
+    monkeypatch.setenv(GPUS_ENV, "2")
+    sizes = Sizes(hidden_size=16, num_layers=2, teacher_block_length=10, epochs=1, batch_size=8, learning_rate=5e-3,
+                  seed=0)
+    with pytest.raises(PipelineError, match=r"^FEWFRAMES_GPUS=2 but this task sees \d CUDA GPU\(s\)$"):
+        train_teacher_step(str(store), str(tmp_path / "teacher"), sizes, TrackingContext())
+    assert not (tmp_path / "teacher").exists()

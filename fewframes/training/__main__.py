@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", default="fewframes", help="MLflow experiment name")
     parser.add_argument("--run-name", help="MLflow run name (default: the mode)")
     parser.add_argument("--parent-run-id", help="MLflow parent run id (the pipeline run)")
+    parser.add_argument("--run-id", help="log into this existing MLflow run (the pipeline step's) instead of a new one")
     parser.add_argument("--teacher-run-id", help="MLflow run id of the teacher, logged as teacher_run_id")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from fewframes.tracking import Tracker
 
         tracker = Tracker.start(
-            args.tracking_uri, args.experiment, args.run_name or args.mode, parent_run_id=args.parent_run_id
+            args.tracking_uri, args.experiment, args.run_name or args.mode, parent_run_id=args.parent_run_id,
+            run_id=args.run_id,
         )
     try:
         if args.mode == "teacher":
