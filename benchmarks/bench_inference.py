@@ -49,7 +49,7 @@ from fewframes.benchmark import (
 )
 from fewframes.cli.benchmark import print_table, write_json
 from fewframes.config import MAX_FRAMES, ModelConfig, StudentConfig
-from fewframes.errors import FewframesError
+from fewframes.errors import BenchmarkError, FewframesError
 from fewframes.models import build_model, student_model_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, help="throughput batch size (default 64; paper 256)")
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 30], help="students' k (default 10 30)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    parser.add_argument("--threads", type=int,
+                        help="torch intra-op threads (default: torch's, one per core); 1 on a machine shared "
+                             "with other jobs, where 2 threads on 2 busy cores spend their time waiting on each other")
     parser.add_argument("--store", type=Path, help="bench store folder (default: a cached one under the temp dir)")
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/inference_<device>.json)")
     args = parser.parse_args(argv)
@@ -141,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         resolve_device(args.device)  # before minutes of store building
         check_precision(args.precision)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise BenchmarkError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
         with LoadSampler() as load:
             payload = run(args, argv)
     except FewframesError as error:
@@ -209,7 +216,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         "sizes": {
             "hidden_size": args.hidden, "num_layers": 2, "num_classes": args.classes, "teacher_block_length": 20,
             "frames_per_video": MAX_FRAMES, "videos": args.videos, "batch_size": args.batch, "ks": args.ks,
-            "rounds": args.rounds, "weights": "untrained (timing does not depend on the values)",
+            "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
+            "weights": "untrained (timing does not depend on the values)",
             "store": "synthetic (fewframes.data.synth, fixed 300 frames), local disk, page cache warm",
         },
         "summary": summary,

@@ -295,11 +295,17 @@ def test_bench_inference_script_writes_results_with_command_machine_and_load(tmp
     spec.loader.exec_module(bench)
     out = tmp_path / "inference.json"
     argv = ["--hidden", "8", "--classes", "5", "--videos", "3", "--batch", "2", "--ks", "10", "30",
-            "--rounds", "1", "--store", str(tmp_path / "store"), "--out", str(out)]
-    assert bench.main(argv) == 0
+            "--rounds", "1", "--threads", "1", "--store", str(tmp_path / "store"), "--out", str(out)]
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--threads", "0", "--out", str(out)]) == 2 and not out.exists()
+        assert bench.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # the script sets it for its process; this one goes on
     payload = json.loads(out.read_text())
     assert payload["command"] == "python benchmarks/bench_inference.py " + " ".join(argv)
     assert payload["machine"]["cpu_cores"] >= 1 and payload["machine"]["torch"] == torch.__version__
+    assert payload["machine"]["torch_threads"] == payload["sizes"]["torch_threads"] == 1
     assert payload["load_average"]["samples"] >= 1 and payload["load_average"]["load_1min_max"] >= 0
     assert [row["name"] for row in payload["rows"]] == ["teacher", "student_k10", "student_k30"]
     k30 = next(row for row in payload["rows"] if row["k"] == 30)
