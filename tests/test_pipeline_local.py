@@ -218,6 +218,30 @@ def test_run_fails_at_start_when_tracking_is_unreachable(tmp_path, capsys):
     assert not (tmp_path / "run" / "kfp").exists()  # nothing ran
 
 
+def test_run_tracks_to_the_tracking_uri_server_and_marks_a_failed_run(mlflow_server, tmp_path, capsys):
+    """--tracking-uri: the runs land on that (real, loopback) server, none in the run folder; a failing
+    step leaves its child run and the parent run FAILED. The missing source fails in ingest-split, so this
+    runs two steps of the DAG, not all of it."""
+    import uuid
+
+    experiment = f"run-uri-{uuid.uuid4().hex[:8]}"
+    run_dir = tmp_path / "run"
+    code = main(["run", "--preset", "tiny", "--out", str(run_dir), "--tracking-uri", mlflow_server,
+                 "--experiment", experiment, "--param", f"source={tmp_path / 'nowhere' / '*.tfrecord'}"])
+    assert code == 2 and "ingest-split: " in capsys.readouterr().err
+    assert not (run_dir / "mlflow.db").exists() and not (run_dir / "mlartifacts").exists()
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    by_step = {run.data.tags[TAG_STEP]: run for run in runs}
+    assert set(by_step) == {"pipeline", "ingest-split"}
+    parent, ingest = by_step["pipeline"], by_step["ingest-split"]
+    assert parent.info.status == "FAILED" and ingest.info.status == "FAILED"
+    assert ingest.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert ingest.data.tags[TAG_PIPELINE_RUN] == parent.data.tags[TAG_PIPELINE_RUN]
+    assert parent.data.params["preset"] == "tiny"
+
+
 @pytest.mark.parametrize(
     "param, named",
     [("nope=1", "--param nope"), ("ks=6,301", "k=301"), ("modes=serial,both", "modes: 'both'")],
