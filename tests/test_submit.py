@@ -8,7 +8,7 @@ import time
 import pytest
 
 from fewframes.cli import main
-from fewframes.cluster import DEFAULT_GPU
+from fewframes.cluster import DEFAULT_GPU, MLFLOW_TRACKING_URI
 
 from kfp_standin import KfpStandin
 
@@ -51,6 +51,8 @@ def test_submit_and_watch_against_kfp_api_standin(standin, capsys):
     parameters = run["runtime_config"]["parameters"]
     assert parameters["epochs"] == 1 and parameters["ks"] == [6, 10]
     assert parameters["experiment"] == "distil-tests"  # the MLflow experiment follows the KFP one
+    assert parameters["tracking_uri"] == MLFLOW_TRACKING_URI  # the in-cluster server, by default
+    assert f"MLflow {MLFLOW_TRACKING_URI}" in out
     spec = run["pipeline_spec"]
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "fewframes-distill"
     platform = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -68,6 +70,18 @@ def test_watch_exits_non_zero_when_the_run_fails_against_kfp_api_standin(capsys)
         code = main(["submit", "--host", server.url, "--preset", "tiny", "--watch", "--poll", "0.05"])
     assert code == 1
     assert "finished: FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [(["--tracking-uri", ""], ""), (["--tracking-uri", "http://mlflow.example:5000"], "http://mlflow.example:5000"),
+     (["--param", "tracking_uri=http://other:5000"], "http://other:5000")],
+)
+def test_tracking_uri_flag_reaches_the_run_against_kfp_api_standin(standin, capsys, argv, expected):
+    assert main(["submit", "--host", standin.url, "--preset", "tiny", *argv]) == 0
+    (run,) = standin.runs.values()
+    assert run["runtime_config"]["parameters"]["tracking_uri"] == expected
+    assert ("MLflow tracking off" if not expected else f"MLflow {expected}") in capsys.readouterr().out
 
 
 def test_existing_experiment_is_reused_against_kfp_api_standin(standin, capsys):

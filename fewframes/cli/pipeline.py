@@ -400,14 +400,17 @@ def submit(
     timeout_s: float | None = None,
     on_submitted: Any = None,
 ) -> dict[str, Any]:
-    """Compile and submit a run to the KFP host; returns ``run_id``, ``url`` and (with ``watch``) ``state``.
+    """Compile and submit a run to the KFP host; returns ``run_id``, ``url``, ``tracking_uri`` and (with
+    ``watch``) ``state``.
 
+    MLflow: ``tracking_uri`` as the cluster's pods see it; by default the project's in-cluster server
+    (``fewframes.cluster.MLFLOW_TRACKING_URI``, deployed by ``infra/``), '' switches tracking off.
     ``on_submitted(outcome)`` is called as soon as the run exists, before any watching, so the run's link
     is shown while a long run is followed.
     """
     import tempfile
 
-    from fewframes.cluster import DEFAULT_GPU
+    from fewframes.cluster import DEFAULT_GPU, MLFLOW_TRACKING_URI
     from fewframes.pipelines.dag import compile_pipeline, parameter_defaults
 
     defaults = parameter_defaults(pipeline, preset)
@@ -416,6 +419,7 @@ def submit(
     arguments.setdefault("experiment", experiment)
     if tracking_uri is not None:
         arguments["tracking_uri"] = tracking_uri
+    arguments.setdefault("tracking_uri", MLFLOW_TRACKING_URI)  # unless --param tracking_uri= said otherwise
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = run_name or f"{pipeline}-{preset}-{stamp}"
     arguments.setdefault("run_name", name)
@@ -435,7 +439,10 @@ def submit(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PipelineError(f"--host {host}: submitting the run failed: {first}") from None
     url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
-    outcome = {"run_id": result.run_id, "url": url, "run_name": name, "experiment": experiment}
+    outcome = {
+        "run_id": result.run_id, "url": url, "run_name": name, "experiment": experiment,
+        "tracking_uri": arguments["tracking_uri"],
+    }  # fmt: skip
     if on_submitted is not None:
         on_submitted(outcome)
     if watch:
@@ -473,7 +480,9 @@ def watch_run(client: Any, run_id: str, poll_s: float = 10.0, timeout_s: float |
 
 def _print_submitted(outcome: dict[str, Any]) -> None:
     print(f"submitted run {outcome['run_name']} ({outcome['run_id']}) to experiment {outcome['experiment']!r}")
-    print(f"  {outcome['url']}", flush=True)
+    print(f"  {outcome['url']}")
+    uri = outcome["tracking_uri"]
+    print(f"  MLflow {uri} (as the cluster sees it)" if uri else "  MLflow tracking off (--tracking-uri '')", flush=True)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -616,7 +625,11 @@ def register(subparsers: Any) -> None:
     sub.add_argument("--experiment", default="fewframes", help="KFP (and MLflow) experiment")
     sub.add_argument("--run-name", help="run name (default <pipeline>-<preset>-<UTC time>)")
     sub.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter")
-    sub.add_argument("--tracking-uri", help="MLflow tracking URI as the cluster sees it (default: tracking off)")
+    sub.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI as the cluster sees it (default: the in-cluster server of infra/, "
+        "fewframes.cluster.MLFLOW_TRACKING_URI; '' = off)",
+    )
     sub.add_argument("--token", help="bearer token (default: kfp.Client's own discovery)")
     sub.add_argument("--watch", action="store_true", help="follow the run to its end")
     sub.add_argument("--poll", type=float, default=10.0, help="seconds between status polls with --watch")
