@@ -14,7 +14,8 @@ Writers that produce a file (predictions, ONNX, JSON, model files) go through :f
 a local temp file, then a rename (local) or an upload (gs://, resumable above :func:`resumable_threshold`),
 so a reader sees the old content or the new, never a part, and no temp file is left either way. Readers
 that need a filesystem path use :func:`local_input_file`; whole folders move with :func:`upload_dir`
-(commit marker last) and :func:`download_dir`.
+(commit marker last) and :func:`download_dir`; a folder being written (a training run's checkpoints)
+follows to GCS with :class:`DirectoryMirror`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 
-from fewframes.errors import StorageError
+from fewframes.errors import FewframesError, StorageError
 
 GCS_SCHEME = "gs://"
 # Above this size uploads are resumable and sent in chunks (a multiple of 256 KiB, as GCS requires): an
@@ -467,6 +469,114 @@ def upload_dir(local_dir: str | os.PathLike[str], gcs_prefix: str, *, last: tupl
     return [join(gcs_prefix, r) for r in order]
 
 
+SYNC_SECONDS_ENV = "FEWFRAMES_GCS_SYNC_SECONDS"
+SYNC_SECONDS = 30.0
+
+
+def sync_seconds() -> float:
+    """Seconds between the passes of a :class:`DirectoryMirror`: ``$FEWFRAMES_GCS_SYNC_SECONDS`` or 30."""
+    text = os.environ.get(SYNC_SECONDS_ENV, "").strip()
+    try:
+        value = float(text) if text else SYNC_SECONDS
+    except ValueError:
+        raise StorageError(f"${SYNC_SECONDS_ENV}: expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise StorageError(f"${SYNC_SECONDS_ENV}: must be > 0, got {text}")
+    return value
+
+
+class DirectoryMirror:
+    """Keep a ``gs://`` prefix a copy of a local folder while a process writes into it.
+
+    Used as a context manager: a background thread uploads new and changed files every ``interval_s``
+    seconds (default :func:`sync_seconds`), so a process killed without warning (a preempted node) leaves
+    on GCS what it had written up to the last pass; leaving the block makes a last pass. Only whole files are
+    uploaded: the writers in this library write a temp file whose name starts with ``.`` and rename it into
+    place, and such names are skipped. In each pass the names in ``last`` go after all others (a commit
+    marker). Files that disappear locally (e.g. pruned checkpoints) are removed from the prefix after the
+    new ones are uploaded; only objects this mirror uploaded, or that were there when it started, are ever
+    removed. The files present when it starts are taken as already uploaded (they came from the prefix).
+    """
+
+    def __init__(
+        self,
+        local_dir: str | os.PathLike[str],
+        gcs_prefix: str,
+        *,
+        interval_s: float | None = None,
+        last: tuple[str, ...] = (),
+    ) -> None:
+        split_gcs(gcs_prefix)
+        self.local_dir = Path(local_dir)
+        self.gcs_prefix = gcs_prefix
+        self.interval_s = sync_seconds() if interval_s is None else interval_s
+        self.last = last
+        self._uploaded = self._local_files()  # relative name -> (size, mtime_ns) as last uploaded
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _local_files(self) -> dict[str, tuple[int, int]]:
+        found = {}
+        for path in self.local_dir.rglob("*"):
+            rel = path.relative_to(self.local_dir)
+            if any(part.startswith(".") for part in rel.parts):
+                continue  # a temp file on its way to its final name
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed since the listing (a pruned checkpoint)
+            if path.is_file():
+                found[rel.as_posix()] = (stat.st_size, stat.st_mtime_ns)
+        return found
+
+    def sync(self) -> list[str]:
+        """One pass: upload new and changed files (``last`` after the others), then remove the objects of
+        files that are gone. Returns the names uploaded."""
+        with self._lock:
+            local = self._local_files()
+            changed = sorted(rel for rel, signature in local.items() if self._uploaded.get(rel) != signature)
+            order = [rel for rel in changed if rel not in self.last] + [rel for rel in self.last if rel in changed]
+            uploaded = []
+            for rel in order:
+                try:
+                    upload_file(self.local_dir / rel, join(self.gcs_prefix, rel))
+                except StorageError:
+                    if (self.local_dir / rel).exists():
+                        raise
+                    continue  # removed between the listing and the upload
+                self._uploaded[rel] = local[rel]
+                uploaded.append(rel)
+            for rel in sorted(set(self._uploaded) - set(local)):
+                remove(join(self.gcs_prefix, rel))
+                del self._uploaded[rel]
+            return uploaded
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sync()
+            except FewframesError:
+                pass  # e.g. a network blip: the next pass, or the last one on exit, tries again
+
+    def __enter__(self) -> "DirectoryMirror":
+        self._thread = threading.Thread(target=self._run, name="fewframes-gcs-mirror", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if exc_type is None:
+            self.sync()
+            return
+        try:
+            self.sync()  # keep what the failed work wrote (checkpoints), so running it again resumes
+        except FewframesError:
+            pass  # the original error is the one to report
+
+
 def remove(path: str | os.PathLike[str]) -> None:
     """Remove a local file/folder tree or every gs:// object under a prefix (missing is fine)."""
     if is_gcs(path):
@@ -491,6 +601,7 @@ def local_temp_dir(prefix: str = "fewframes-") -> str:
 
 
 __all__ = [
+    "DirectoryMirror",
     "GcsRandomAccessFile",
     "download_dir",
     "download_file",
@@ -510,6 +621,7 @@ __all__ = [
     "resumable_threshold",
     "split_gcs",
     "staged_output_file",
+    "sync_seconds",
     "upload_dir",
     "upload_file",
     "write_bytes_atomic",

@@ -6,7 +6,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -203,3 +203,35 @@ def test_download_dir_mirrors_a_prefix(emulator: str, tmp_path: Path) -> None:
     assert fsio.download_dir(f"gs://{BUCKET}/nothing-here", tmp_path / "empty") == []
     with pytest.raises(StorageError, match="bucket no-such-bucket not found"):
         fsio.download_dir("gs://no-such-bucket/x", tmp_path / "none")
+
+
+def test_directory_mirror_follows_a_folder_while_it_is_written(emulator: str, tmp_path: Path) -> None:
+    import time
+
+    local, prefix = tmp_path / "run", f"gs://{BUCKET}/mirrored"
+    (local / "checkpoints").mkdir(parents=True)
+    (local / "checkpoints" / "ckpt-1.pt").write_bytes(b"one")
+    fsio.upload_dir(local, prefix)  # as if an earlier attempt had left it there (and it was downloaded)
+
+    def wait_for(condition: Any) -> None:
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, "the mirror did not catch up within 20 s"
+            time.sleep(0.05)
+
+    with fsio.DirectoryMirror(local, prefix, interval_s=0.1, last=("result.json",)):
+        (local / "checkpoints" / "ckpt-2.pt").write_bytes(b"two")
+        (local / "checkpoints" / ".ckpt-3.pt.tmp").write_bytes(b"half")  # a temp file: never uploaded
+        wait_for(lambda: fsio.exists(f"{prefix}/checkpoints/ckpt-2.pt"))  # while the block still runs
+        (local / "checkpoints" / "ckpt-1.pt").unlink()  # pruned: its object goes too
+        wait_for(lambda: not fsio.exists(f"{prefix}/checkpoints/ckpt-1.pt"))
+        (local / "model.pt").write_bytes(b"best")
+        (local / "result.json").write_bytes(b"{}")
+    assert fsio.listdir(f"{prefix}/checkpoints") == ["ckpt-2.pt"]
+    assert fsio.read_bytes(f"{prefix}/model.pt") == b"best" and fsio.read_bytes(f"{prefix}/result.json") == b"{}"
+
+    with pytest.raises(RuntimeError):  # a failed block still leaves what it wrote on GCS
+        with fsio.DirectoryMirror(local, prefix, interval_s=60):
+            (local / "checkpoints" / "ckpt-4.pt").write_bytes(b"four")
+            raise RuntimeError("training failed")
+    assert fsio.read_bytes(f"{prefix}/checkpoints/ckpt-4.pt") == b"four"

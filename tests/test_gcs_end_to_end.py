@@ -172,6 +172,57 @@ def test_torchrun_ranks_share_one_staging_folder_for_a_gcs_out_dir(
     assert [name for name in os.listdir(temp) if name.startswith("fewframes-")] == []
 
 
+def test_a_killed_training_run_resumes_from_its_checkpoints_on_gcs(
+    emulator: str, local_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL (a preempted node: no handler runs) once the first checkpoint is on GCS; the checkpoints the
+    mirror had uploaded are found by the next run, which refuses other settings and finishes with the same."""
+    import subprocess
+    import time
+
+    from fewframes.data.split import write_split
+
+    work, temp = local_dirs
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setenv(fsio.SYNC_SECONDS_ENV, "0.1")  # the real setting: mirror passes every 0.1 s
+    store, out = f"{ROOT}/killed/store", f"{ROOT}/killed/teacher"
+    write_store(store, [40, 55, 60, 35, 50, 45, 30, 60] * 2, num_classes=4)
+    write_split(store, validation_fraction=0.25, test_fraction=0.0)
+    model_config = {"num_classes": 4, "hidden_size": 8, "num_layers": 1, "block_length": 5}
+    train_config = {"epochs": 3, "batch_size": 4, "num_workers": 0, "device": "cpu"}  # a checkpoint per epoch
+    command = training_command("teacher", store, out, model_config=model_config, train_config=train_config)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (fsio.exists(f"{out}/checkpoints") and fsio.listdir(f"{out}/checkpoints")):
+            assert process.poll() is None, f"training ended before its first checkpoint reached GCS: {process.stderr.read()}"
+            assert time.monotonic() < deadline, "no checkpoint on GCS after 120 s"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+    assert not fsio.exists(f"{out}/result.json"), "killed before the end"
+    killed_at = fsio.listdir(f"{out}/checkpoints")
+
+    argv = command[3:]  # the same arguments, through the entry point in this process
+    other_seed = [*argv[: argv.index("--train-config") + 1], json.dumps({**train_config, "seed": 7}),
+                  *argv[argv.index("--train-config") + 2 :]]
+    err = _one_line_error(capsys, training_main(other_seed))
+    assert f"{out}/checkpoints holds a checkpoint of a run with other settings (train_config differs)" in err
+    assert fsio.listdir(f"{out}/checkpoints") == killed_at, "a refused run changes nothing on GCS"
+
+    summary = _run_training(capsys, argv)
+    assert summary["model_path"] == f"{out}/teacher.pt" and len(summary["history"]) == 3
+    assert set(fsio.listdir(out)) == {"checkpoints", "result.json", "teacher.pt"}
+    remote = fsio.listdir(f"{out}/checkpoints")
+    assert remote and set(remote).isdisjoint(killed_at), "checkpoints pruned locally are pruned on GCS too"
+    # The killed process could not clean up its staging folder (SIGKILL); the two runs here did.
+    assert len([name for name in os.listdir(temp) if name.startswith("fewframes-train-")]) == 1
+    assert os.listdir(work) == []
+
+
 def _one_line_error(capsys: pytest.CaptureFixture[str], code: int) -> str:
     out, err = capsys.readouterr()
     assert code == 2 and out == ""

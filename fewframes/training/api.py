@@ -19,7 +19,7 @@ student; serial: the student plugs in the teacher's trained classifier"):
   by ``StudentConfig.frame_selection``; no teacher.
 
 Every function takes ``store`` as a FrameStore or a path (local or ``gs://``) and ``out_dir`` as a local folder
-or a ``gs://`` prefix (staged locally, uploaded when the run ends; see ``_run_training``), trains on the ``train`` split (a seeded
+or a ``gs://`` prefix (staged locally and mirrored there while it trains; see ``_run_training``), trains on the ``train`` split (a seeded
 ``TrainConfig.train_fraction`` subset) and keeps the epoch with the best ``validation`` GAP. Under
 ``torchrun`` each detects ``WORLD_SIZE``/``RANK``, joins the process group and shards the data;
 ``TrainConfig.batch_size`` is the global batch.
@@ -27,6 +27,7 @@ or a ``gs://`` prefix (staged locally, uploaded when the run ends; see ``_run_tr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -39,10 +40,9 @@ from torch import nn
 from fewframes import fsio
 from fewframes.config import TRAINING_MODES, ModelConfig, StudentConfig, TrainConfig
 from fewframes.distributed import DistContext, barrier, broadcast_object, setup_distributed, teardown_distributed
-from fewframes.errors import FewframesError, TrainingError
+from fewframes.errors import TrainingError
 from fewframes.training.data import TEACHER_STRATEGY, TrainingData, open_training_data, teacher_k
 from fewframes.training.loop import (
-    CHECKPOINT_DIR,
     RESULT_FILE,
     Role,
     Run,
@@ -151,31 +151,19 @@ def _out(out_dir: str | os.PathLike[str], ctx: DistContext) -> Path:
 
 
 def _run_training(run: Run, out_dir: str | os.PathLike[str]) -> dict[str, TrainResult]:
-    """``run_training``, then for a ``gs://`` out_dir: upload the staging folder (result.json last, so a
-    reader that sees it sees the models), drop checkpoints pruned since, and remove the staging folder.
-    A failed run still uploads its checkpoints, so running it again resumes."""
+    """``run_training``; for a ``gs://`` out_dir, rank 0 mirrors the staging folder to it while training
+    (checkpoints and best models reach GCS as they are written, so a killed run resumes from there) and
+    once more at the end (result.json last), then the staging folder is removed."""
     if not fsio.is_gcs(out_dir):
         return run_training(run)
     target, ctx = str(out_dir), run.ctx
-    checkpoints = fsio.join(target, CHECKPOINT_DIR)
+    mirror = fsio.DirectoryMirror(run.out_dir, target, last=(RESULT_FILE,)) if ctx.is_main else contextlib.nullcontext()
     try:
-        results = run_training(run)
-        barrier(ctx)  # every rank has loaded its results from the staging folder
-        if ctx.is_main:
-            fsio.upload_dir(run.out_dir, target, last=(RESULT_FILE,))
-            kept = {p.name for p in (run.out_dir / CHECKPOINT_DIR).glob("*")}
-            for name in fsio.listdir(checkpoints) if fsio.exists(checkpoints) else []:
-                if name not in kept:
-                    fsio.remove(fsio.join(checkpoints, name))
-    except TrainingError as exc:  # e.g. "holds a finished run with other settings": name the gs:// folder
+        with mirror:
+            results = run_training(run)
+            barrier(ctx)  # every rank has loaded its results from the staging folder
+    except TrainingError as exc:  # e.g. "holds a checkpoint of a run with other settings": name the gs:// folder
         raise TrainingError(str(exc).replace(str(run.out_dir), target)) from None
-    except BaseException:
-        if ctx.is_main and (run.out_dir / CHECKPOINT_DIR).is_dir():
-            try:
-                fsio.upload_dir(run.out_dir / CHECKPOINT_DIR, checkpoints)
-            except FewframesError:
-                pass  # the training error is the one to report
-        raise
     finally:
         if ctx.is_main:
             shutil.rmtree(run.out_dir, ignore_errors=True)
