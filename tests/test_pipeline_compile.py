@@ -180,6 +180,15 @@ def test_components_are_lightweight_and_import_fewframes(compiled):
     assert spec["root"]["dag"]["tasks"]["train-teacher"]["cachingOptions"] == {"enableCache": True}
 
 
+@pytest.mark.parametrize("pipeline", ["distill", "paper"])
+def test_mlflow_runs_are_tagged_with_the_kfp_run_id(compiled, pipeline):
+    spec, _ = compiled[(pipeline, "cpu")]
+    inputs = spec["root"]["dag"]["tasks"]["start-tracking"]["inputs"]["parameters"]
+    # KFP fills this in with the run's id; start-tracking puts it on the parent run and every child run.
+    assert inputs["pipeline_run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    assert inputs["tracking_uri"] == {"componentInputParameter": "tracking_uri"}
+
+
 def test_cli_compile_flags_set_the_gpu(tmp_path, capsys):
     out = tmp_path / "p.yaml"
     assert main(["compile", "--pipeline", "distill", "--preset", "tiny", "--out", str(out),
