@@ -208,6 +208,15 @@ def test_tiny_run_prints_where_everything_is_and_its_mlflow_ui_command_works(tin
         log.close()
 
 
+def test_mlflow_ui_hint_for_a_tracking_server_and_a_local_database(tmp_path):
+    from fewframes.cli.pipeline import mlflow_ui_hint
+
+    # A server is its own UI; `mlflow ui --backend-store-uri http://...` would not work.
+    assert mlflow_ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser (the tracking server is the MLflow UI)"
+    database = local_tracking_uri(tmp_path / "run folder")  # a space survives copy-paste into a shell
+    assert shlex.split(mlflow_ui_hint(database)) == ["mlflow", "ui", "--backend-store-uri", database]
+
+
 def test_run_fails_at_start_when_tracking_is_unreachable(tmp_path, capsys):
     from mlflow_server import free_port
 
