@@ -134,3 +134,33 @@ def test_entry_point_reports_bad_json_in_one_line(store: Path, tmp_path: Path, c
     assert err.startswith("fewframes.training: error: --model-config is not valid JSON") and "\n" not in err
     code = training_main(["student", "--store", str(store), "--out", str(tmp_path), "--student-config", json.dumps({"k": 6})])
     assert code == 2 and "--teacher" in capsys.readouterr().err
+
+
+def test_cuda_settings_are_decided_from_the_device_without_needing_a_gpu() -> None:
+    """What a CUDA device gets (bf16 autocast, loss scaling, pinned host memory for non-blocking copies)
+    is decided from ``DistContext.device`` alone; the CPU gets float32, no scaling, no pinning."""
+    from fewframes.distributed import DistContext
+    from fewframes.training.data import _common_loader_args
+    from fewframes.training.loop import autocast_for, make_grad_scaler, mixed_precision_dtype
+
+    cpu, cuda = DistContext(device=torch.device("cpu")), DistContext(device=torch.device("cuda", 0))
+    config = tiny_train_config()
+    assert mixed_precision_dtype(cuda, config) is torch.bfloat16
+    assert mixed_precision_dtype(cuda, tiny_train_config(mixed_precision=False)) is None
+    assert mixed_precision_dtype(cpu, config) is None
+    assert _common_loader_args(config, cuda)["pin_memory"] and not _common_loader_args(config, cpu)["pin_memory"]
+    assert not make_grad_scaler(cpu, config).is_enabled()
+    with autocast_for(cpu, config):  # CPU: no autocast at all
+        assert torch.nn.Linear(2, 2)(torch.ones(1, 2)).dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_teacher_trains_on_cuda_with_mixed_precision_and_reloads_on_cpu(store: Path, tmp_path: Path) -> None:
+    result = train_teacher(store, tiny_model_config(), tiny_train_config(device="cuda", epochs=2), out_dir=tmp_path,
+                           progress=False)
+    assert all(torch.isfinite(torch.tensor(record["train_loss"])) for record in result.history)
+    checkpoint = torch.load(sorted((tmp_path / "checkpoints").glob("ckpt-*.pt"))[-1], weights_only=True)
+    assert checkpoint["scaler"]  # loss scaling was on (cuDNN's LSTM runs in float16 under autocast)
+    reloaded = load_model(result.model_path)
+    frames = torch.randint(0, 256, (2, 30, 1152), dtype=torch.uint8)
+    assert torch.isfinite(reloaded(frames).logits).all()

@@ -5,7 +5,7 @@ over global epochs 1..E, and a list of roles: the models whose validation GAP is
 epoch is saved (the teacher, the student, or both in parallel training).
 
 Exact resume. A checkpoint (every epoch end, and every ``TrainConfig.checkpoint_every_steps`` optimizer
-steps) holds the models, the stage's optimizer and scheduler, every rank's RNG states, the position
+steps) holds the models, the stage's optimizer, scheduler and loss scaler, every rank's RNG states, the position
 (epoch, batches done in it, global step), the epoch's running loss sums, the best-so-far and the history.
 Batches are a pure function of (seed, epoch) and the loader skips the batches already done, so a run
 killed at any point and started again with the same arguments and out_dir ends with the same weights
@@ -114,11 +114,27 @@ def configure_determinism(ctx: DistContext) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def mixed_precision_dtype(ctx: DistContext, train_config: TrainConfig) -> torch.dtype | None:
+    """bf16 on CUDA when ``TrainConfig.mixed_precision`` is on; None (float32 throughout) on the CPU."""
+    if ctx.device.type == "cuda" and train_config.mixed_precision:
+        return torch.bfloat16
+    return None
+
+
 def autocast_for(ctx: DistContext, train_config: TrainConfig) -> Any:
     """bf16 autocast on CUDA when mixed precision is on; nothing on CPU."""
-    if ctx.device.type == "cuda" and train_config.mixed_precision:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+    dtype = mixed_precision_dtype(ctx, train_config)
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(ctx.device.type, dtype=dtype)
+
+
+def make_grad_scaler(ctx: DistContext, train_config: TrainConfig) -> torch.amp.GradScaler:
+    """Loss scaling whenever autocast is on. Autocast runs cuDNN's LSTM in float16 whatever its dtype
+    (PyTorch's ``_cudnn_rnn`` autocast wrapper casts to half), so the LSTM gradients need the scaling that
+    float16 needs; the bf16 parts do not mind it. Disabled (a pass-through) on the CPU."""
+    enabled = mixed_precision_dtype(ctx, train_config) is not None
+    return torch.amp.GradScaler(ctx.device.type, enabled=enabled)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -289,10 +305,13 @@ def run_training(run: Run) -> dict[str, TrainResult]:
             stage.trainable, lr=run.train_config.learning_rate, weight_decay=run.train_config.weight_decay
         )
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=run.train_config.lr_decay)
+        scaler = make_grad_scaler(ctx, run.train_config)
         resuming_stage = state is not None and state.get("stage") == stage_index and position["epoch"] >= first
         if resuming_stage:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            if scaler.is_enabled() and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
         if state is not None:
             restore_rng_state(state["rng"][ctx.rank])
         state = None  # consumed: later stages start fresh
@@ -300,7 +319,7 @@ def run_training(run: Run) -> dict[str, TrainResult]:
         wrapped = wrap_ddp(objective, ctx, find_unused_parameters=stage.find_unused_parameters)
 
         for epoch in range(max(first, position["epoch"]), end):
-            position = _train_epoch(run, stage, stage_index, wrapped, optimizer, scheduler, epoch, position,
+            position = _train_epoch(run, stage, stage_index, wrapped, optimizer, scheduler, scaler, epoch, position,
                                     checkpoints, history, best, total_epochs)
             lr_used = scheduler.get_last_lr()[0]
             record = _end_epoch(run, stage, epoch, position, lr_used, best)
@@ -309,7 +328,8 @@ def run_training(run: Run) -> dict[str, TrainResult]:
             position = {**_empty_position(), "epoch": epoch + 1, "global_step": position["global_step"]}
             rng = all_gather_objects(capture_rng_state(), ctx)
             if ctx.is_main:
-                _save_checkpoint(run, checkpoints, stage_index, optimizer, scheduler, position, history, best, rng)
+                _save_checkpoint(run, checkpoints, stage_index, optimizer, scheduler, scaler, position, history, best,
+                                 rng)
             barrier(ctx)
 
     results = _finish(run, history, best)
@@ -323,6 +343,7 @@ def _train_epoch(
     wrapped: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    scaler: torch.amp.GradScaler,
     epoch: int,
     position: dict[str, Any],
     checkpoints: CheckpointDir,
@@ -356,8 +377,9 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(ctx, config):
             loss, parts = wrapped(*args)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         batches_done += 1
         global_step += 1
         values = {"loss": float(loss.detach())}
@@ -372,7 +394,7 @@ def _train_epoch(
                    "loss_sums": dict(loss_sums), "loss_count": loss_count}
             rng = all_gather_objects(capture_rng_state(), ctx)
             if ctx.is_main:
-                _save_checkpoint(run, checkpoints, stage_index, optimizer, scheduler, mid, history, best, rng)
+                _save_checkpoint(run, checkpoints, stage_index, optimizer, scheduler, scaler, mid, history, best, rng)
     bar.close()
     return {"epoch": epoch, "batches_done": batches_done, "global_step": global_step,
             "loss_sums": loss_sums, "loss_count": loss_count}
@@ -416,6 +438,7 @@ def _save_checkpoint(
     stage_index: int,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    scaler: torch.amp.GradScaler,
     position: dict[str, Any],
     history: list[dict[str, Any]],
     best: dict[str, Any],
@@ -427,6 +450,7 @@ def _save_checkpoint(
         "models": _state_dicts(run),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),  # {} when loss scaling is off (CPU)
         "rng": rng,  # one state per rank
         "position": position,
         "history": history,
