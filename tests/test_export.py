@@ -76,3 +76,42 @@ def test_exported_model_is_logged_to_mlflow(tmp_path: Path, teacher: torch.nn.Mo
     frames = torch.randint(0, 256, (2, 6, teacher.config.feature_dim), dtype=torch.uint8)
     with torch.inference_mode():
         np.testing.assert_allclose(onnx_logits(local, frames.numpy()), student(frames).logits.numpy(), atol=1e-4)
+
+
+def test_export_cli_logs_onnx_and_pytorch_model_to_an_mlflow_server(
+    tmp_path: Path, teacher: torch.nn.Module, mlflow_server: str
+) -> None:
+    """``fewframes export --tracking-uri``: the ONNX file, its facts and the PyTorch-flavour model, all loadable."""
+    import mlflow.pytorch
+    from mlflow.tracking import MlflowClient
+
+    from fewframes.cli import main as cli_main
+    from fewframes.training import save_model
+
+    torch.manual_seed(2)
+    student = build_model(student_model_config(teacher.config, 6), classifier=teacher.classifier).eval()
+    save_model(student, tmp_path / "student.pt", student.config, StudentConfig(k=6), role="student")
+    onnx_file = tmp_path / "out" / "student.onnx"
+    assert cli_main(["export", "--model", str(tmp_path / "student.pt"), "--out", str(onnx_file),
+                     "--tracking-uri", mlflow_server, "--experiment", "export-cli"]) == 0
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    (run,) = client.search_runs([client.get_experiment_by_name("export-cli").experiment_id])
+    assert run.info.run_name == "export-student" and run.info.status == "FINISHED"
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "export")) == [
+        "export/student.export.json", "export/student.onnx"]
+    assert run.data.metrics["export_max_abs_diff"] <= 1e-4
+
+    frames = torch.randint(0, 256, (4, 6, teacher.config.feature_dim), dtype=torch.uint8)
+    with torch.inference_mode():
+        eager = student(frames).logits.numpy()
+    downloaded = client.download_artifacts(run.info.run_id, "export/student.onnx", str(tmp_path / "download"))
+    np.testing.assert_allclose(onnx_logits(downloaded, frames.numpy()), eager, atol=1e-4)
+    model_folder = client.download_artifacts(run.info.run_id, "model", str(tmp_path / "download"))
+    logged = mlflow.pytorch.load_model(model_folder).eval()  # the PyTorch flavour, as MLflow serves it
+    with torch.inference_mode():
+        np.testing.assert_allclose(logged(frames).logits.numpy(), eager, atol=1e-6)
+
+    assert cli_main(["export", "--model", str(tmp_path / "student.pt"), "--out", str(tmp_path / "x.onnx"),
+                     "--frames", "0"]) == 2
+    assert not (tmp_path / "x.onnx").exists()
