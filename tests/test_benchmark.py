@@ -29,6 +29,7 @@ from fewframes.benchmark import (
     read_batch,
     resolve_device,
     time_call,
+    _cudnn_rnn_flops,
     _rnn_flop_formulas,
 )
 from fewframes.config import PRESETS, ModelConfig, StudentConfig
@@ -238,6 +239,17 @@ def test_time_call_on_cuda_times_with_synchronised_events_fake_cuda_mock(monkeyp
     assert seconds == pytest.approx(0.25)  # event milliseconds -> seconds
     # Pending GPU work drains first; the end event is waited on before reading the time.
     assert log == ["cuda.synchronize", "record", "work", "record", "event.synchronize"]
+
+
+def test_cudnn_lstm_flop_formula_on_the_kernels_argument_shapes() -> None:
+    """The CUDA counter formula (``aten._cudnn_rnn``) cannot run here; checked on the shapes cuDNN receives:
+    its flat weight list for every layer (biases skipped) and a padded [T, B, in] or packed [rows, in] input."""
+    assert _rnn_flop_formulas()[torch.ops.aten._cudnn_rnn] is _cudnn_rnn_flops
+    lstm = torch.nn.LSTM(24, 8, num_layers=2)
+    weight_shapes = [tuple(w.shape) for w in lstm._flat_weights]  # the list nn.LSTM hands to cuDNN
+    assert len(weight_shapes) == 8 and sum(len(shape) == 1 for shape in weight_shapes) == 4  # 4 biases
+    assert _cudnn_rnn_flops((7, 3, 24), weight_shapes, out_shape=None) == lstm_flops(7 * 3, 24, 8, 2)
+    assert _cudnn_rnn_flops((17, 24), weight_shapes, out_shape=None) == lstm_flops(17, 24, 8, 2)  # packed rows
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
