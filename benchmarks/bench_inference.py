@@ -1,7 +1,7 @@
 """Inference benchmark: teacher vs k-frame students, model-only and end to end from a frame store.
 
 Builds (once, cached) a bench frame store of synthetic YouTube-8M videos of exactly 300 frames each
-(DATA-IO's generator, preset ``bench``), builds an untrained teacher and students (untrained weights time
+(``fewframes.data.synth`` with every video 300 frames long), builds an untrained teacher and students (untrained weights time
 the same as trained ones), and measures side by side, interleaved over rounds:
 
 - parameters, FLOPs per video (analytic, cross-checked by the executed-matmul counter);
@@ -10,18 +10,21 @@ the same as trained ones), and measures side by side, interleaved over rounds:
   bytes read per video;
 - the teacher's model-only throughput against a plain 2-layer ``nn.LSTM`` over the same 300 frames.
 
-Writes ``benchmarks/results/inference_<device>[_paper].json`` with the machine described and the command.
+Writes ``benchmarks/results/inference_<device>[_paper][_bf16].json`` (or ``--out``) with the machine
+described and the command.
 
 Default (moderate) sizes, a few minutes on 2 idle CPU cores: hidden 256, 2 layers, 100 classes, teacher blocks
 of 20, 128 videos, batch 64, students k=10 and k=30, 3 rounds. ``--paper-sizes``: hidden 1024, 3862 classes,
 batch 256, 1024 videos (meant for ``--device cuda``; slow on a CPU).
 
     python benchmarks/bench_inference.py                      # CPU, moderate sizes
+    python benchmarks/bench_inference.py --rounds 5 --threads 1   # what made results/inference_cpu.json
     python benchmarks/bench_inference.py --paper-sizes --device cuda [--precision bf16]
 
 ``--device cuda`` on a machine without CUDA stops at once with a one-line error (exit 2), before any
 store is built. The machine's load average is sampled during the run and recorded: on a shared machine
-the absolute figures move with the load, the side-by-side ratios much less.
+the absolute figures move with the load, the side-by-side ratios much less if the threads do not outnumber
+the free cores (``--threads 1`` there; benchmarks/README.md shows both).
 """
 
 from __future__ import annotations
