@@ -31,8 +31,10 @@ Timing
 Latency: p50/p95 over repeated batch-1 calls. Throughput: videos/s at a large batch. Both after warm-up,
 under ``torch.inference_mode``, with CUDA events and synchronisation on a GPU (``time.perf_counter`` on CPU).
 Precision: ``fp32`` (default) or ``bf16`` (``torch.autocast`` on the device, as training runs on CUDA; it
-also runs on CPU, which is how the code path is tested without a GPU). FLOPs are counted in fp32: autocast
-changes the number format, not the matrix products.
+also runs on CPU, which is how the code path is tested without a GPU). On CUDA, PyTorch's autocast wrapper
+for cuDNN RNNs casts the LSTMs to float16 whatever the autocast dtype (see docs/method.md), so there ``bf16``
+times float16 LSTMs and a bfloat16 classifier. FLOPs are counted in fp32: autocast changes the number
+format, not the matrix products.
 End to end = read from the store (+ frame selection for students) -> uint8 tensor -> device -> model ->
 sigmoid scores back on the host.
 
@@ -195,7 +197,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """Nothing for ``fp32``; ``torch.autocast`` to bfloat16 on ``device`` for ``bf16``."""
+    """Nothing for ``fp32``; ``torch.autocast`` to bfloat16 on ``device`` for ``bf16`` (cuDNN LSTMs: float16)."""
     check_precision(precision)
     if precision == "fp32":
         return contextlib.nullcontext()
