@@ -130,10 +130,13 @@ class CheckpointDir:
         return sorted(found)
 
     def save(self, state: dict[str, Any], global_step: int) -> Path:
-        """Write ``state`` atomically as the checkpoint of ``global_step``; prune the oldest beyond ``keep``."""
+        """Write ``state`` atomically as the checkpoint of ``global_step``; prune the oldest beyond ``keep``
+        and the temp files of writes a kill interrupted (one writer per directory, so none is in progress)."""
         path = atomic_torch_save(state, self.path_for(global_step))
         for old_step in self.steps()[: -self.keep]:
             self.path_for(old_step).unlink(missing_ok=True)
+        for stale in self.directory.glob(".ckpt-*.tmp"):
+            stale.unlink(missing_ok=True)
         return path
 
     def latest(self) -> dict[str, Any] | None:

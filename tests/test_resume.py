@@ -123,3 +123,15 @@ def test_parallel_teacher_and_student_killed_mid_epoch_resume_to_the_same_result
         "parallel", store, tmp_path, ["teacher.pt", "student.pt"], model_config=model_config(),
         student_config={"k": 6, "loss": "rep_pred_ce"}, train_config=train_config(),
     )
+
+
+def test_a_checkpoint_write_cut_by_a_kill_leaves_no_temp_file_behind(tmp_path: Path) -> None:
+    """A kill during ``torch.save`` leaves ``.ckpt-<step>.pt.<random>.tmp`` (the rename never came); the next
+    save removes it, and ``latest`` never reads it."""
+    checkpoints = CheckpointDir(tmp_path / "checkpoints")
+    checkpoints.save({"position": {"epoch": 0}}, 2)
+    interrupted = checkpoints.directory / ".ckpt-00000004.pt.k1ll3d.tmp"
+    interrupted.write_bytes(b"half a checkpoint")
+    assert checkpoints.steps() == [2] and checkpoints.latest()["position"] == {"epoch": 0}
+    checkpoints.save({"position": {"epoch": 1}}, 4)
+    assert sorted(p.name for p in checkpoints.directory.iterdir()) == ["ckpt-00000002.pt", "ckpt-00000004.pt"]
