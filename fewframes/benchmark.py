@@ -243,35 +243,6 @@ def _percentile_ms(seconds: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(seconds) * 1000.0, q))
 
 
-def model_latency(
-    model: nn.Module, n_frames: int, device: torch.device, *, repeats: int = 20, warmup: int = 3, seed: int = 0
-) -> list[float]:
-    """Seconds per batch-1 call on random uint8 frames already on the device (all frames real)."""
-    generator = torch.Generator().manual_seed(seed)
-    frames = torch.randint(0, 256, (1, n_frames, _feature_dim(model)), dtype=torch.uint8, generator=generator)
-    frames = frames.to(device)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(frames)
-        return [time_call(lambda: model(frames), device) for _ in range(repeats)]
-
-
-def model_throughput(
-    model: nn.Module, n_frames: int, batch_size: int, device: torch.device, *, repeats: int = 3, warmup: int = 1,
-    seed: int = 0,
-) -> float:
-    """Videos per second at ``batch_size`` on random uint8 frames already on the device."""
-    generator = torch.Generator().manual_seed(seed)
-    frames = torch.randint(
-        0, 256, (batch_size, n_frames, _feature_dim(model)), dtype=torch.uint8, generator=generator
-    ).to(device)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(frames)
-        seconds = sum(time_call(lambda: model(frames), device) for _ in range(repeats))
-    return batch_size * repeats / seconds
-
-
 def _feature_dim(model: nn.Module) -> int:
     config = getattr(model, "config", None)
     return config.feature_dim if isinstance(config, ModelConfig) else FEATURE_DIM
@@ -671,8 +642,6 @@ __all__ = [
     "hierarchical_flops",
     "log_benchmark",
     "lstm_flops",
-    "model_latency",
-    "model_throughput",
     "open_store",
     "precision_context",
     "read_batch",
