@@ -14,7 +14,7 @@ Artifacts written here:
 - an evaluation directory: the library's metrics.json, per_class_ap.parquet, encodings.parquet and our
   ``row.json`` (the model's parameters + metrics + MLflow run ids), which benchmark and report read;
 - a benchmark directory (``benchmark.json``: one row per model);
-- the report (Markdown + HTML + the GAP-vs-k PNG).
+- the report (``fewframes.report``: Markdown + HTML, figures, summary.json).
 
 Choices where the contracts were silent:
 - Students trained on a fraction of the training split (the paper's Table 3) use the full-data teacher.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +47,7 @@ from fewframes.config import (
     get_preset,
 )
 from fewframes.errors import FewframesError, PipelineError
+from fewframes.report import recommend_student  # noqa: F401  (re-exported: the report step's rule)
 from fewframes.runs import TAG_MODEL_KEY, TAG_ROLE, TrackingContext, step_run
 
 # A step that fails on bad input appends "step: message" here (when set), so `fewframes run` can show
@@ -873,101 +873,52 @@ def benchmark_step(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def recommend_student(rows: list[dict[str, Any]], tolerance: float = 0.01) -> dict[str, Any] | None:
-    """The smallest-k student (final matching, full data) whose GAP is within ``tolerance`` (relative) of the
-    teacher's; ties go to the higher GAP. None when there is no teacher row or no student qualifies."""
-    teachers = [r for r in rows if r["role"] == "teacher" and r.get("gap") is not None]
-    if not teachers:
-        return None
-    threshold = float(teachers[0]["gap"]) * (1.0 - tolerance)
-    candidates = [
-        r
-        for r in rows
-        if r["role"] == "student"
-        and r.get("matching", "final") == "final"
-        and float(r.get("train_fraction", 1.0)) >= 1.0
-        and r.get("gap") is not None
-        and float(r["gap"]) >= threshold
-    ]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda r: (int(r["k"]), -float(r["gap"])))
-
-
-def _series_name(row: dict[str, Any]) -> str:
-    if row["role"] == "student":
-        name = f"{row['mode']} {row['loss']}"
-        return name + (" (intermediate)" if row.get("matching") == "intermediate" else "")
-    return f"{row['frame_selection']}-k"
-
-
-def _gap_vs_k_plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    series: dict[str, list[tuple[int, float]]] = {}
-    for row in rows:
-        if row["role"] == "teacher" or float(row.get("train_fraction", 1.0)) < 1.0 or row.get("gap") is None:
-            continue
-        series.setdefault(_series_name(row), []).append((int(row["k"]), float(row["gap"])))
-    for name, points in sorted(series.items()):
-        points.sort()
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-    for row in rows:
-        if row["role"] == "teacher" and row.get("gap") is not None:
-            axes.axhline(float(row["gap"]), color="black", linestyle="--", label="teacher (all frames)")
-    axes.set_xlabel("k (frames read)")
-    axes.set_ylabel("GAP@20 (test)")
-    axes.set_title("GAP vs k")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    temp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temp, dpi=110)
-    plt.close(figure)
-    os.replace(temp, path)
-
-
-REPORT_COLUMNS = (
-    ("model_key", "model"),
-    ("k", "k"),
-    ("frame_selection", "frames"),
-    ("loss", "loss"),
-    ("mode", "mode"),
-    ("matching", "matching"),
-    ("train_fraction", "data"),
-    ("gap", "GAP"),
-    ("map", "mAP"),
-    ("hit_at_1", "Hit@1"),
-    ("perr", "PERR"),
-    ("num_parameters", "params"),
-    ("gflops", "GFLOPs"),
-    ("latency_ms_p50", "latency p50 (ms)"),
-)
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return ""
-    if isinstance(value, float):
-        return f"{value:.0f}" if value >= 1000 else f"{value:.4g}"
-    return str(value)
-
-
 def report_rows(evaluation_dirs: list[str], benchmark_dir: str | None) -> list[dict[str, Any]]:
-    """Every evaluated model's row, joined with its benchmark figures; teacher first, then by GAP."""
-    rows = [read_row(d) for d in evaluation_dirs]
+    """Every evaluated model's row (with its ``evaluation_dir``), joined with its benchmark figures (and the
+    end-to-end throughput); teacher first, then by GAP."""
+    rows = [{**read_row(d), "evaluation_dir": str(d)} for d in evaluation_dirs]
     if benchmark_dir and (Path(benchmark_dir) / BENCHMARK_FILE).is_file():
         payload = json.loads((Path(benchmark_dir) / BENCHMARK_FILE).read_text())
         bench = {r["model_key"]: r for r in payload["rows"]}
         for row in rows:
             extra = bench.get(row["model_key"], {})
             row.update({k: v for k, v in extra.items() if k not in row and k != "raw"})
+            raw = extra.get("raw") or {}
+            if raw.get("e2e_throughput_videos_s") is not None:
+                row.setdefault("e2e_throughput_videos_s", float(raw["e2e_throughput_videos_s"]))
     rows.sort(key=lambda r: (r["role"] != "teacher", -float(r.get("gap") or 0.0)))
     return rows
+
+
+def benchmark_machine(benchmark_dir: str | None) -> dict[str, Any]:
+    """The machine the benchmark step measured on ({} when there is no benchmark)."""
+    path = Path(benchmark_dir) / BENCHMARK_FILE if benchmark_dir else None
+    return json.loads(path.read_text()).get("machine", {}) if path is not None and path.is_file() else {}
+
+
+def _parent_run_info(tracking: TrackingContext) -> dict[str, Any]:
+    """The pipeline run's parameters as its parent MLflow run recorded them ({} when not recorded)."""
+    if not tracking.enabled or not tracking.parent_run_id:
+        return {}
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=tracking.uri).get_run(tracking.parent_run_id)
+    arguments: dict[str, Any] = {}
+    for name, value in run.data.params.items():
+        try:
+            arguments[name] = json.loads(value.replace("'", '"'))
+        except ValueError:
+            arguments[name] = value
+    info: dict[str, Any] = {"pipeline": tracking.pipeline, "run_id": tracking.pipeline_run_id}
+    if arguments:
+        info["arguments"] = arguments
+        info["preset"] = arguments.get("preset", "")
+    return info
+
+
+def _grid_ks(run_info: dict[str, Any]) -> tuple[int, int]:
+    arguments = run_info.get("arguments", {})
+    return int(arguments.get("intermediate_k") or 30), int(arguments.get("fraction_k") or 30)
 
 
 @reports_errors("report")
@@ -979,72 +930,47 @@ def report_step(
     tracking: TrackingContext,
     tolerance: float = 0.01,
 ) -> StepResult:
-    """A table of every evaluated model, the GAP-vs-k plot and the recommended student (Markdown + HTML)."""
-    import base64
-    import html as html_lib
+    """The paper's tables, figures and claims for this run (``fewframes.report``), as Markdown (figures
+    embedded) and HTML; the report's files go beside them and to the report step's MLflow run."""
+    from fewframes.report import build_report, embedded_markdown, training_histories
 
     rows = report_rows(evaluation_dirs, benchmark_dir)
-    if not rows:
-        raise PipelineError("report: no evaluated models to report on")
-    recommended = recommend_student(rows, tolerance)
+    run_info = _parent_run_info(tracking)
+    intermediate_k, fraction_k = _grid_ks(run_info)
     markdown_file, html_file = Path(markdown_path), Path(html_path)
-    plot = html_file.with_name("gap_vs_k.png") if html_file.suffix else html_file.parent / "gap_vs_k.png"
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    _gap_vs_k_plot(rows, plot)
-    image = base64.b64encode(plot.read_bytes()).decode()
-
-    teacher = next((r for r in rows if r["role"] == "teacher"), None)
-    if recommended is not None:
-        verdict = (
-            f"**Recommended student:** `{recommended['model_key']}` — k={recommended['k']}, "
-            f"GAP {float(recommended['gap']):.4f}"
-            + (f" vs teacher {float(teacher['gap']):.4f}" if teacher else "")
-            + f" (tolerance {tolerance:.1%} of the teacher's GAP)."
-        )
-    else:
-        verdict = f"**Recommended student:** none within {tolerance:.1%} of the teacher's GAP."
-    header = [label for _, label in REPORT_COLUMNS]
-    lines = ["# fewframes report", "", verdict, "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in REPORT_COLUMNS) + " |")
-    lines += ["", f"![GAP vs k](data:image/png;base64,{image})", ""]
+    report = build_report(
+        rows, html_file.parent, tolerance=tolerance, histories=training_histories(tracking.uri, rows),
+        machine=benchmark_machine(benchmark_dir), run_info=run_info, intermediate_k=intermediate_k,
+        fraction_k=fraction_k,
+    )
     markdown_file.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(markdown_file, "\n".join(lines))
+    _atomic_text(markdown_file, embedded_markdown(report))
+    if report.html != html_file:
+        _atomic_text(html_file, report.html.read_text())
 
-    cells = "".join(f"<th>{html_lib.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html_lib.escape(_cell(row.get(key)))}</td>" for key, _ in REPORT_COLUMNS) + "</tr>"
-        for row in rows
-    )
-    verdict_html = html_lib.escape(verdict.replace("**", "").replace("`", ""))
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>fewframes report</title>"
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-        "padding:3px 6px;text-align:right}</style></head><body><h1>fewframes report</h1>"
-        f"<p>{verdict_html}</p><table><tr>{cells}</tr>{body}</table>"
-        f"<p><img alt='GAP vs k' src='data:image/png;base64,{image}'></p></body></html>"
-    )
-    html_file.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(html_file, page)
-
-    metrics = {"models": float(len(rows))}
+    summary = report.summary
+    verdicts = [c["verdict"] for c in summary["claims"]]
+    metrics = {
+        "models": float(len(rows)),
+        "claims_hold": float(verdicts.count("holds")),
+        "claims_fail": float(verdicts.count("does not hold")),
+        "claims_not_measured": float(verdicts.count("not measured")),
+    }
+    teacher = next((r for r in rows if r["role"] == "teacher"), None)
     if teacher is not None:
         metrics["teacher_gap"] = float(teacher["gap"])
+    recommended = summary["recommended"]
     if recommended is not None:
         metrics["recommended_k"] = float(recommended["k"])
         metrics["recommended_gap"] = float(recommended["gap"])
     with step_run(tracking, "report", params={"tolerance": tolerance}) as tracker:
         tracker.log_metrics(metrics)
-        # Named copies so the MLflow artifact view shows report.md / report.html, not KFP's output names.
-        with tempfile.TemporaryDirectory() as scratch:
-            for source, name in ((markdown_file, "report.md"), (html_file, "report.html"), (plot, "gap_vs_k.png")):
-                copy = Path(scratch) / name
-                shutil.copyfile(source, copy)
-                tracker.log_artifact(copy)
+        for path in [report.markdown, report.html, report.folder / "summary.json", *report.figures]:
+            tracker.log_artifact(path)
     return StepResult(
         metrics=metrics,
-        metadata={"recommended": recommended["model_key"] if recommended else "", "plot": str(plot)},
+        metadata={"recommended": recommended["model_key"] if recommended else "",
+                  "figures": [p.name for p in report.figures]},
     )
 
 

@@ -29,3 +29,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 
     with running_mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as uri:
         yield uri
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny ``distill`` DAG run once per session with ``fewframes run`` (its folder; shared by the pipeline
+    and report tests); what ``fewframes run`` printed is kept in ../printed.txt."""
+    import contextlib
+    import io
+
+    from fewframes.cli import main
+
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["run", "--preset", "tiny", "--out", str(run_dir)])
+    (run_dir.parent / "printed.txt").write_text(printed.getvalue())
+    assert code == 0
+    return run_dir

@@ -3,8 +3,6 @@ MLflow runs; and the one-line errors for bad input, end to end and step by step.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -28,18 +26,6 @@ from fewframes.components.steps import (
 from fewframes.config import PRESETS
 from fewframes.errors import PipelineError
 from fewframes.runs import MODEL_PARAMS, TAG_PIPELINE_RUN, TAG_STEP, TrackingContext, local_tracking_uri
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny DAG, run once for the module; what ``fewframes run`` printed is kept in ../printed.txt."""
-    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["run", "--preset", "tiny", "--out", str(run_dir)])
-    (run_dir.parent / "printed.txt").write_text(printed.getvalue())
-    assert code == 0
-    return run_dir
 
 
 @pytest.mark.slow
@@ -96,7 +82,7 @@ def test_tiny_run_writes_every_steps_artifacts(tiny_run: Path, capsys):
 
     report = (tiny_run / "report.md").read_text()
     assert report.startswith("# fewframes report") and "Recommended student" in report
-    assert report.count("\n| ") == 2 + students + baselines
+    assert all(f"| {key} |" in report for key in summary["models"])  # the report's table of every model
     assert "<table>" in (tiny_run / "report.html").read_text()
 
 

@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "fewframes.cli.pipeline",
     "fewframes.cli.predict",
     "fewframes.cli.benchmark",
+    "fewframes.cli.report",
 )
 
 
