@@ -260,18 +260,16 @@ def compare_rows(uri: str, experiment: str, metric: str = "gap") -> list[dict[st
 
 
 def write_rows_csv(rows: list[dict[str, Any]], path: str | os.PathLike[str], columns: tuple[str, ...]) -> None:
-    """Write the comparison as CSV, atomically (temp name in the same folder, then rename)."""
+    """Write the comparison as CSV, locally or to ``gs://``, atomically (fsio's staged output)."""
     import csv
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
-    with temp.open("w", newline="") as handle:
+    from fewframes import fsio
+
+    with fsio.staged_output_file(path) as staged, staged.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
-    os.replace(temp, target)
 
 
 __all__ = [

@@ -281,17 +281,22 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
 def compile_pipeline(
     name: str, out_path: str, preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY
 ) -> str:
-    """Compile ``name`` to the IR YAML a Kubeflow UI accepts, atomically (temp name, then rename)."""
-    import os
-    from pathlib import Path
+    """Compile ``name`` to the IR YAML a Kubeflow UI accepts, at a local path or ``gs://``, atomically."""
+    import shutil
+    import tempfile
+    from pathlib import PurePosixPath
 
     from kfp import compiler
 
-    target = Path(out_path)
-    if target.suffix not in (".yaml", ".yml", ".json"):
+    from fewframes import fsio
+
+    suffix = PurePosixPath(str(out_path)).suffix
+    if suffix not in (".yaml", ".yml", ".json"):
         raise PipelineError(f"--out {out_path}: the compiled pipeline must be a .yaml (or .json) file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.stem}.tmp{target.suffix}")
-    compiler.Compiler().compile(make_pipeline(name, preset, gpu), str(temp))
-    os.replace(temp, target)
-    return str(target)
+    # KFP picks YAML or JSON from the file name, so compile under a name with the right suffix first.
+    with tempfile.TemporaryDirectory(prefix="fewframes-compile-") as scratch:
+        compiled = f"{scratch}/pipeline{suffix}"
+        compiler.Compiler().compile(make_pipeline(name, preset, gpu), compiled)
+        with fsio.staged_output_file(out_path) as staged:
+            shutil.copyfile(compiled, staged)
+    return str(out_path)

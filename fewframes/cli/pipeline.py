@@ -159,6 +159,7 @@ def run_local(
     from fewframes.components.steps import ERROR_FILE_ENV, TORCH_THREADS_ENV, read_model_info
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
+    from fewframes.fsio import is_gcs
     from fewframes.runs import TrackingContext, check_tracking, end_parent_run, local_tracking_uri, start_parent_run
 
     preset_config = get_preset(preset)
@@ -167,6 +168,11 @@ def run_local(
     expected = _expected_tasks(arguments)
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if out and is_gcs(out):
+        raise PipelineError(
+            f"--out {out}: a local run needs a local folder (kfp.local's pipeline root); "
+            "data and models on gs:// are for cluster runs (fewframes submit)"
+        )
     run_dir = Path(out) if out else Path(DEFAULT_RUNS_DIR) / f"{pipeline}-{preset}-{stamp}"
     if run_dir.exists() and any(run_dir.iterdir()):
         raise PipelineError(f"--out {run_dir}: folder exists and is not empty (pick a new run folder)")
