@@ -830,7 +830,7 @@ def benchmark_step(
 ) -> StepResult:
     """Parameters, FLOPs, latency and throughput of every model (``fewframes.benchmark``), on the same
     videos; the figures also land on each model's evaluate run so one MLflow row holds GAP and cost."""
-    from fewframes.benchmark import benchmark_models, describe_machine
+    from fewframes.benchmark import add_ratios, benchmark_models, describe_machine, log_benchmark
     from fewframes.runs import log_metrics_to_run
 
     _limit_threads()
@@ -844,14 +844,14 @@ def benchmark_step(
         infos[info["model_key"]] = (info, str(Path(model_dir) / info["model_file"]))
     run_device = _benchmark_device(device)
     with step_run(tracking, "benchmark", params={"models": len(infos), "device": run_device}) as tracker:
-        raw = benchmark_models(
+        raw = add_ratios(benchmark_models(
             {key: path for key, (_, path) in infos.items()},
             store_path,
             device=run_device,
             batch_size=BENCHMARK_BATCH,
             n_videos=BENCHMARK_VIDEOS,
             latency_videos=BENCHMARK_LATENCY_VIDEOS,
-        )
+        ))
         rows = []
         summary: dict[str, float] = {}
         for bench in raw:
@@ -863,8 +863,8 @@ def benchmark_step(
             summary[f"{key}.gflops"] = figures["gflops"]
         out = Path(out_dir)
         _write_json(out / BENCHMARK_FILE, {"machine": describe_machine(run_device), "rows": rows})
-        tracker.log_artifact(out / BENCHMARK_FILE)
-        tracker.log_metrics(summary)
+        # Every figure of every model (end to end, bytes read, ratios to the teacher) on the benchmark run.
+        log_benchmark(tracker, raw, out / BENCHMARK_FILE)
     return StepResult(metrics=summary, metadata={"models": len(rows), "device": run_device})
 
 

@@ -118,6 +118,11 @@ def test_tiny_run_mlflow_parent_and_children(tiny_run: Path, capsys):
         "benchmark": 1,
         "report": 1,
     }
+    (benchmark_run,) = by_step["benchmark"]
+    bench_metrics = benchmark_run.data.metrics
+    assert bench_metrics["teacher.time_ratio_e2e"] == 1.0
+    for key in ("e2e_throughput_videos_s", "bytes_ratio", "flops_ratio"):
+        assert any(name.startswith("student-") and name.endswith(f".{key}") for name in bench_metrics), key
     (teacher_run,) = by_step["train-teacher"]
     for run in by_step["distill-student"]:
         params = run.data.params
