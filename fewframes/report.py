@@ -637,10 +637,12 @@ def gap_vs_k_figure(grid: Grid, path: Path) -> None:
     series = [(BASELINE_NAMES[s], [grid.baseline(s, k) for k in ks], "--") for s in BASELINE_ORDER]
     series += [(grid.student(m, loss, next(k for k in ks if grid.student(m, loss, k))).name,
                 [grid.student(m, loss, k) for k in ks], "-") for m, loss in grid.variants()]
-    for name, configs, style in series:
+    palette = plt.get_cmap("tab20")  # up to 12 series: tab10's colours would repeat
+    for index, (name, configs, style) in enumerate(series):
         points = [(k, c.mean("gap")) for k, c in zip(ks, configs) if c is not None and c.mean("gap") is not None]
         if points:
-            axes.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", markersize=3, label=name)
+            axes.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", markersize=3, label=name,
+                      color=palette(index % 20))
     teacher = _gap(grid.teacher())
     if teacher is not None:
         axes.axhline(teacher, color="black", linestyle=":", label="Teacher-Skyline (all frames)")
@@ -863,7 +865,7 @@ def build_report(
     """Write report.md, report.html, the figures (PNG) and summary.json for ``rows`` into ``out_dir``.
 
     ``rows``: one per evaluated model (``report_rows``), each with ``evaluation_dir`` for Figure 3.
-    ``notes``: extra paragraphs (e.g. the committed run's discussion) appended under "Notes".
+    ``notes``: paragraphs of discussion (e.g. the committed run's), shown after the claims.
     """
     if not rows:
         raise PipelineError("report: no evaluated models to report on")
@@ -899,6 +901,9 @@ def build_report(
     blocks.append(("h2", "The paper's claims on this run"))
     blocks.append(("table", Table("Claims and verdicts", ["claim", "verdict", "numbers"],
                                   [[c.claim, f"**{c.verdict}**", c.evidence] for c in claims])))
+    if notes:
+        blocks.append(("h2", "Discussion"))
+        blocks += [("p", note) for note in notes]
 
     tables = [table1(grid, "gap"), table1(grid, "map"), table2(grid, intermediate_k), table3(grid, fraction_k), table4(grid)]
     blocks.append(("h2", "Tables"))
@@ -944,7 +949,7 @@ def build_report(
     ]
     noise = _seed_noise(grid)
     blocks.append(("h2", "Notes"))
-    blocks.append(("ul", missing + rules + ([noise] if noise else []) + list(notes or [])))
+    blocks.append(("ul", missing + rules + ([noise] if noise else [])))
     models_table = all_models_table(rows)
     blocks.append(("h2", "Appendix"))
     blocks.append(("table", models_table))

@@ -112,5 +112,5 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--run", required=True, help="the run folder (`fewframes run --out RUN_DIR`)")
     parser.add_argument("--out", required=True, help="folder for report.md, report.html, figures, summary.json")
     parser.add_argument("--tolerance", type=float, help="relative GAP tolerance vs the teacher (default: the run's)")
-    parser.add_argument("--notes", help="a text file whose paragraphs are added to the report's notes")
+    parser.add_argument("--notes", help="a text file whose paragraphs become the report's Discussion section")
     parser.set_defaults(handler=_cmd_report)
