@@ -46,6 +46,7 @@ MODEL_PARAMS: tuple[str, ...] = (
     "matching",
     "train_fraction",
     "teacher_run_id",
+    "seed",
 )
 
 # The metric names every step uses.
@@ -209,6 +210,7 @@ COMPARE_COLUMNS: tuple[str, ...] = (
     "mode",
     "matching",
     "train_fraction",
+    "seed",
     "gap",
     "map",
     "hit_at_1",
@@ -244,7 +246,7 @@ def compare_rows(uri: str, experiment: str, metric: str = "gap") -> list[dict[st
             "pipeline_run": tags.get(TAG_PIPELINE_RUN, ""),
             "run_id": run.info.run_id,
         }
-        for name in ("role", "k", "frame_selection", "loss", "mode", "matching", "train_fraction"):
+        for name in ("role", "k", "frame_selection", "loss", "mode", "matching", "train_fraction", "seed"):
             row[name] = params.get(name, "")
         for name in METRIC_NAMES:
             row[name] = metrics.get(name)

@@ -20,6 +20,7 @@ from fewframes.components.steps import (
     report_step,
 )
 from fewframes.runs import (
+    MODEL_PARAMS,
     TAG_MODEL_KEY,
     TAG_ROLE,
     TAG_STEP,
@@ -56,7 +57,7 @@ def experiment(mlflow_server):
     context = TrackingContext(mlflow_server, name, parent, "local-test", "distill")
     for role, k, selection, loss, mode, gap, map_, gflops in MODELS:
         key = _key(role, k, selection, loss, mode)
-        params = model_params(role, k, selection, loss, mode, "final" if role == "student" else "")
+        params = model_params(role, k, selection, loss, mode, "final" if role == "student" else "", seed=len(key) % 3)
         with step_run(context, "evaluate", f"evaluate {key}", params=params,
                       tags={TAG_ROLE: role, TAG_MODEL_KEY: key}) as tracker:
             tracker.log_metrics({"gap": gap, "map": map_, "hit_at_1": gap + 0.05, "perr": gap - 0.1})
@@ -78,9 +79,7 @@ def test_runs_are_children_of_the_parent_with_shared_names(experiment):
     for run in children:
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.data.tags["fewframes.pipeline_run_id"] == "local-test"
-        assert {"role", "k", "frame_selection", "loss", "mode", "matching", "train_fraction", "teacher_run_id"} <= set(
-            run.data.params
-        )
+        assert set(MODEL_PARAMS) <= set(run.data.params)
     assert client.get_run(parent).data.tags[TAG_STEP] == "pipeline"
 
 
@@ -102,10 +101,13 @@ def test_compare_table_sorted_by_gap_with_csv(experiment, tmp_path, capsys):
     assert "…" not in printed
     lines = [line for line in printed.splitlines() if line.startswith(("┃", "│"))]
     header = [cell.strip() for cell in lines[0].strip("┃").split("┃")]
-    assert {"k", "selection", "loss", "mode", "GAP", "mAP", "GFLOPs", "latency p50 ms"} <= set(header)
+    assert {"k", "selection", "loss", "mode", "seed", "GAP", "mAP", "GFLOPs", "latency p50 ms"} <= set(header)
     cells = [[cell.strip() for cell in line.strip("│").split("│")] for line in lines[1:]]
     assert [float(row[header.index("GAP")]) for row in cells] == pytest.approx(gaps, abs=1e-4)
     assert [row[header.index("selection")] for row in cells] == [r["frame_selection"] for r in rows]
+    # Seeds tell repeated configurations apart (the report groups them as mean ± spread).
+    assert [int(r["seed"]) for r in rows] == [len(r["model_key"]) % 3 for r in rows]
+    assert [row[header.index("seed")] for row in cells] == [r["seed"] for r in rows]
     teacher_row = cells[[r["role"] for r in rows].index("teacher")]
     assert float(teacher_row[header.index("GFLOPs")]) == pytest.approx(5.0)
     assert float(teacher_row[header.index("latency p50 ms")]) == pytest.approx(50.0)

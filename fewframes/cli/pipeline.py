@@ -539,6 +539,7 @@ COMPARE_TABLE: tuple[tuple[str, str], ...] = (
     ("mode", "mode"),
     ("matching", "matching"),
     ("train_fraction", "fraction"),
+    ("seed", "seed"),
     ("gap", "GAP"),
     ("map", "mAP"),
     ("hit_at_1", "Hit@1"),
@@ -547,7 +548,7 @@ COMPARE_TABLE: tuple[tuple[str, str], ...] = (
     ("latency_ms_p50", "latency p50 ms"),
     ("pipeline_run", "pipeline run"),
 )
-_NUMERIC = {"k", "train_fraction", "gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50"}
+_NUMERIC = {"k", "train_fraction", "seed", "gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50"}
 
 
 def compare_table(rows: list[dict[str, Any]], title: str) -> Any:
