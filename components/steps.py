@@ -44,6 +44,7 @@ from fewframes.config import (
     ModelConfig,
     StudentConfig,
     TrainConfig,
+    env_number,
     get_preset,
 )
 from fewframes.errors import FewframesError, PipelineError
@@ -521,23 +522,10 @@ class TrainingLaunch:
     device: str | None  # "cuda" or "cpu" for torchrun's processes; None: the step's own TrainConfig.device
 
 
-def _env_count(name: str) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise PipelineError(f"environment variable {name} must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise PipelineError(f"environment variable {name} must be >= 0, got {value}")
-    return value
-
-
 def training_launch() -> TrainingLaunch:
     """One process per GPU of the task (``FEWFRAMES_GPUS``), or ``FEWFRAMES_CPU_PROCESSES`` gloo processes
     on the CPU; one process (in this one) otherwise."""
-    gpus, cpu_processes = _env_count(GPUS_ENV), _env_count(CPU_PROCESSES_ENV)
+    gpus, cpu_processes = env_number(GPUS_ENV, 0, PipelineError), env_number(CPU_PROCESSES_ENV, 0, PipelineError)
     if gpus and cpu_processes:
         raise PipelineError(f"set {GPUS_ENV} or {CPU_PROCESSES_ENV}, not both")
     if gpus > 1:

@@ -9,8 +9,9 @@ parameter or an MLflow param without a second, hand-kept copy of the field list.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 # YouTube-8M frame-level feature sizes.
 RGB_DIM = 1024
@@ -219,6 +220,32 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+_N = TypeVar("_N", int, float)
+
+
+def env_number(
+    name: str,
+    default: _N,
+    error: Callable[[str], Exception],
+    *,
+    kind: Callable[[str], _N] = int,  # type: ignore[assignment]
+    what: str = "a whole number",
+    positive: bool = False,
+) -> _N:
+    """A numeric setting from environment variable ``name`` (``default`` when unset or blank), >= 0 (or > 0
+    with ``positive``); anything else raises ``error`` with one line naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise error(f"${name}: expected {what}, got {text!r}") from None
+    if not (value > 0 if positive else value >= 0):  # written so that NaN fails too
+        raise error(f"${name}: must be {'> 0' if positive else '>= 0'}, got {text}")
+    return value
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
@@ -241,5 +268,6 @@ __all__ = [
     "Preset",
     "StudentConfig",
     "TrainConfig",
+    "env_number",
     "get_preset",
 ]

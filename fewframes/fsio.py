@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from fewframes.config import env_number
 from fewframes.errors import FewframesError, StorageError
 
 GCS_SCHEME = "gs://"
@@ -303,27 +304,14 @@ def makedirs(path: str | os.PathLike[str]) -> None:
         os.makedirs(path, exist_ok=True)
 
 
-def _size_setting(env: str, default: int) -> int:
-    text = os.environ.get(env, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise StorageError(f"${env}: expected a number of bytes, got {text!r}") from None
-    if value < 0:
-        raise StorageError(f"${env}: must be >= 0, got {value}")
-    return value
-
-
 def resumable_threshold() -> int:
     """Uploads larger than this many bytes are resumable: ``$FEWFRAMES_GCS_RESUMABLE_THRESHOLD`` or 8 MiB."""
-    return _size_setting(RESUMABLE_THRESHOLD_ENV, RESUMABLE_THRESHOLD)
+    return env_number(RESUMABLE_THRESHOLD_ENV, RESUMABLE_THRESHOLD, StorageError, what="a number of bytes")
 
 
 def resumable_chunk_size() -> int:
     """Bytes per request of a resumable upload: ``$FEWFRAMES_GCS_CHUNK_SIZE`` or 32 MiB (a multiple of 256 KiB)."""
-    value = _size_setting(RESUMABLE_CHUNK_SIZE_ENV, RESUMABLE_CHUNK_SIZE)
+    value = env_number(RESUMABLE_CHUNK_SIZE_ENV, RESUMABLE_CHUNK_SIZE, StorageError, what="a number of bytes")
     if value == 0 or value % _CHUNK_GRANULARITY:
         raise StorageError(f"${RESUMABLE_CHUNK_SIZE_ENV}: must be a positive multiple of 262144 (256 KiB), got {value}")
     return value
@@ -475,14 +463,7 @@ SYNC_SECONDS = 30.0
 
 def sync_seconds() -> float:
     """Seconds between the passes of a :class:`DirectoryMirror`: ``$FEWFRAMES_GCS_SYNC_SECONDS`` or 30."""
-    text = os.environ.get(SYNC_SECONDS_ENV, "").strip()
-    try:
-        value = float(text) if text else SYNC_SECONDS
-    except ValueError:
-        raise StorageError(f"${SYNC_SECONDS_ENV}: expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise StorageError(f"${SYNC_SECONDS_ENV}: must be > 0, got {text}")
-    return value
+    return env_number(SYNC_SECONDS_ENV, SYNC_SECONDS, StorageError, kind=float, what="seconds", positive=True)
 
 
 class DirectoryMirror:

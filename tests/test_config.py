@@ -39,3 +39,22 @@ def test_paper_defaults_are_the_papers():
     assert set(PRESETS) >= {"tiny", "demo", "paper"}
     with pytest.raises(ConfigError, match="--preset"):
         get_preset("huge")
+
+
+def test_env_number_names_the_variable_and_refuses_bad_values(monkeypatch) -> None:
+    from fewframes.config import env_number
+
+    monkeypatch.delenv("FEWFRAMES_TEST_N", raising=False)
+    assert env_number("FEWFRAMES_TEST_N", 7, ConfigError) == 7
+    monkeypatch.setenv("FEWFRAMES_TEST_N", " 3 ")
+    assert env_number("FEWFRAMES_TEST_N", 7, ConfigError) == 3
+    monkeypatch.setenv("FEWFRAMES_TEST_N", "0.5")
+    assert env_number("FEWFRAMES_TEST_N", 1.0, ConfigError, kind=float, positive=True) == 0.5
+    for bad, message in (("x", "expected a whole number, got 'x'"), ("-1", "must be >= 0, got -1")):
+        monkeypatch.setenv("FEWFRAMES_TEST_N", bad)
+        with pytest.raises(ConfigError, match=rf"^\$FEWFRAMES_TEST_N: {message}$"):
+            env_number("FEWFRAMES_TEST_N", 0, ConfigError)
+    for bad in ("0", "nan"):
+        monkeypatch.setenv("FEWFRAMES_TEST_N", bad)
+        with pytest.raises(ConfigError, match=r"^\$FEWFRAMES_TEST_N: must be > 0"):
+            env_number("FEWFRAMES_TEST_N", 1.0, ConfigError, kind=float, positive=True)
