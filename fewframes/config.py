@@ -183,13 +183,16 @@ PRESETS: dict[str, Preset] = {
         losses=("rep_pred_ce",),
     ),
     # The README's main job on a 2-core laptop: about ten minutes for the whole DAG.
+    # lr 6e-3, not the paper's 1e-3: 5 epochs are only 110 Adam steps here, and at 1e-3 the teacher ended
+    # at the label prior (train L_CE 10.01 vs 10.07) and below Uniform-30 (test GAP .352 vs .389); at 6e-3
+    # both train (.621 vs .626). Same run time. docs/method.md "Why the teacher is not the skyline".
     "demo": Preset(
         name="demo",
         data=DataConfig(videos=2000, classes=50, seed=0),
         hidden_size=64,
         num_layers=2,
         teacher_block_length=20,
-        train=TrainConfig(epochs=5, batch_size=64, seed=0),
+        train=TrainConfig(epochs=5, batch_size=64, learning_rate=6e-3, seed=0),
         ks=(10, 30),
         losses=("rep", "rep_ce", "rep_pred_ce"),
     ),
