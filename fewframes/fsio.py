@@ -223,23 +223,14 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` so that readers see the old content or the new, never a part.
 
-    Local: a temp file in the same folder, fsync, rename. gs://: one upload (GCS objects appear whole).
+    Local: through :func:`staged_output_file` (temp file beside it, fsync, rename). gs://: one object upload
+    (resumable above :func:`resumable_threshold`; GCS objects appear whole).
     """
     if is_gcs(path):
         _upload_stream(io.BytesIO(data), len(data), str(path), "write")
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with staged_output_file(path) as temp:
+        temp.write_bytes(data)
 
 
 def exists(path: str | os.PathLike[str]) -> bool:
@@ -312,8 +303,13 @@ def resumable_threshold() -> int:
 def resumable_chunk_size() -> int:
     """Bytes per request of a resumable upload: ``$FEWFRAMES_GCS_CHUNK_SIZE`` or 32 MiB (a multiple of 256 KiB)."""
     value = env_number(RESUMABLE_CHUNK_SIZE_ENV, RESUMABLE_CHUNK_SIZE, StorageError, what="a number of bytes")
-    if value == 0 or value % _CHUNK_GRANULARITY:
-        raise StorageError(f"${RESUMABLE_CHUNK_SIZE_ENV}: must be a positive multiple of 262144 (256 KiB), got {value}")
+    return _checked_chunk_size(value, f"${RESUMABLE_CHUNK_SIZE_ENV}")
+
+
+def _checked_chunk_size(value: int, source: str) -> int:
+    """``value`` if GCS accepts it as a resumable upload's chunk size; ``source`` names where it came from."""
+    if value <= 0 or value % _CHUNK_GRANULARITY:
+        raise StorageError(f"{source}: must be a positive multiple of 262144 (256 KiB), got {value}")
     return value
 
 
@@ -331,16 +327,13 @@ def _upload_stream(
     The object appears whole when the last request completes, so readers never see part of it."""
     blob = _blob(gcs_path)
     threshold = resumable_threshold() if threshold is None else threshold
+    resumable = size > threshold
+    if resumable:
+        blob.chunk_size = resumable_chunk_size() if chunk_size is None else chunk_size
     try:
-        if size > threshold:
-            blob.chunk_size = resumable_chunk_size() if chunk_size is None else chunk_size
-            # size=None: google-cloud-storage sends anything it knows to be <= 8 MiB as one multipart
-            # request whatever the chunk size; an unknown size always takes the resumable protocol.
-            blob.upload_from_file(stream, size=None)
-        else:
-            blob.upload_from_file(stream, size=size)
-    except StorageError:
-        raise
+        # size=None: google-cloud-storage sends anything it knows to be <= 8 MiB as one multipart
+        # request whatever the chunk size; an unknown size always takes the resumable protocol.
+        blob.upload_from_file(stream, size=None if resumable else size)
     except Exception as exc:
         raise _gcs_error(gcs_path, exc, action) from exc
 
@@ -354,8 +347,8 @@ def upload_file(
 ) -> None:
     """Upload one local file; above ``threshold`` bytes (default :func:`resumable_threshold`) it goes as
     a chunked resumable upload of ``chunk_size`` bytes per request (default :func:`resumable_chunk_size`)."""
-    if chunk_size is not None and (chunk_size <= 0 or chunk_size % _CHUNK_GRANULARITY):
-        raise StorageError(f"{gcs_path}: chunk_size must be a positive multiple of 256 KiB, got {chunk_size}")
+    if chunk_size is not None:
+        _checked_chunk_size(chunk_size, f"{gcs_path}: chunk_size")
     try:
         handle = open(local_path, "rb")
     except OSError as exc:
@@ -370,7 +363,7 @@ def download_file(gcs_path: str, local_path: str | os.PathLike[str]) -> None:
     blob = _blob(gcs_path)
     target = Path(local_path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = _temp_beside(target)
     try:
         blob.download_to_filename(os.fspath(tmp))
         os.replace(tmp, target)
@@ -394,6 +387,16 @@ def download_dir(gcs_prefix: str, local_dir: str | os.PathLike[str]) -> list[str
     return names
 
 
+def _temp_beside(target: Path) -> Path:
+    """A fresh temp name in ``target``'s folder; the leading ``.`` keeps it out of :class:`DirectoryMirror`."""
+    return target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def _object_name(path: str | os.PathLike[str]) -> str:
+    """The last part of a gs:// path: the name its local staged copy gets."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1] or "object"
+
+
 @contextlib.contextmanager
 def staged_output_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a local path to write; when the block ends without an error it becomes ``path``.
@@ -406,7 +409,7 @@ def staged_output_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         _blob(str(path))  # a gs:// path that names no object fails before any work is done
         staging = Path(local_temp_dir("fewframes-out-"))
         try:
-            local = staging / (str(path).rstrip("/").rsplit("/", 1)[-1] or "object")
+            local = staging / _object_name(path)
             yield local
             if not local.exists():
                 raise StorageError(f"{path}: nothing was written to upload")
@@ -416,7 +419,7 @@ def staged_output_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    temp = _temp_beside(target)
     try:
         yield temp
         if not temp.exists():
@@ -439,7 +442,7 @@ def local_input_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         return
     staging = Path(local_temp_dir("fewframes-in-"))
     try:
-        local = staging / (str(path).rstrip("/").rsplit("/", 1)[-1] or "object")
+        local = staging / _object_name(path)
         download_file(str(path), local)
         yield local
     finally:
