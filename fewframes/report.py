@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fewframes import fsio
 from fewframes.config import DISTILL_LOSSES, FRAME_SELECTIONS, TRAINING_MODES
 from fewframes.errors import PipelineError
 
@@ -623,11 +624,11 @@ def _pyplot() -> Any:
 
 def _save(figure: Any, path: Path) -> None:
     plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temp, dpi=110)
-    plt.close(figure)
-    os.replace(temp, path)
+    try:
+        with fsio.staged_output_file(path) as temp:  # the temp name has no .png suffix: say the format
+            figure.savefig(temp, dpi=110, format="png")
+    finally:
+        plt.close(figure)
 
 
 def gap_vs_k_figure(grid: Grid, path: Path) -> None:
@@ -979,11 +980,8 @@ def build_report(
     paths = {}
     for name, text in (("report.md", markdown), ("report.html", page),
                        (SUMMARY_FILE, json.dumps(summary, indent=2, default=str))):
-        path = folder / name
-        temp = path.with_name(f".{name}.tmp")
-        temp.write_text(text)
-        os.replace(temp, path)
-        paths[name] = path
+        paths[name] = folder / name
+        fsio.write_bytes_atomic(paths[name], text.encode())
     return Report(folder, paths["report.md"], paths["report.html"], summary, [folder / f.file for f in figures])
 
 
