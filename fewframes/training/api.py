@@ -53,7 +53,7 @@ from fewframes.training.loop import (
     seed_training_stream,
 )
 from fewframes.training.objectives import CrossEntropyObjective, ParallelObjective, SerialDistillObjective
-from fewframes.training.results import ParallelResult, TrainResult, load_model, read_model_file
+from fewframes.training.results import ParallelResult, TrainResult, load_model
 
 # TrainConfig fields that do not change what a run computes, so a resume may change them.
 _NOT_IN_SIGNATURE = ("num_workers", "device", "checkpoint_every_steps")
@@ -211,9 +211,8 @@ def train_teacher(
 def _load_teacher(teacher: nn.Module | str | os.PathLike[str], model_config: ModelConfig | None) -> tuple[nn.Module, ModelConfig, str | None]:
     """The teacher as a model, its ModelConfig, and a fingerprint of where it came from (for resume checks)."""
     if isinstance(teacher, (str, os.PathLike)):
-        payload = read_model_file(teacher)
-        loaded = load_model(teacher)
-        config = ModelConfig.from_dict(payload["model_config"])
+        loaded = load_model(teacher)  # one read of the file (a download for gs://); it attaches the ModelConfig
+        config = loaded.model_config
         if model_config is not None and model_config != config:
             raise TrainingError(f"model_config does not match the teacher file {teacher}'s ModelConfig")
         return loaded, config, (str(teacher) if fsio.is_gcs(teacher) else str(Path(teacher).resolve()))
