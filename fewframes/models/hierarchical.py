@@ -61,22 +61,19 @@ def dequantize_frames(frames: Tensor) -> Tensor:
 def prepare_frames(frames: Tensor) -> Tensor:
     """Dequantise, then L2-normalise rgb and audio separately per frame (as the authors' code does).
 
-    Returns a new contiguous float tensor. For uint8 input the scale 4/255 of the dequantisation formula cancels in the
-    normalisation, so only the offset is added, and the normalisation runs in place: the frames are the
-    largest tensor of the model and this saves several passes over them.
+    Returns a new float tensor. uint8 input (the frames of every batch) takes a fast path: the scale 4/255 of
+    the dequantisation formula cancels in the normalisation, so only the offset is added, into a contiguous
+    copy normalised in place: the frames are the largest tensor of the model and this saves several passes
+    over them. Float input (already dequantised, maybe requiring grad) and tracing take the functional path.
     """
     # Tracing (ONNX/TorchScript export) records in-place ops on split views wrongly: functional path there.
-    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    if frames.dtype == torch.uint8 and not tracing:
-        features = frames.to(torch.float32, memory_format=torch.contiguous_format).add_(_QUANT_BIAS / _QUANT_SCALE)
-    else:
+    if frames.dtype != torch.uint8 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         features = dequantize_frames(frames)
-        if features.requires_grad or tracing:  # autograd and tracers get the out-of-place version
-            if features.shape[-1] != FEATURE_DIM:
-                return F.normalize(features, dim=-1)
-            rgb, audio = features.split([RGB_DIM, AUDIO_DIM], dim=-1)
-            return torch.cat([F.normalize(rgb, dim=-1), F.normalize(audio, dim=-1)], dim=-1)
-        features = features.clone(memory_format=torch.contiguous_format)
+        if features.shape[-1] != FEATURE_DIM:
+            return F.normalize(features, dim=-1)
+        rgb, audio = features.split([RGB_DIM, AUDIO_DIM], dim=-1)
+        return torch.cat([F.normalize(rgb, dim=-1), F.normalize(audio, dim=-1)], dim=-1)
+    features = frames.to(torch.float32, memory_format=torch.contiguous_format).add_(_QUANT_BIAS / _QUANT_SCALE)
     parts = features.split([RGB_DIM, AUDIO_DIM], dim=-1) if features.shape[-1] == FEATURE_DIM else (features,)
     for part in parts:
         part.div_(torch.linalg.vector_norm(part, dim=-1, keepdim=True).clamp_min_(1e-12))
