@@ -41,7 +41,7 @@ from fewframes import fsio
 from fewframes.config import TRAINING_MODES, ModelConfig, StudentConfig, TrainConfig
 from fewframes.distributed import DistContext, barrier, broadcast_object, setup_distributed, teardown_distributed
 from fewframes.errors import TrainingError
-from fewframes.training.data import TEACHER_STRATEGY, TrainingData, open_training_data, teacher_k
+from fewframes.training.data import TEACHER_K, TEACHER_STRATEGY, TrainingData, open_training_data
 from fewframes.training.loop import (
     RESULT_FILE,
     Role,
@@ -191,10 +191,10 @@ def train_teacher(
         _check_num_classes(model_config, data)
         teacher = build_model(model_config).to(ctx.device)
         seed_training_stream(train_config.seed, ctx)
-        role = Role("teacher", teacher, model_config, None, TEACHER_STRATEGY, teacher_k())
+        role = Role("teacher", teacher, model_config, None, TEACHER_STRATEGY, TEACHER_K)
         stage = Stage(
             "ce", train_config.epochs, CrossEntropyObjective(teacher), list(teacher.parameters()),
-            TEACHER_STRATEGY, teacher_k(),
+            TEACHER_STRATEGY, TEACHER_K,
         )
         run = Run(
             kind="teacher", out_dir=_out(out_dir, ctx), roles=[role], stages=[stage], data=data,
@@ -331,7 +331,7 @@ def train_parallel(
         seed_training_stream(train_config.seed, ctx)
         k, strategy = student_config.k, student_config.frame_selection
         roles = [
-            Role("teacher", teacher, model_config, None, TEACHER_STRATEGY, teacher_k(), metric_prefix="teacher_"),
+            Role("teacher", teacher, model_config, None, TEACHER_STRATEGY, TEACHER_K, metric_prefix="teacher_"),
             Role("student", student, student_config_model, student_config, strategy, k),
         ]
         objective = ParallelObjective(teacher, student, student_config)

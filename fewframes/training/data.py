@@ -20,6 +20,7 @@ from fewframes.distributed import DistContext
 from fewframes.errors import TrainingError
 
 TEACHER_STRATEGY = "all"
+TEACHER_K = None  # the k the loader gets with TEACHER_STRATEGY: ignored, every frame (up to MAX_FRAMES) is read
 
 
 @dataclass
@@ -135,10 +136,4 @@ def isolated_iter(loader: Any, device: torch.device) -> Iterator[Any]:
         return iter(loader)
 
 
-def teacher_k() -> None:
-    """The k the loader is given for the teacher's all-frames strategy (ignored: every frame, up to
-    MAX_FRAMES)."""
-    return None
-
-
-__all__ = ["TEACHER_STRATEGY", "TrainingData", "open_training_data", "teacher_k", "train_batches", "val_batches"]
+__all__ = ["TEACHER_K", "TEACHER_STRATEGY", "TrainingData", "open_training_data", "train_batches", "val_batches"]
