@@ -904,11 +904,6 @@ def _parent_run_info(tracking: TrackingContext) -> dict[str, Any]:
     return info
 
 
-def _grid_ks(run_info: dict[str, Any]) -> tuple[int, int]:
-    arguments = run_info.get("arguments", {})
-    return int(arguments.get("intermediate_k") or 30), int(arguments.get("fraction_k") or 30)
-
-
 @reports_errors("report")
 def report_step(
     evaluation_dirs: list[str],
@@ -920,11 +915,11 @@ def report_step(
 ) -> StepResult:
     """The paper's tables, figures and claims for this run (``fewframes.report``), as Markdown (figures
     embedded) and HTML; the report's files go beside them and to the report step's MLflow run."""
-    from fewframes.report import build_report, embedded_markdown, training_histories
+    from fewframes.report import build_report, embedded_markdown, grid_ks, training_histories
 
     rows = report_rows(evaluation_dirs, benchmark_dir)
     run_info = _parent_run_info(tracking)
-    intermediate_k, fraction_k = _grid_ks(run_info)
+    intermediate_k, fraction_k = grid_ks(run_info.get("arguments", {}))
     markdown_file, html_file = Path(markdown_path), Path(html_path)
     report = build_report(
         rows, html_file.parent, tolerance=tolerance, histories=training_histories(tracking.uri, rows),

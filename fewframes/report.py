@@ -51,6 +51,8 @@ LOSS_NAMES = {"rep": "L_rep", "rep_ce": "L_rep+L_CE", "rep_pred_ce": "L_rep+L_pr
 LOSS_LETTERS = {"rep": "(a)", "rep_ce": "(b)", "rep_pred_ce": "(c)"}
 # The per-epoch metrics the report reads back from each training run.
 HISTORY_METRICS = ("val_gap", "teacher_val_gap")
+# The paper's k for intermediate matching (Table 2), less training data (Table 3) and Figure 2.
+PAPER_K = 30
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -851,6 +853,12 @@ def _seed_noise(grid: Grid) -> str:
             f"that ({2 * statistics.fmean(spreads):.4f}) are within what the seed alone changes.")
 
 
+def grid_ks(arguments: dict[str, Any]) -> tuple[int, int]:
+    """``intermediate_k`` and ``fraction_k`` of a pipeline run's arguments (the paper's k where a run set
+    none or 0), for ``build_report``."""
+    return int(arguments.get("intermediate_k") or PAPER_K), int(arguments.get("fraction_k") or PAPER_K)
+
+
 def build_report(
     rows: list[dict[str, Any]],
     out_dir: str | os.PathLike[str],
@@ -859,8 +867,8 @@ def build_report(
     histories: dict[str, dict[str, list[float]]] | None = None,
     machine: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
-    intermediate_k: int = 30,
-    fraction_k: int = 30,
+    intermediate_k: int = PAPER_K,
+    fraction_k: int = PAPER_K,
     notes: list[str] | None = None,
 ) -> Report:
     """Write report.md, report.html, the figures (PNG) and summary.json for ``rows`` into ``out_dir``.
@@ -879,7 +887,7 @@ def build_report(
     machine = machine or {}
     run_info = run_info or {}
     ks = grid.ks()
-    figure_k = 30 if 30 in ks else (max(ks) if ks else 0)
+    figure_k = PAPER_K if PAPER_K in ks else (max(ks) if ks else 0)
 
     blocks: list[Block] = [("h1", "fewframes report: the paper's experiments on this run")]
     blocks.append(("ul", _describe_run(run_info, machine, grid)))
@@ -1006,6 +1014,7 @@ __all__ = [
     "build_report",
     "config_of",
     "embedded_markdown",
+    "grid_ks",
     "group_configs",
     "paper_claims",
     "pareto_front",

@@ -54,7 +54,7 @@ def preset_sizes(preset_name: str) -> str:
 def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes_file: str | None = None) -> Any:
     """Build the report of ``run_dir`` into ``out``; returns the ``fewframes.report.Report``."""
     from fewframes.components.steps import BENCHMARK_FILE, ROW_FILE, benchmark_machine, report_rows
-    from fewframes.report import build_report, training_histories
+    from fewframes.report import build_report, grid_ks, training_histories
     from fewframes.runs import check_tracking, local_tracking_uri
 
     folder = Path(run_dir)
@@ -89,11 +89,11 @@ def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes
         notes = [" ".join(part.split()) for part in text.split("\n\n") if part.strip()]
 
     rows = report_rows(evaluation_dirs, benchmark_dir)
+    intermediate_k, fraction_k = grid_ks(arguments)
     return build_report(
         rows, out, tolerance=tolerance, histories=training_histories(uri, rows),
         machine=benchmark_machine(benchmark_dir), run_info=run_info,
-        intermediate_k=int(arguments.get("intermediate_k") or 30), fraction_k=int(arguments.get("fraction_k") or 30),
-        notes=notes,
+        intermediate_k=intermediate_k, fraction_k=fraction_k, notes=notes,
     )
 
 
