@@ -48,7 +48,6 @@ from fewframes.config import (
     get_preset,
 )
 from fewframes.errors import FewframesError, PipelineError
-from fewframes.report import recommend_student  # noqa: F401  (re-exported: the report step's rule)
 from fewframes.runs import TAG_MODEL_KEY, TAG_ROLE, TrackingContext, step_run
 
 # A step that fails on bad input appends "step: message" here (when set), so `fewframes run` can show

@@ -16,9 +16,9 @@ from fewframes.components.steps import (
     ROW_FILE,
     model_key,
     model_params,
-    recommend_student,
     report_step,
 )
+from fewframes.report import recommend_student
 from fewframes.runs import (
     MODEL_PARAMS,
     TAG_MODEL_KEY,
