@@ -889,12 +889,16 @@ def _parent_run_info(tracking: TrackingContext) -> dict[str, Any]:
         return {}
     import mlflow
 
+    import ast
+
     run = mlflow.MlflowClient(tracking_uri=tracking.uri).get_run(tracking.parent_run_id)
     arguments: dict[str, Any] = {}
     for name, value in run.data.params.items():
+        # Parameters were logged as str(value) (fewframes.runs._clean_params): literal_eval reads them back,
+        # quotes, True/False and all; anything else (a plain string such as a path) stays as it is.
         try:
-            arguments[name] = json.loads(value.replace("'", '"'))
-        except ValueError:
+            arguments[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
             arguments[name] = value
     info: dict[str, Any] = {"pipeline": tracking.pipeline, "run_id": tracking.pipeline_run_id}
     if arguments:
