@@ -14,7 +14,6 @@ quotes them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from store_read import describe_machine, measure_ingest_rate
 
+from fewframes.cli.benchmark import write_json
 from fewframes.config import FEATURE_DIM, RGB_DIM
 from fewframes.data.store import FrameStoreWriter
 
@@ -120,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "tfrecord_ingest": measure_ingest_rate(args.ingest_videos, args.frames),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp")
-    temp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temp, out)
+    write_json(out, report)
     for name, figures in layouts.items():
         print(f"{name:8} write {figures['write_mb_per_second_median']:8.1f} MB/s   "
               f"write+fsync {figures['write_fsync_mb_per_second_median']:8.1f} MB/s")
