@@ -39,23 +39,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write ``text`` to a temp file beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def capture_rng_state() -> dict[str, Any]:
     """The process's torch (CPU and CUDA), numpy and Python RNG states, as tensors and plain types.
 
@@ -152,7 +135,6 @@ class CheckpointDir:
 __all__ = [
     "CheckpointDir",
     "atomic_torch_save",
-    "atomic_write_text",
     "capture_rng_state",
     "restore_rng_state",
 ]

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fewframes.checkpoint import CheckpointDir, atomic_write_text, capture_rng_state, restore_rng_state
+from fewframes import fsio
+from fewframes.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 from fewframes.config import ModelConfig, StudentConfig, TrainConfig
 from fewframes.distributed import (
     DistContext,
@@ -468,7 +469,7 @@ def _finish(run: Run, history: list[dict[str, Any]], best: dict[str, Any]) -> di
             "history": history,
             "best": {name: values for name, values in best.items()},
         }
-        atomic_write_text(json.dumps(summary, indent=2, default=float), run.out_dir / RESULT_FILE)
+        fsio.write_bytes_atomic(run.out_dir / RESULT_FILE, json.dumps(summary, indent=2, default=float).encode())
     barrier(ctx)
     results = _results_from_disk(run, {"history": history, "best": best})
     if ctx.is_main and run.tracker is not None:
