@@ -261,3 +261,23 @@ def test_missing_bucket_object_and_credentials_are_one_line_errors(
     assert "credentials" in err and err.startswith("fewframes: error: gs://")
     monkeypatch.setattr(fsio, "_CLIENT", None)
     assert os.listdir(temp) == []
+
+
+def test_a_gcs_out_dir_that_cannot_be_read_leaves_no_staging_folder(
+    emulator: str, local_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The staging folder of a gs:// out_dir is made before what the prefix holds is downloaded into it; when
+    that download fails (here: no such bucket) the error is one line naming the bucket and the folder goes."""
+    from fewframes.data.split import write_split
+
+    _, temp = local_dirs
+    store = f"{ROOT}/unreadable-out/store"
+    write_store(store, [20, 25, 30, 15] * 2, num_classes=3)
+    write_split(store, validation_fraction=0.25, test_fraction=0.0)
+    err = _one_line_error(capsys, training_main([
+        "teacher", "--store", store, "--out", "gs://no-such-bucket/teacher", "--no-progress",
+        "--model-config", '{"num_classes": 3, "hidden_size": 4, "num_layers": 1, "block_length": 5}',
+        "--train-config", '{"epochs": 1, "batch_size": 4, "num_workers": 0, "device": "cpu"}',
+    ]))
+    assert "gs://no-such-bucket/teacher" in err and "bucket no-such-bucket not found" in err
+    assert [name for name in os.listdir(temp) if name.startswith("fewframes-")] == []

@@ -142,7 +142,11 @@ def _out(out_dir: str | os.PathLike[str], ctx: DistContext) -> Path:
     if fsio.is_gcs(out_dir):
         staging = broadcast_object(fsio.local_temp_dir("fewframes-train-") if ctx.is_main else None, ctx)
         if ctx.is_main:
-            fsio.download_dir(str(out_dir), staging)
+            try:
+                fsio.download_dir(str(out_dir), staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)  # no half-downloaded checkpoints left in /tmp
+                raise
         barrier(ctx)
         return Path(staging)
     path = Path(out_dir)
