@@ -450,12 +450,17 @@ def local_input_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _markers_last(names: list[str], last: tuple[str, ...]) -> list[str]:
+    """``names`` in upload order: the commit markers among them (``last``, in that order) after all others."""
+    return [name for name in names if name not in last] + [name for name in last if name in names]
+
+
 def upload_dir(local_dir: str | os.PathLike[str], gcs_prefix: str, *, last: tuple[str, ...] = ()) -> list[str]:
     """Upload every file under ``local_dir`` to ``gcs_prefix``; the relative names in ``last`` go after all
     others (a commit marker, e.g. a store's metadata, so readers never see a half-uploaded folder)."""
     files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
     rels = [p.relative_to(local_dir).as_posix() for p in files]
-    order = [r for r in rels if r not in last] + [r for r in last if r in rels]
+    order = _markers_last(rels, last)
     for rel in order:
         upload_file(Path(local_dir) / rel, join(gcs_prefix, rel))
     return [join(gcs_prefix, r) for r in order]
@@ -521,7 +526,7 @@ class DirectoryMirror:
         with self._lock:
             local = self._local_files()
             changed = sorted(rel for rel, signature in local.items() if self._uploaded.get(rel) != signature)
-            order = [rel for rel in changed if rel not in self.last] + [rel for rel in self.last if rel in changed]
+            order = _markers_last(changed, self.last)
             uploaded = []
             for rel in order:
                 try:
