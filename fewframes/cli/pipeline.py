@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -141,9 +140,9 @@ class _TaskProgress:
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
-    temp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, temp)
-    os.replace(temp, target)
+    from fewframes.fsio import write_bytes_atomic
+
+    write_bytes_atomic(target, source.read_bytes())
 
 
 def run_local(
@@ -159,7 +158,7 @@ def run_local(
     from fewframes.components.steps import ERROR_FILE_ENV, TORCH_THREADS_ENV, read_model_info
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
-    from fewframes.fsio import is_gcs
+    from fewframes.fsio import is_gcs, write_bytes_atomic
     from fewframes.runs import TrackingContext, check_tracking, end_parent_run, local_tracking_uri, start_parent_run
 
     preset_config = get_preset(preset)
@@ -207,17 +206,19 @@ def run_local(
     import builtins
 
     real_print = builtins.print
-    with log_path.open("w") as log, _TaskProgress(pipeline_root, expected, terminal):
-        redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
-        with redirect, _quiet_kfp_warnings():
-            try:
-                task = dag(**arguments)
-            except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
-                failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    try:
+        with log_path.open("w") as log, _TaskProgress(pipeline_root, expected, terminal):
+            redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
+            with redirect, _quiet_kfp_warnings():
+                try:
+                    task = dag(**arguments)
+                except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+                    failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    finally:  # also after Ctrl-C: the caller's print and environment as they were
+        builtins.print = real_print
+        os.environ.pop(ERROR_FILE_ENV, None)
+        os.environ.pop(TORCH_THREADS_ENV, None)
     seconds = time.perf_counter() - started
-    builtins.print = real_print
-    os.environ.pop(ERROR_FILE_ENV, None)
-    os.environ.pop(TORCH_THREADS_ENV, None)
     end_parent_run(uri, parent_run_id, failed=failure is not None)
     if failure is not None:
         cause = error_file.read_text().strip().splitlines()[0] if error_file.is_file() else ""
@@ -246,9 +247,7 @@ def run_local(
         "pipeline_log": str(log_path),
         "arguments": {k: v for k, v in arguments.items() if k != "tracking_uri"},
     }
-    temp = run_dir / ".run.json.tmp"
-    temp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(temp, run_dir / "run.json")
+    write_bytes_atomic(run_dir / "run.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
 
 
