@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 from fewframes.config import ConfigError
 from fewframes.errors import FewframesError
@@ -22,6 +23,17 @@ _COMMAND_MODULES = (
     "fewframes.cli.benchmark",
     "fewframes.cli.report",
 )
+
+
+def print_rich_table(table: Any) -> None:
+    """Print a rich ``table`` at its natural width: rich would otherwise squeeze it to the terminal (80
+    columns when piped), cutting cells to "0.…"; a table wider than the terminal wraps as whole lines."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    wide = Console(width=10_000)
+    natural = Measurement.get(wide, wide.options, table).maximum
+    Console(width=max(natural, Console().width)).print(table)
 
 
 def build_parser() -> argparse.ArgumentParser:

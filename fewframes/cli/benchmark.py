@@ -64,15 +64,16 @@ def _named(models: list[str]) -> dict[str, str]:
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
     """Print the benchmark rows as a rich table."""
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)  # wide: the table goes to logs and files, not only terminals
+    from fewframes.cli import print_rich_table
+
+    table = Table(title=title)
     for _, header, _ in COLUMNS:
         table.add_column(header, justify="right")
     for row in rows:
         table.add_row(*("-" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in COLUMNS))
-    Console(width=max(Console().width, 170)).print(table)
+    print_rich_table(table)  # whole: the table goes to logs and files, not only terminals
 
 
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:

@@ -563,23 +563,14 @@ def compare_table(rows: list[dict[str, Any]], title: str) -> Any:
     return table
 
 
-def print_table(table: Any) -> None:
-    """Print ``table`` at its natural width (rich would otherwise shrink it to 80 columns when piped)."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    wide = Console(width=10_000)
-    natural = Measurement.get(wide, wide.options, table).maximum
-    Console(width=max(natural, Console().width)).print(table)
-
-
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from fewframes.cli import print_rich_table
     from fewframes.runs import COMPARE_COLUMNS, check_tracking, compare_rows, write_rows_csv
 
     uri = args.tracking_uri or default_compare_uri()
     check_tracking(uri)
     rows = compare_rows(uri, args.experiment, args.metric)
-    print_table(compare_table(rows, f"{args.experiment} at {uri}: {len(rows)} evaluated models, by {args.metric}"))
+    print_rich_table(compare_table(rows, f"{args.experiment} at {uri}: {len(rows)} evaluated models, by {args.metric}"))
     if args.csv:
         write_rows_csv(rows, args.csv, COMPARE_COLUMNS + ("perr", "latency_ms_p95", "num_parameters"))
         print(f"wrote {len(rows)} rows to {args.csv}")
