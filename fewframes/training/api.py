@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from fewframes import fsio
-from fewframes.config import TRAINING_MODES, ModelConfig, StudentConfig, TrainConfig
+from fewframes.config import ModelConfig, StudentConfig, TrainConfig
 from fewframes.distributed import DistContext, barrier, broadcast_object, setup_distributed, teardown_distributed
 from fewframes.errors import TrainingError
 from fewframes.training.data import TEACHER_K, TEACHER_STRATEGY, TrainingData, open_training_data
