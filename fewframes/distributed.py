@@ -60,7 +60,6 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
 def setup_distributed(device_preference: str = "auto") -> DistContext:
     """Read torchrun's environment, choose the device and join the process group when there are peers."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_preference, local_rank)
     if device.type == "cuda":

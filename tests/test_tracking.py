@@ -127,7 +127,7 @@ def test_unreachable_server_fails_fast() -> None:
     started = time.monotonic()
     with pytest.raises(TrackingError, match="unreachable"):
         check_tracking_uri(uri)
-    with pytest.raises(TrackingError, match=f"127.0.0.1"):
+    with pytest.raises(TrackingError, match="127.0.0.1"):
         Tracker.start(uri, "e", "r")
     assert time.monotonic() - started < 10
 
