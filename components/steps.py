@@ -485,11 +485,8 @@ def read_model_info(model_dir: str | os.PathLike[str], what: str = "model") -> d
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    """Atomic JSON write: temp name in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(temp, path)
+    """Atomic JSON write (``fsio.write_bytes_atomic``: a unique temp name beside it, then rename)."""
+    _atomic_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def _training_metrics(result: Any) -> dict[str, float]:
@@ -929,7 +926,6 @@ def report_step(
         machine=benchmark_machine(benchmark_dir), run_info=run_info, intermediate_k=intermediate_k,
         fraction_k=fraction_k,
     )
-    markdown_file.parent.mkdir(parents=True, exist_ok=True)
     _atomic_text(markdown_file, embedded_markdown(report))
     if report.html != html_file:
         _atomic_text(html_file, report.html.read_text())
@@ -961,6 +957,7 @@ def report_step(
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
+    """``fsio.write_bytes_atomic``: the temp file gets a unique name and is removed if the write fails."""
+    from fewframes.fsio import write_bytes_atomic
+
+    write_bytes_atomic(path, text.encode())
