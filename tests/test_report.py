@@ -143,6 +143,14 @@ def test_report_of_a_missing_run_folder_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_report_with_a_missing_notes_file_is_one_line(tmp_path, capsys):
+    assert main(["report", "--run", str(tmp_path), "--out", str(tmp_path / "out"),
+                 "--notes", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--notes" in err and "notes.txt" in err
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # rules on hand-written rows (what the tiny grid cannot show)
 # ----------------------------------------------------------------------------------------------------------

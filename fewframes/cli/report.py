@@ -57,6 +57,12 @@ def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes
     from fewframes.report import build_report, grid_ks, training_histories
     from fewframes.runs import check_tracking, local_tracking_uri
 
+    notes = []
+    if notes_file:  # read first: a missing file is a one-line error before any work
+        if not Path(notes_file).is_file():
+            raise PipelineError(f"--notes {notes_file}: no such file")
+        text = Path(notes_file).read_text()
+        notes = [" ".join(part.split()) for part in text.split("\n\n") if part.strip()]
     folder = Path(run_dir)
     if not folder.is_dir():
         raise PipelineError(f"--run {run_dir}: no such folder")
@@ -83,11 +89,6 @@ def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes
         run_info["preset_sizes"] = preset_sizes(summary["preset"])
     if tolerance is None:
         tolerance = float(arguments.get("tolerance", 0.01))
-    notes = []
-    if notes_file:
-        text = Path(notes_file).read_text()
-        notes = [" ".join(part.split()) for part in text.split("\n\n") if part.strip()]
-
     rows = report_rows(evaluation_dirs, benchmark_dir)
     intermediate_k, fraction_k = grid_ks(arguments)
     return build_report(
