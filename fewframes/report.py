@@ -920,7 +920,7 @@ def build_report(
 
     figures: list[Figure] = []
     gap_vs_k_figure(grid, folder / "gap_vs_k.png")
-    figures.append(Figure("GAP vs k", f"gap_vs_k.png", "Test GAP of every full-data model by k."))
+    figures.append(Figure("GAP vs k", "gap_vs_k.png", "Test GAP of every full-data model by k."))
     fronts = pareto_figure(grid, folder / "pareto.png")
     if fronts is not None:
         figures.append(Figure("Pareto plot: GAP vs GFLOPs and vs latency", "pareto.png",
@@ -929,7 +929,7 @@ def build_report(
                               + "; by latency: " + ", ".join(f"{n} ({g:.4f})" for n, _, g in fronts["latency_ms_p50"])))
     drawn = figure2(grid, histories, folder / "figure2_val_gap_per_epoch.png", figure_k)
     if drawn:
-        figures.append(Figure("Figure 2: validation GAP per epoch, serial vs parallel", f"figure2_val_gap_per_epoch.png",
+        figures.append(Figure("Figure 2: validation GAP per epoch, serial vs parallel", "figure2_val_gap_per_epoch.png",
                               f"k={figure_k}; dark = teacher, light = student; solid = serial (the teacher trained "
                               "alone first), dashed = parallel (teacher and student trained together)."))
     tsne: dict[str, Any] | None = None
@@ -937,7 +937,7 @@ def build_report(
     if teacher is not None and student_for_tsne is not None and all(
             _encodings_file(c) is not None for c in (teacher, student_for_tsne)):
         tsne = figure3(teacher, student_for_tsne, folder / "figure3_tsne.png")
-        figures.append(Figure("Figure 3: t-SNE of teacher and student encodings", f"figure3_tsne.png",
+        figures.append(Figure("Figure 3: t-SNE of teacher and student encodings", "figure3_tsne.png",
                               f"{tsne['videos']} test videos of the 5 most frequent classes ({tsne['classes']}); "
                               f"teacher dark, student light. Mean cosine of the same video's teacher and student "
                               f"encodings {tsne['mean_cosine']:.3f}; teacher-student distance / teacher-teacher "
