@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fewframes.config import (
+    BASELINE_SELECTIONS,
     DISTILL_LOSSES,
-    FRAME_SELECTIONS,
     MAX_FRAMES,
     TRAINING_MODES,
     ConfigError,
@@ -351,8 +351,7 @@ def plan_baselines(
     ``train_fractions`` of the data at ``fraction_k`` and Uniform-k at ``repeat_ks`` for each of
     ``repeat_seeds`` (other than ``seed``); entries carry ``seed`` and ``repeat`` as in ``plan_students``."""
     ks = _check_ks(ks, max_length, where)
-    allowed = tuple(s for s in FRAME_SELECTIONS if s != "all")
-    selections = _check_choices("baselines", frame_selections, allowed)
+    selections = _check_choices("baselines", frame_selections, BASELINE_SELECTIONS)
     fractions = _fractions(train_fractions or [])
     extra_seeds = _repeat_seeds(repeat_seeds, seed)
     again_ks = _check_ks(repeat_ks or [], max_length, where)

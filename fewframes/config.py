@@ -21,6 +21,8 @@ MAX_FRAMES = 300
 
 FrameSelection = Literal["uniform", "random", "first", "middle", "last", "first_middle_last", "all"]
 FRAME_SELECTIONS: tuple[str, ...] = ("uniform", "random", "first", "middle", "last", "first_middle_last", "all")
+# The k-frame selections: the paper's baselines (every selection but the teacher's "all").
+BASELINE_SELECTIONS: tuple[str, ...] = tuple(s for s in FRAME_SELECTIONS if s != "all")
 
 # Distillation loss variants of the paper: (a) L_rep two-stage, (b) L_rep + L_CE, (c) L_rep + L_pred + L_CE.
 DistillLoss = Literal["rep", "rep_ce", "rep_pred_ce"]
@@ -258,6 +260,7 @@ def get_preset(name: str) -> Preset:
 
 __all__ = [
     "AUDIO_DIM",
+    "BASELINE_SELECTIONS",
     "DISTILL_LOSSES",
     "FEATURE_DIM",
     "FRAME_SELECTIONS",

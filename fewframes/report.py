@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fewframes import fsio
-from fewframes.config import DISTILL_LOSSES, FRAME_SELECTIONS, TRAINING_MODES
+from fewframes.config import BASELINE_SELECTIONS, DISTILL_LOSSES, TRAINING_MODES
 from fewframes.errors import PipelineError
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
@@ -46,7 +46,6 @@ BASELINE_NAMES = {
     "last": "Last-k",
     "first_middle_last": "First-Middle-Last-k",
 }
-BASELINE_ORDER = tuple(s for s in FRAME_SELECTIONS if s != "all")
 LOSS_NAMES = {"rep": "L_rep", "rep_ce": "L_rep+L_CE", "rep_pred_ce": "L_rep+L_pred+L_CE"}
 LOSS_LETTERS = {"rep": "(a)", "rep_ce": "(b)", "rep_pred_ce": "(c)"}
 # The per-epoch metrics the report reads back from each training run.
@@ -301,7 +300,7 @@ def table1(grid: Grid, metric: str) -> Table:
     teacher = grid.teacher()
     if teacher is not None:
         rows.append([teacher.name] + [fmt_config(teacher, metric)] * len(ks))
-    for selection in BASELINE_ORDER:
+    for selection in BASELINE_SELECTIONS:
         configs = [grid.baseline(selection, k) for k in ks]
         if any(configs):
             rows.append([BASELINE_NAMES[selection]] + [fmt_config(c, metric) for c in configs])
@@ -428,7 +427,7 @@ def claim_uniform_best(grid: Grid) -> Claim:
     beaten, checked = [], 0
     for k in grid.ks():
         uniform = _gap(grid.baseline("uniform", k))
-        others = {s: _gap(grid.baseline(s, k)) for s in BASELINE_ORDER if s != "uniform"}
+        others = {s: _gap(grid.baseline(s, k)) for s in BASELINE_SELECTIONS if s != "uniform"}
         others = {s: g for s, g in others.items() if g is not None}
         if uniform is None or not others:
             continue
@@ -637,7 +636,7 @@ def gap_vs_k_figure(grid: Grid, path: Path) -> None:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 5))
     ks = grid.ks()
-    series = [(BASELINE_NAMES[s], [grid.baseline(s, k) for k in ks], "--") for s in BASELINE_ORDER]
+    series = [(BASELINE_NAMES[s], [grid.baseline(s, k) for k in ks], "--") for s in BASELINE_SELECTIONS]
     series += [(grid.student(m, loss, next(k for k in ks if grid.student(m, loss, k))).name,
                 [grid.student(m, loss, k) for k in ks], "-") for m, loss in grid.variants()]
     palette = plt.get_cmap("tab20")  # up to 12 series: tab10's colours would repeat

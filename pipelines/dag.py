@@ -24,13 +24,12 @@ and cannot parse postponed (string) ones.
 from typing import Any, Callable, Dict, Union
 
 from fewframes.cluster import CPU_ONLY, GpuSettings, image
-from fewframes.config import DISTILL_LOSSES, FRAME_SELECTIONS, Preset, get_preset
+from fewframes.config import BASELINE_SELECTIONS, DISTILL_LOSSES, Preset, get_preset
 from fewframes.errors import PipelineError
 
 # The tasks that get GPU settings on a GPU compile.
 GPU_TASKS: tuple[str, ...] = ("train-teacher", "distill-student", "train-baseline", "benchmark")
 
-BASELINE_SELECTIONS: tuple[str, ...] = tuple(s for s in FRAME_SELECTIONS if s != "all")
 
 
 def grid_defaults(pipeline: str, preset: Preset) -> Dict[str, Any]:
