@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from fewframes import fsio
 from fewframes.config import FRAME_SELECTIONS
 from fewframes.errors import EvaluationError
 from fewframes.metrics import DEFAULT_TOP_K, MetricsAccumulator
@@ -270,26 +271,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _atomic_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
-
-
 def _write_json_atomic(target: Path, obj: dict[str, Any]) -> None:
-    tmp = _atomic_path(target)
-    try:
-        tmp.write_text(json.dumps({k: _json_safe(v) for k, v in obj.items()}, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps({k: _json_safe(v) for k, v in obj.items()}, indent=2, allow_nan=False) + "\n"
+    fsio.write_bytes_atomic(target, text.encode())
 
 
 def _write_parquet_atomic(target: Path, table: pa.Table) -> None:
-    tmp = _atomic_path(target)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with fsio.staged_output_file(target) as staged:
+        pq.write_table(table, staged)
 
 
 def per_class_table(result: EvaluationResult) -> pa.Table:
