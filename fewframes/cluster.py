@@ -27,12 +27,23 @@ def image(variant: str = "cpu") -> str:
 
 @dataclass(frozen=True)
 class GpuSettings(_DictMixin):
-    """How a training or benchmark task asks for a GPU on the cluster. ``gpus == 0`` means a CPU task."""
+    """How a training or benchmark task asks for a GPU on the cluster. ``gpus == 0`` means a CPU task.
+
+    Two names for the GPU, on purpose: the open-source KFP v2 driver turns the task's accelerator *type* into
+    the name of a container resource limit (``limits: {<type>: <count>}``), so the type the pipeline asks
+    for must be the Kubernetes extended resource that the NVIDIA device plugin advertises,
+    ``resource_name`` (``nvidia.com/gpu``). The GPU *model* is chosen by the node selector on GKE's label
+    ``cloud.google.com/gke-accelerator=<accelerator_type>``, the pool's guest accelerator.
+    """
 
     gpus: int = 0
     accelerator_type: str = "nvidia-tesla-t4"  # GKE accelerator name; also the node pool's guest accelerator
+    resource_name: str = "nvidia.com/gpu"  # the container resource the driver puts in limits (count = gpus)
     cpu_request: str = "4"
     memory_request: str = "16Gi"
+    # Limits: room above the requests on the 8-vCPU/30 GB node that carries one GPU (one GPU task per node).
+    cpu_limit: str = "7"
+    memory_limit: str = "24Gi"
     node_pool: str = "gpu-pool"
     # GKE puts this label on GPU nodes; the pipeline's node selector uses it.
     node_selector_key: str = "cloud.google.com/gke-accelerator"

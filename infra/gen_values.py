@@ -81,10 +81,18 @@ def gpu_machine_type(settings: GpuSettings) -> MachineType:
     except KeyError:
         known = ", ".join(sorted(ONE_GPU_MACHINE_TYPES))
         raise ValuesError(f"GpuSettings.accelerator_type: {settings.accelerator_type!r} is not one of {known}") from None
-    if parse_cpu(settings.cpu_request) > machine.vcpus - SYSTEM_RESERVED_CPU:
+    cpu_room = machine.vcpus - SYSTEM_RESERVED_CPU
+    memory_room = machine.memory_gib * (1 - SYSTEM_RESERVED_MEMORY_FRACTION)
+    if parse_cpu(settings.cpu_request) > cpu_room:
         raise ValuesError(f"GpuSettings.cpu_request {settings.cpu_request} does not fit {machine.name}")
-    if parse_memory_gib(settings.memory_request) > machine.memory_gib * (1 - SYSTEM_RESERVED_MEMORY_FRACTION):
+    if parse_memory_gib(settings.memory_request) > memory_room:
         raise ValuesError(f"GpuSettings.memory_request {settings.memory_request} does not fit {machine.name}")
+    if not parse_cpu(settings.cpu_request) <= parse_cpu(settings.cpu_limit) <= cpu_room:
+        raise ValuesError(f"GpuSettings.cpu_limit {settings.cpu_limit} must be >= the request and fit {machine.name}")
+    if not parse_memory_gib(settings.memory_request) <= parse_memory_gib(settings.memory_limit) <= memory_room:
+        raise ValuesError(
+            f"GpuSettings.memory_limit {settings.memory_limit} must be >= the request and fit {machine.name}"
+        )
     return machine
 
 

@@ -95,10 +95,14 @@ def apply_gpu(task: Any, gpu: GpuSettings) -> Any:
         return task
     from kfp import kubernetes
 
-    task.set_accelerator_type(gpu.accelerator_type)
+    # The driver makes the type a container limit name: it must be the Kubernetes resource (nvidia.com/gpu);
+    # the node selector below picks the GPU model (see fewframes.cluster.GpuSettings).
+    task.set_accelerator_type(gpu.resource_name)
     task.set_accelerator_limit(gpu.gpus)
     task.set_cpu_request(gpu.cpu_request)
+    task.set_cpu_limit(gpu.cpu_limit)
     task.set_memory_request(gpu.memory_request)
+    task.set_memory_limit(gpu.memory_limit)
     task.set_container_image(image("cuda"))
     # torchrun launches one training process per GPU on multi-GPU tasks (see fewframes.components.steps).
     task.set_env_variable("FEWFRAMES_GPUS", str(gpu.gpus))

@@ -139,6 +139,8 @@ def test_generated_values_follow_the_settings() -> None:
         ({"accelerator_type": "nvidia-tesla-k9000"}, "accelerator_type"),
         ({"memory_request": "64Gi"}, "memory_request"),
         ({"cpu_request": "8"}, "cpu_request"),
+        ({"cpu_limit": "2"}, "cpu_limit"),
+        ({"memory_limit": "40Gi"}, "memory_limit"),
         ({"taint_effect": "NO_SCHEDULE"}, "taint_effect"),
         ({"gpus": 2}, "gpus"),
     ],
@@ -494,7 +496,9 @@ def test_compiled_gpu_tasks_tolerate_exactly_the_terraform_taint(compiled_gpu_pi
             continue
         assert container["image"] == cluster.image("cuda")
         accelerator = container["resources"]["accelerator"]
-        assert accelerator.get("resourceType", accelerator.get("type")) == values["gpu_accelerator_type"]
+        # The driver turns the type into a limit name: the device plugin's resource, never the GKE model name.
+        assert accelerator["resourceType"] == DEFAULT_GPU.resource_name == "nvidia.com/gpu"
+        assert accelerator["resourceCount"] == str(values["gpu_accelerator_count"])
 
 
 # --- The MLflow server, run for real with the Deployment's own settings -----------------------------------

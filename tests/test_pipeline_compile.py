@@ -142,10 +142,13 @@ def test_gpu_settings_on_training_and_benchmark_tasks_only(compiled, pipeline):
         container = executor["container"]
         if name in gpu_executors:
             accelerator = container["resources"]["accelerator"]
-            assert accelerator["resourceType"] == DEFAULT_GPU.accelerator_type
+            # The Kubernetes resource name (the driver makes it a limit), not the GKE accelerator name.
+            assert accelerator["resourceType"] == "nvidia.com/gpu" == DEFAULT_GPU.resource_name
             assert accelerator["resourceCount"] == str(DEFAULT_GPU.gpus)
             assert container["resources"]["resourceCpuRequest"] == DEFAULT_GPU.cpu_request
+            assert container["resources"]["resourceCpuLimit"] == DEFAULT_GPU.cpu_limit
             assert container["resources"]["resourceMemoryRequest"] == DEFAULT_GPU.memory_request
+            assert container["resources"]["resourceMemoryLimit"] == DEFAULT_GPU.memory_limit
             assert container["image"] == image("cuda")
             assert k8s[name]["nodeSelector"]["labels"] == {DEFAULT_GPU.node_selector_key: DEFAULT_GPU.accelerator_type}
             (toleration,) = k8s[name]["tolerations"]
@@ -195,7 +198,7 @@ def test_cli_compile_flags_set_the_gpu(tmp_path, capsys):
                  "--gpus", "4", "--accelerator", "nvidia-l4", "--memory-request", "32Gi"]) == 0
     spec, platform = _load(out)
     teacher = spec["deploymentSpec"]["executors"]["exec-train-teacher"]["container"]["resources"]
-    assert teacher["accelerator"]["resourceType"] == "nvidia-l4"
+    assert teacher["accelerator"]["resourceType"] == "nvidia.com/gpu"  # the model is chosen by the node selector
     assert teacher["accelerator"]["resourceCount"] == "4"
     assert teacher["resourceMemoryRequest"] == "32Gi"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-teacher"]
