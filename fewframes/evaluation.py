@@ -15,7 +15,11 @@ With ``out_dir`` it writes, each atomically (temp name in the same folder, then 
   seconds, videos_per_second (NaN values, e.g. mAP with no positive labels at all, are written as null);
 - ``per_class_ap.parquet``: class (int32), ap (float64, null for classes without positives),
   num_positives (int64);
-- ``encodings.parquet``: video_id (string), labels (list<int64>), encoding (list<float32>).
+- ``encodings.parquet``: video_id (string), labels (list<int64>), encoding (list<float32>);
+- ``predictions.parquet``: one row per evaluated video, in evaluation order: video_id (string), classes
+  (list<int32>, its top_k classes by descending score), scores (list<float32>, their probabilities),
+  labels (list<int32>, its label ids). What GAP and mAP need and no more (O(videos x top_k)), so the
+  report can bootstrap over test videos paired across models (``fewframes.stats``).
 
 Choices the contract left open: the split comes from ``fewframes.data.split.open_split`` (so a test split
 recorded with a separate test store is read from that store); ``strategy="all"`` reads every frame and
@@ -46,6 +50,7 @@ from fewframes.metrics import DEFAULT_TOP_K, MetricsAccumulator
 METRICS_FILE = "metrics.json"
 PER_CLASS_AP_FILE = "per_class_ap.parquet"
 ENCODINGS_FILE = "encodings.parquet"
+PREDICTIONS_FILE = "predictions.parquet"
 METRIC_NAMES = ("gap", "map", "hit_at_1", "perr")
 
 
@@ -72,6 +77,11 @@ class EvaluationResult:
     encoding_labels: list[np.ndarray] = field(default_factory=list)
     encodings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     files: dict[str, str] = field(default_factory=dict)  # name -> written path (empty without out_dir)
+    # Per evaluated video (evaluation order): its id, top_k classes and scores, and label ids.
+    video_ids: list[str] = field(default_factory=list)
+    top_classes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int32))
+    top_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    video_labels: list[np.ndarray] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -212,6 +222,8 @@ def evaluate_batches(
     sampled_ids: list[str] = []
     sampled_labels: list[np.ndarray] = []
     sampled_encodings: list[np.ndarray] = []
+    video_ids: list[str] = []
+    video_labels: list[np.ndarray] = []
     was_training = model.training
     model.eval()
     started = time.perf_counter()
@@ -227,6 +239,8 @@ def evaluate_batches(
                 scores = torch.sigmoid(logits.float()).cpu().numpy()
                 labels = batch.labels.cpu().numpy() if torch.is_tensor(batch.labels) else np.asarray(batch.labels)
                 accumulator.update(scores, labels)
+                video_ids.extend(str(v) for v in list(batch.video_ids))
+                video_labels.extend(np.flatnonzero(row > 0).astype(np.int32) for row in labels)
                 wanted = sample_encodings - len(sampled_ids)
                 if wanted > 0:
                     take = min(wanted, scores.shape[0])
@@ -239,6 +253,7 @@ def evaluate_batches(
     if accumulator.num_videos == 0:
         raise EvaluationError(f"split {split!r} gave no batches to evaluate")
     computed = accumulator.compute()
+    top_classes, top_scores = accumulator.kept_pairs()
     result = EvaluationResult(
         gap=computed["gap"],
         map=computed["map"],
@@ -255,6 +270,10 @@ def evaluate_batches(
         encoding_video_ids=sampled_ids,
         encoding_labels=sampled_labels,
         encodings=np.concatenate(sampled_encodings) if sampled_encodings else np.zeros((0, 0), dtype=np.float32),
+        video_ids=video_ids,
+        top_classes=top_classes,
+        top_scores=top_scores,
+        video_labels=video_labels,
     )
     if out_dir is not None:
         result.files = write_evaluation(result, out_dir)
@@ -312,13 +331,57 @@ def encodings_table(result: EvaluationResult) -> pa.Table:
     )
 
 
+def _int_lists(rows: list[np.ndarray]) -> pa.Array:
+    """Variable-length int32 rows as list<int32>, without a Python loop over the values."""
+    lengths = np.array([row.size for row in rows], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()))
+
+
+def predictions_table(result: EvaluationResult) -> pa.Table:
+    """video_id, classes (top_k, by descending score), scores, labels: one row per evaluated video."""
+    order = np.argsort(-result.top_scores, axis=1, kind="stable")
+    classes = np.take_along_axis(result.top_classes, order, axis=1).astype(np.int32)
+    scores = np.take_along_axis(result.top_scores, order, axis=1).astype(np.float32)
+    rows = len(result.video_ids)
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * (classes.shape[1] if rows else 0))
+    return pa.table(
+        {
+            "video_id": pa.array(result.video_ids, type=pa.string()),
+            "classes": pa.ListArray.from_arrays(offsets, pa.array(classes.reshape(-1), type=pa.int32())),
+            "scores": pa.ListArray.from_arrays(offsets, pa.array(scores.reshape(-1), type=pa.float32())),
+            "labels": _int_lists(result.video_labels),
+        }
+    )
+
+
+def read_predictions(path: str | os.PathLike[str]) -> Any:
+    """A ``predictions.parquet`` as ``fewframes.stats.VideoPredictions`` (for paired bootstraps)."""
+    from fewframes.stats import VideoPredictions
+
+    table = pq.read_table(path)
+    ids = [str(v) for v in table.column("video_id").to_pylist()]
+    width = len(table.column("classes")[0]) if ids else 0
+
+    def matrix(name: str, dtype: Any) -> np.ndarray:
+        values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
+        return values.astype(dtype).reshape(len(ids), width)
+
+    labels = [np.asarray(v, dtype=np.int64) for v in table.column("labels").to_pylist()]
+    return VideoPredictions(ids, matrix("classes", np.int64), matrix("scores", np.float32), labels)
+
+
 def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str]) -> dict[str, str]:
-    """Write metrics.json, per_class_ap.parquet and encodings.parquet (each atomically); return their paths."""
+    """Write metrics.json, per_class_ap.parquet, encodings.parquet and predictions.parquet (each
+    atomically); return their paths."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {name: folder / name for name in (METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE)}
+    names = (METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE, PREDICTIONS_FILE)
+    paths = {name: folder / name for name in names}
     _write_parquet_atomic(paths[PER_CLASS_AP_FILE], per_class_table(result))
     _write_parquet_atomic(paths[ENCODINGS_FILE], encodings_table(result))
+    _write_parquet_atomic(paths[PREDICTIONS_FILE], predictions_table(result))
     _write_json_atomic(paths[METRICS_FILE], result.metrics())  # last: its presence means the set is complete
     return {name: str(path) for name, path in paths.items()}
 
@@ -444,10 +507,12 @@ __all__ = [
     "METRICS_FILE",
     "METRIC_NAMES",
     "PER_CLASS_AP_FILE",
+    "PREDICTIONS_FILE",
     "evaluate",
     "encoding_tsne",
     "evaluate_batches",
     "plot_encoding_tsne",
     "read_encodings",
+    "read_predictions",
     "write_evaluation",
 ]

@@ -249,6 +249,15 @@ class MetricsAccumulator:
             "num_videos": self.num_videos,
         }
 
+    def kept_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(classes int32[videos, k], scores[videos, k]): each video's kept top-k pairs, in evaluation order
+        (what a paired bootstrap over videos needs; ``fewframes.stats``)."""
+        if self.num_videos == 0:
+            return np.zeros((0, 0), dtype=np.int32), np.zeros((0, 0), dtype=np.float32)
+        width = min(self.top_k, self.num_classes)
+        return (np.concatenate(self._classes).reshape(-1, width),
+                np.concatenate(self._scores).reshape(-1, width))
+
     @property
     def positives_per_class(self) -> np.ndarray:
         """int64[num_classes]: how many evaluated videos carry each class."""

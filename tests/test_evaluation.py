@@ -18,8 +18,10 @@ from fewframes.evaluation import (
     ENCODINGS_FILE,
     METRICS_FILE,
     PER_CLASS_AP_FILE,
+    PREDICTIONS_FILE,
     evaluate_batches,
     read_encodings,
+    read_predictions,
 )
 from fewframes.metrics import (
     average_precision_per_class,
@@ -86,7 +88,7 @@ def test_evaluate_batches_metrics_files_and_encodings(tmp_path: Path) -> None:
     assert result.perr == pytest.approx(precision_at_equal_recall_rate(scores, labels), abs=1e-9)
     assert result["gap"] == result.gap and "map" in result
 
-    assert sorted(p.name for p in out.iterdir()) == sorted([METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE, PREDICTIONS_FILE])
     written = json.loads((out / METRICS_FILE).read_text())
     assert written["gap"] == pytest.approx(result.gap) and written["num_videos"] == 37
     assert written["strategy"] == "uniform" and written["k"] == 6 and written["num_classes"] == NUM_CLASSES
@@ -105,6 +107,19 @@ def test_evaluate_batches_metrics_files_and_encodings(tmp_path: Path) -> None:
     schema = pq.read_schema(out / ENCODINGS_FILE)
     encoding_type = schema.field("encoding").type
     assert pa.types.is_list(encoding_type) and encoding_type.value_type == pa.float32()
+
+    # predictions.parquet: every video's top-20 pairs (by descending score) and label ids; GAP and mAP
+    # recomputed from it equal the evaluation's.
+    predictions = read_predictions(out / PREDICTIONS_FILE)
+    assert predictions.video_ids == [f"vid{i:03d}" for i in range(37)]
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :20]
+    assert predictions.classes.tolist() == top.tolist()
+    np.testing.assert_array_equal(predictions.scores, np.take_along_axis(scores, top, axis=1))
+    assert [row.tolist() for row in predictions.labels] == [np.flatnonzero(row).tolist() for row in labels]
+    assert predictions.gap() == pytest.approx(result.gap, abs=1e-12)
+    assert predictions.map() == pytest.approx(result.map, abs=1e-12)
+    schema = pq.read_schema(out / PREDICTIONS_FILE)
+    assert [schema.field(n).type.value_type for n in ("classes", "scores", "labels")] == [pa.int32(), pa.float32(), pa.int32()]
 
 
 def test_runs_in_inference_mode(tmp_path: Path) -> None:
@@ -206,7 +221,7 @@ def test_evaluate_teacher_and_student_on_a_real_store(tiny_store: Path, tmp_path
     assert result.perr == pytest.approx(precision_at_equal_recall_rate(scores, labels), abs=1e-6)
     assert result.encoding_video_ids == [store.video_ids[i] for i in indices[:5]]
     np.testing.assert_allclose(result.encodings, encodings[:5], atol=1e-5)
-    assert sorted(p.name for p in out.iterdir()) == sorted([METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([METRICS_FILE, PER_CLASS_AP_FILE, ENCODINGS_FILE, PREDICTIONS_FILE])
     written = json.loads((out / METRICS_FILE).read_text())
     assert written["strategy"] == strategy and written["k"] == k and written["split"] == "test"
 
