@@ -1,0 +1,124 @@
+"""What each pipeline step does, as plain functions of paths and values (no KFP here).
+
+The KFP components in ``definitions.py`` are thin: each turns its artifacts into paths, calls one of these
+functions, and writes the returned metrics/metadata back onto its KFP outputs. Keeping the work here means
+the steps are importable, testable and reusable without KFP, and the component bodies stay a few lines.
+
+Every step logs one MLflow child run (``fewframes.runs.step_run``) of the pipeline's parent run, except
+the two ``plan_*`` steps: they are pure bookkeeping (the fan-out lists, checked against the store) and
+log nothing.
+
+Artifacts written here:
+- a frame store (``ingest_split_step``) — a directory, as ``fewframes.data.store`` writes it;
+- a model directory holding the library's self-describing model file (``model.json`` beside it says which);
+- an evaluation directory: the library's metrics.json, per_class_ap.parquet, encodings.parquet and our
+  ``row.json`` (the model's parameters + metrics + MLflow run ids), which benchmark and report read;
+- a benchmark directory (``benchmark.json``: one row per model);
+- the report (``fewframes.report``: Markdown + HTML, figures, summary.json).
+
+One module a step (``tracking``, ``ingest_split``, ``plan``, ``train``, ``evaluate``, ``benchmark``,
+``report``) over ``common``; this package re-exports their public names, so callers import from
+``fewframes.components.steps``.
+
+Choices where the contracts were silent:
+- Students trained on a fraction of the training split (the paper's Table 3) use the full-data teacher.
+- A parallel-mode student trains its own teacher alongside (``train_parallel``); the pipeline's
+  ``train-teacher`` output is then unused by that task, except as the record of ``teacher_run_id``.
+- "Within 1% GAP of the teacher" is relative: student GAP >= teacher GAP * (1 - tolerance).
+"""
+
+from __future__ import annotations
+
+from .common import (
+    BENCHMARK_FILE,
+    ERROR_FILE_ENV,
+    MODEL_INFO_FILE,
+    model_key,
+    model_params,
+    read_model_info,
+    reports_errors,
+    ROW_FILE,
+    StepResult,
+    TORCH_THREADS_ENV,
+    tracking_context,
+)
+from .tracking import (
+    start_tracking_step,
+)
+from .ingest_split import (
+    ingest_split_step,
+    parse_source,
+)
+from .plan import (
+    plan_baselines,
+    plan_baselines_step,
+    plan_students,
+    plan_students_step,
+)
+from .train import (
+    CPU_PROCESSES_ENV,
+    distill_student_step,
+    GPUS_ENV,
+    Sizes,
+    train_baseline_step,
+    train_teacher_step,
+    training_launch,
+    TrainingLaunch,
+)
+from .evaluate import (
+    evaluate_step,
+    EVALUATION_METRICS,
+    read_row,
+)
+from .benchmark import (
+    BENCHMARK_BATCH,
+    BENCHMARK_LATENCY_VIDEOS,
+    BENCHMARK_METRICS,
+    benchmark_step,
+    BENCHMARK_VIDEOS,
+)
+from .report import (
+    benchmark_machine,
+    report_rows,
+    report_step,
+)
+
+__all__ = [
+    "BENCHMARK_BATCH",
+    "BENCHMARK_FILE",
+    "BENCHMARK_LATENCY_VIDEOS",
+    "BENCHMARK_METRICS",
+    "BENCHMARK_VIDEOS",
+    "CPU_PROCESSES_ENV",
+    "ERROR_FILE_ENV",
+    "EVALUATION_METRICS",
+    "GPUS_ENV",
+    "MODEL_INFO_FILE",
+    "ROW_FILE",
+    "Sizes",
+    "StepResult",
+    "TORCH_THREADS_ENV",
+    "TrainingLaunch",
+    "benchmark_machine",
+    "benchmark_step",
+    "distill_student_step",
+    "evaluate_step",
+    "ingest_split_step",
+    "model_key",
+    "model_params",
+    "parse_source",
+    "plan_baselines",
+    "plan_baselines_step",
+    "plan_students",
+    "plan_students_step",
+    "read_model_info",
+    "read_row",
+    "report_rows",
+    "report_step",
+    "reports_errors",
+    "start_tracking_step",
+    "tracking_context",
+    "train_baseline_step",
+    "train_teacher_step",
+    "training_launch",
+]

@@ -1,0 +1,138 @@
+"""What every step shares: the step result, error reporting, the tracking artifact, model/row files and keys."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fewframes.config import ConfigError
+from fewframes.errors import FewframesError, PipelineError
+from fewframes.runs import TrackingContext
+
+# the one-line cause instead of KFP's "task failed".
+ERROR_FILE_ENV = "FEWFRAMES_STEP_ERROR_FILE"
+# `fewframes run` sets this so two parallel local tasks do not oversubscribe the CPU cores.
+TORCH_THREADS_ENV = "FEWFRAMES_TORCH_THREADS"
+
+MODEL_INFO_FILE = "model.json"
+ROW_FILE = "row.json"
+BENCHMARK_FILE = "benchmark.json"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass
+class StepResult:
+    """What a step hands back to its KFP component: scalar metrics (KFP Metrics) and artifact metadata."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def reports_errors(step: str) -> Callable[[_F], _F]:
+    """Decorator: a FewframesError/ConfigError also goes to the error file named by ``ERROR_FILE_ENV``."""
+
+    def decorate(function: _F) -> _F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except (FewframesError, ConfigError) as exc:
+                error_file = os.environ.get(ERROR_FILE_ENV)
+                if error_file:
+                    with open(error_file, "a") as handle:
+                        handle.write(f"{step}: {exc}\n")
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _limit_threads() -> None:
+    threads = os.environ.get(TORCH_THREADS_ENV)
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def tracking_context(path: str) -> TrackingContext:
+    """The TrackingContext written by ``start_tracking_step`` (the ``tracking`` artifact of the DAG)."""
+    file = Path(path)
+    if not file.is_file():
+        raise PipelineError(f"tracking artifact {path} is missing (start-tracking did not run)")
+    values = json.loads(file.read_text())
+    return TrackingContext(**values)
+
+
+def model_key(role: str, k: int = 0, **spec: Any) -> str:
+    """One readable name per model of a pipeline run (the join key of evaluate, benchmark and report)."""
+    fraction = float(spec.get("train_fraction", 1.0))
+    suffix = "" if fraction >= 1.0 else f"-frac{fraction:g}"
+    if spec.get("repeat"):  # an extra seed of a configuration the pipeline's own seed also trains
+        suffix += f"-seed{int(spec['seed'])}"
+    if role == "teacher":
+        return "teacher" + suffix
+    if role == "student":
+        return f"student-{spec['mode']}-{spec['loss']}-{spec.get('matching', 'final')}-k{k}{suffix}"
+    return f"baseline-{spec['frame_selection']}-k{k}{suffix}"
+
+
+def model_params(
+    role: str,
+    k: int | None = None,
+    frame_selection: str = "",
+    loss: str = "",
+    mode: str = "",
+    matching: str = "",
+    train_fraction: float = 1.0,
+    teacher_run_id: str = "",
+    seed: int | str = "",
+) -> dict[str, Any]:
+    """The same parameter names on every run about a model (``fewframes.runs.MODEL_PARAMS``)."""
+    return {
+        "role": role,
+        "k": "" if k is None else int(k),
+        "frame_selection": frame_selection,
+        "loss": loss,
+        "mode": mode,
+        "matching": matching,
+        "train_fraction": float(train_fraction),
+        "teacher_run_id": teacher_run_id,
+        "seed": seed,
+    }
+
+
+def _write_model_info(model_dir: Path, model_file: Path, info: dict[str, Any]) -> dict[str, Any]:
+    info = {**info, "model_file": os.path.relpath(model_file, model_dir)}
+    _write_json(model_dir / MODEL_INFO_FILE, info)
+    return info
+
+
+def read_model_info(model_dir: str | os.PathLike[str], what: str = "model") -> dict[str, Any]:
+    """The ``model.json`` a training step left in its model directory; a clear error when it is missing."""
+    path = Path(model_dir) / MODEL_INFO_FILE
+    if not path.is_file():
+        raise PipelineError(f"{what} artifact {model_dir} is missing or incomplete (no {MODEL_INFO_FILE})")
+    info = json.loads(path.read_text())
+    if not (Path(model_dir) / info["model_file"]).is_file():
+        raise PipelineError(f"{what} artifact {model_dir} is missing its model file {info['model_file']}")
+    return info
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Atomic JSON write (``fsio.write_bytes_atomic``: a unique temp name beside it, then rename)."""
+    _atomic_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    """``fsio.write_bytes_atomic``: the temp file gets a unique name and is removed if the write fails."""
+    from fewframes.fsio import write_bytes_atomic
+
+    write_bytes_atomic(path, text.encode())

@@ -1,0 +1,111 @@
+"""report: the paper's tables, figures and claims for one pipeline run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fewframes.runs import TrackingContext, step_run
+
+from .common import BENCHMARK_FILE, StepResult, _atomic_text, reports_errors
+from .evaluate import read_row
+
+
+def report_rows(evaluation_dirs: list[str], benchmark_dir: str | None) -> list[dict[str, Any]]:
+    """Every evaluated model's row (with its ``evaluation_dir``), joined with its benchmark figures (and the
+    end-to-end throughput); teacher first, then by GAP."""
+    rows = [{**read_row(d), "evaluation_dir": str(d)} for d in evaluation_dirs]
+    if benchmark_dir and (Path(benchmark_dir) / BENCHMARK_FILE).is_file():
+        payload = json.loads((Path(benchmark_dir) / BENCHMARK_FILE).read_text())
+        bench = {r["model_key"]: r for r in payload["rows"]}
+        for row in rows:
+            extra = bench.get(row["model_key"], {})
+            row.update({k: v for k, v in extra.items() if k not in row and k != "raw"})
+            raw = extra.get("raw") or {}
+            if raw.get("e2e_throughput_videos_s") is not None:
+                row.setdefault("e2e_throughput_videos_s", float(raw["e2e_throughput_videos_s"]))
+    rows.sort(key=lambda r: (r["role"] != "teacher", -float(r.get("gap") or 0.0)))
+    return rows
+
+
+def benchmark_machine(benchmark_dir: str | None) -> dict[str, Any]:
+    """The machine the benchmark step measured on ({} when there is no benchmark)."""
+    path = Path(benchmark_dir) / BENCHMARK_FILE if benchmark_dir else None
+    return json.loads(path.read_text()).get("machine", {}) if path is not None and path.is_file() else {}
+
+
+def _parent_run_info(tracking: TrackingContext) -> dict[str, Any]:
+    """The pipeline run's parameters as its parent MLflow run recorded them ({} when not recorded)."""
+    if not tracking.enabled or not tracking.parent_run_id:
+        return {}
+    import mlflow
+
+    import ast
+
+    run = mlflow.MlflowClient(tracking_uri=tracking.uri).get_run(tracking.parent_run_id)
+    arguments: dict[str, Any] = {}
+    for name, value in run.data.params.items():
+        # Parameters were logged as str(value) (fewframes.runs._clean_params): literal_eval reads them back,
+        # quotes, True/False and all; anything else (a plain string such as a path) stays as it is.
+        try:
+            arguments[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            arguments[name] = value
+    info: dict[str, Any] = {"pipeline": tracking.pipeline, "run_id": tracking.pipeline_run_id}
+    if arguments:
+        info["arguments"] = arguments
+        info["preset"] = arguments.get("preset", "")
+    return info
+
+
+@reports_errors("report")
+def report_step(
+    evaluation_dirs: list[str],
+    benchmark_dir: str | None,
+    markdown_path: str,
+    html_path: str,
+    tracking: TrackingContext,
+    tolerance: float = 0.01,
+) -> StepResult:
+    """The paper's tables, figures and claims for this run (``fewframes.report``), as Markdown (figures
+    embedded) and HTML; the report's files go beside them and to the report step's MLflow run."""
+    from fewframes.report import build_report, embedded_markdown, grid_ks, training_histories
+
+    rows = report_rows(evaluation_dirs, benchmark_dir)
+    run_info = _parent_run_info(tracking)
+    intermediate_k, fraction_k = grid_ks(run_info.get("arguments", {}))
+    markdown_file, html_file = Path(markdown_path), Path(html_path)
+    report = build_report(
+        rows, html_file.parent, tolerance=tolerance, histories=training_histories(tracking.uri, rows),
+        machine=benchmark_machine(benchmark_dir), run_info=run_info, intermediate_k=intermediate_k,
+        fraction_k=fraction_k,
+    )
+    _atomic_text(markdown_file, embedded_markdown(report))
+    if report.html != html_file:
+        _atomic_text(html_file, report.html.read_text())
+
+    summary = report.summary
+    verdicts = [c["verdict"] for c in summary["claims"]]
+    metrics = {
+        "models": float(len(rows)),
+        "claims_hold": float(verdicts.count("holds")),
+        "claims_fail": float(verdicts.count("does not hold")),
+        "claims_not_measured": float(verdicts.count("not measured")),
+    }
+    teacher = next((r for r in rows if r["role"] == "teacher"), None)
+    if teacher is not None:
+        metrics["teacher_gap"] = float(teacher["gap"])
+    recommended = summary["recommended"]
+    if recommended is not None:
+        metrics["recommended_k"] = float(recommended["k"])
+        metrics["recommended_gap"] = float(recommended["gap"])
+    with step_run(tracking, "report", params={"tolerance": tolerance}) as tracker:
+        tracker.log_metrics(metrics)
+        for path in [report.markdown, report.html, report.folder / "summary.json", *report.figures]:
+            tracker.log_artifact(path)
+    return StepResult(
+        metrics=metrics,
+        metadata={"recommended": recommended["model_key"] if recommended else "",
+                  "figures": [p.name for p in report.figures]},
+    )
