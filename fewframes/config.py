@@ -94,6 +94,10 @@ class TrainConfig(_DictMixin):
     device: str = "auto"  # auto | cpu | cuda
     mixed_precision: bool = True  # bf16 autocast on CUDA only; ignored on CPU
     train_fraction: float = 1.0  # seeded subset of the training split (the paper's Table 3)
+    # Early stopping (docs/method.md "Early stopping"): a stage ends after `patience` epochs in a row without a
+    # validation GAP above the best so far + min_delta; `epochs` is the maximum. 0 = off (always `epochs`).
+    patience: int = 0
+    min_delta: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -102,6 +106,10 @@ class TrainConfig(_DictMixin):
             raise ConfigError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ConfigError(f"TrainConfig.train_fraction must be in (0, 1], got {self.train_fraction}")
+        if self.patience < 0:
+            raise ConfigError(f"TrainConfig.patience must be >= 0 (0 = no early stopping), got {self.patience}")
+        if not self.min_delta >= 0.0:  # written so that NaN fails too
+            raise ConfigError(f"TrainConfig.min_delta must be >= 0, got {self.min_delta}")
 
 
 @dataclass(frozen=True)

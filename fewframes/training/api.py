@@ -79,6 +79,8 @@ def _common_params(train_config: TrainConfig, model_config: ModelConfig, **extra
         "hidden_size": model_config.hidden_size,
         "num_layers": model_config.num_layers,
         "epochs": train_config.epochs,
+        "patience": train_config.patience,
+        "min_delta": train_config.min_delta,
         "batch_size": train_config.batch_size,
         "learning_rate": train_config.learning_rate,
         "lr_decay": train_config.lr_decay,

@@ -246,14 +246,6 @@ def _empty_position() -> dict[str, Any]:
     return {"epoch": 0, "batches_done": 0, "global_step": 0, "loss_sums": {}, "loss_count": 0.0}
 
 
-def _stage_bounds(stages: list[Stage]) -> list[tuple[int, int]]:
-    bounds, start = [], 0
-    for stage in stages:
-        bounds.append((start, start + stage.epochs))
-        start += stage.epochs
-    return bounds
-
-
 def _load_finished(run: Run) -> dict[str, Any] | None:
     path = run.out_dir / RESULT_FILE
     if not path.is_file():
@@ -267,8 +259,28 @@ def _load_finished(run: Run) -> dict[str, Any] | None:
     return saved
 
 
+def _new_progress() -> dict[str, Any]:
+    """Where the run stands in its stages, and the early-stopping count (saved in every checkpoint)."""
+    return {"stage": 0, "stage_start": 0, "since_best": 0, "stage_done": False, "stages": []}
+
+
+def _stage_end(run: Run, stage_index: int, stage_start: int) -> int:
+    """The epoch (exclusive) at which stage ``stage_index`` ends at the latest: its own ``epochs`` after its
+    start, except the last stage, which runs to the run's maximum (sum of the stages' epochs), so the epochs an
+    earlier stage saved by stopping early go to the last one and every run's maximum is ``epochs``."""
+    total = sum(stage.epochs for stage in run.stages)
+    if stage_index == len(run.stages) - 1:
+        return total
+    return min(stage_start + run.stages[stage_index].epochs, total)
+
+
 def run_training(run: Run) -> dict[str, TrainResult]:
-    """Train ``run`` (resuming from its latest checkpoint) and return a TrainResult per role."""
+    """Train ``run`` (resuming from its latest checkpoint) and return a TrainResult per role.
+
+    Early stopping (``TrainConfig.patience`` > 0): a stage ends once ``patience`` epochs in a row brought no
+    role a validation GAP above its best so far + ``min_delta``; the next stage (if any) starts with the
+    count at 0. The decision depends only on the validation figures, so a resumed run decides the same.
+    """
     ctx = run.ctx
     finished = _load_finished(run)
     if finished is not None:
@@ -288,18 +300,25 @@ def run_training(run: Run) -> dict[str, TrainResult]:
         position = state["position"]
         history: list[dict[str, Any]] = list(state["history"])
         best: dict[str, dict[str, Any]] = dict(state["best"])
+        progress = dict(state["progress"])
     else:
         position = _empty_position()
         history = []
         best = {role.name: {"epoch": 0, "gap": -math.inf, "map": math.nan} for role in run.roles}
+        progress = _new_progress()
 
     if ctx.is_main and run.tracker is not None and run.params:
         run.tracker.log_params(run.params)
 
     total_epochs = sum(stage.epochs for stage in run.stages)
-    for stage_index, (stage, (first, end)) in enumerate(zip(run.stages, _stage_bounds(run.stages))):
-        if position["epoch"] >= end:
-            continue
+    patience = run.train_config.patience
+    if progress["stage_done"]:  # the checkpoint was written as its stage ended: go on with the next one
+        progress = {**progress, "stage": progress["stage"] + 1, "stage_start": position["epoch"], "since_best": 0,
+                    "stage_done": False}
+    while progress["stage"] < len(run.stages):
+        stage_index = progress["stage"]
+        stage = run.stages[stage_index]
+        end = _stage_end(run, stage_index, progress["stage_start"])
         if stage.before_stage is not None:
             stage.before_stage()
         optimizer = torch.optim.Adam(
@@ -307,8 +326,7 @@ def run_training(run: Run) -> dict[str, TrainResult]:
         )
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=run.train_config.lr_decay)
         scaler = make_grad_scaler(ctx, run.train_config)
-        resuming_stage = state is not None and state.get("stage") == stage_index and position["epoch"] >= first
-        if resuming_stage:
+        if state is not None and state.get("stage") == stage_index:  # resuming inside this stage
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             if scaler.is_enabled() and state.get("scaler"):
@@ -319,28 +337,42 @@ def run_training(run: Run) -> dict[str, TrainResult]:
         objective = stage.objective.to(ctx.device)
         wrapped = wrap_ddp(objective, ctx, find_unused_parameters=stage.find_unused_parameters)
 
-        for epoch in range(max(first, position["epoch"]), end):
-            position = _train_epoch(run, stage, stage_index, wrapped, optimizer, scheduler, scaler, epoch, position,
+        for epoch in range(position["epoch"], end):
+            position = _train_epoch(run, stage, progress, wrapped, optimizer, scheduler, scaler, epoch, position,
                                     checkpoints, history, best, total_epochs)
             lr_used = scheduler.get_last_lr()[0]
-            record = _end_epoch(run, stage, epoch, position, lr_used, best)
+            record, improved = _end_epoch(run, stage, epoch, position, lr_used, best)
             scheduler.step()
             history.append(record)
+            since_best = 0 if improved else progress["since_best"] + 1
+            stopped_early = bool(patience) and since_best >= patience and epoch + 1 < end
+            stage_done = stopped_early or epoch + 1 >= end
+            progress = {**progress, "since_best": since_best, "stage_done": stage_done}
+            if stage_done:
+                progress["stages"] = [*progress["stages"], {
+                    "stage": stage.name, "epochs_run": epoch + 1 - progress["stage_start"],
+                    "max_epochs": end - progress["stage_start"], "stopped_early": stopped_early,
+                }]
             position = {**_empty_position(), "epoch": epoch + 1, "global_step": position["global_step"]}
             rng = all_gather_objects(capture_rng_state(), ctx)
             if ctx.is_main:
-                _save_checkpoint(run, checkpoints, stage_index, optimizer, scheduler, scaler, position, history, best,
+                _save_checkpoint(run, checkpoints, progress, optimizer, scheduler, scaler, position, history, best,
                                  rng)
             barrier(ctx)
+            if stage_done:
+                break
+        progress = {**progress, "stage": stage_index + 1, "stage_start": position["epoch"], "since_best": 0,
+                    "stage_done": False}
 
-    results = _finish(run, history, best)
-    return results
+    stop = {"epochs_run": len(history), "max_epochs": total_epochs,
+            "stopped_early": len(history) < total_epochs, "stages": progress["stages"]}
+    return _finish(run, history, best, stop)
 
 
 def _train_epoch(
     run: Run,
     stage: Stage,
-    stage_index: int,
+    progress: dict[str, Any],
     wrapped: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -395,7 +427,7 @@ def _train_epoch(
                    "loss_sums": dict(loss_sums), "loss_count": loss_count}
             rng = all_gather_objects(capture_rng_state(), ctx)
             if ctx.is_main:
-                _save_checkpoint(run, checkpoints, stage_index, optimizer, scheduler, scaler, mid, history, best, rng)
+                _save_checkpoint(run, checkpoints, progress, optimizer, scheduler, scaler, mid, history, best, rng)
     bar.close()
     return {"epoch": epoch, "batches_done": batches_done, "global_step": global_step,
             "loss_sums": loss_sums, "loss_count": loss_count}
@@ -403,7 +435,9 @@ def _train_epoch(
 
 def _end_epoch(
     run: Run, stage: Stage, epoch: int, position: dict[str, Any], lr_used: float, best: dict[str, Any]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
+    """Validate every role; save each role whose GAP beat its best by more than ``min_delta`` (updating
+    ``best``). The epoch's history record, and whether any role improved (early stopping's count)."""
     from fewframes.training.data import val_batches
 
     ctx = run.ctx
@@ -412,6 +446,7 @@ def _end_epoch(
     reduced = all_reduce_sum([position["loss_sums"][n] for n in names] + [position["loss_count"]], ctx)
     count = max(reduced[-1], 1.0)
     record: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name, "lr": lr_used}
+    improved = False
     for name, total in zip(names, reduced[:-1]):
         record["train_loss" if name == "loss" else f"train_{name}"] = total / count
     for role in run.roles:
@@ -422,7 +457,8 @@ def _end_epoch(
         metrics = validation_metrics(predictions)
         record[f"{role.metric_prefix}val_gap"] = metrics["gap"]
         record[f"{role.metric_prefix}val_map"] = metrics["map"]
-        if metrics["gap"] > best[role.name]["gap"]:
+        if metrics["gap"] > best[role.name]["gap"] + run.train_config.min_delta:
+            improved = True
             best[role.name] = {"epoch": epoch + 1, "gap": metrics["gap"], "map": metrics["map"]}
             if ctx.is_main:
                 save_model(role.model, _role_path(run, role), role.model_config, role.student_config,
@@ -430,13 +466,13 @@ def _end_epoch(
                                                     "epoch": float(epoch + 1)})
     if ctx.is_main and run.tracker is not None:
         run.tracker.log_metrics({k: v for k, v in record.items() if isinstance(v, float)}, step=epoch + 1)
-    return record
+    return record, improved
 
 
 def _save_checkpoint(
     run: Run,
     checkpoints: CheckpointDir,
-    stage_index: int,
+    progress: dict[str, Any],
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler,
@@ -447,7 +483,8 @@ def _save_checkpoint(
 ) -> None:
     state = {
         "signature": run.signature,
-        "stage": stage_index,
+        "stage": progress["stage"],  # the stage whose optimizer this holds
+        "progress": progress,
         "models": _state_dicts(run),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -461,18 +498,23 @@ def _save_checkpoint(
     checkpoints.save(state, position["global_step"])
 
 
-def _finish(run: Run, history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, TrainResult]:
+def _finish(
+    run: Run, history: list[dict[str, Any]], best: dict[str, Any], stop: dict[str, Any]
+) -> dict[str, TrainResult]:
     ctx = run.ctx
     if ctx.is_main:
         summary = {
             "signature": run.signature,
             "history": history,
             "best": {name: values for name, values in best.items()},
+            **stop,
         }
         fsio.write_bytes_atomic(run.out_dir / RESULT_FILE, json.dumps(summary, indent=2, default=float).encode())
     barrier(ctx)
-    results = _results_from_disk(run, {"history": history, "best": best})
+    results = _results_from_disk(run, {"history": history, "best": best, **stop})
     if ctx.is_main and run.tracker is not None:
+        run.tracker.log_metrics({"epochs_run": float(stop["epochs_run"]),
+                                 "stopped_early": float(stop["stopped_early"])})
         for role in run.roles:
             result = results[role.name]
             run.tracker.log_metrics(
@@ -512,6 +554,9 @@ def _results_from_disk(run: Run, saved: dict[str, Any]) -> dict[str, TrainResult
             model=model,
             model_config=role.model_config,
             student_config=role.student_config,
+            epochs_run=int(saved.get("epochs_run", len(saved["history"]))),
+            stopped_early=bool(saved.get("stopped_early", False)),
+            stages=list(saved.get("stages", [])),
         )
     return results
 

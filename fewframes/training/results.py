@@ -30,6 +30,10 @@ class TrainResult:
     ``history`` holds one dict per epoch: ``epoch`` (1-based), ``stage``, ``train_loss`` (and its parts,
     ``train_ce``, ``train_rep``, ...), ``val_gap``, ``val_map``, ``lr`` (the learning rate the epoch used);
     in parallel training also ``teacher_val_gap`` and ``teacher_val_map``.
+
+    ``epochs_run`` is how many epochs were trained, ``stopped_early`` whether early stopping ended the run before
+    ``TrainConfig.epochs``, and ``stages`` one entry per stage: its ``stage`` name, ``epochs_run``,
+    ``max_epochs`` and ``stopped_early`` (serial (a)'s L_rep stage may stop early and its L_CE stage still run).
     """
 
     best_epoch: int
@@ -40,6 +44,9 @@ class TrainResult:
     model_config: ModelConfig
     student_config: StudentConfig | None = None
     best_val_map: float = float("nan")
+    epochs_run: int = 0
+    stopped_early: bool = False
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the run (no tensors)."""
@@ -50,6 +57,9 @@ class TrainResult:
             "model_path": str(self.model_path),
             "model_config": self.model_config.to_dict(),
             "student_config": self.student_config.to_dict() if self.student_config else None,
+            "epochs_run": self.epochs_run,
+            "stopped_early": self.stopped_early,
+            "stages": self.stages,
             "history": self.history,
         }
 
