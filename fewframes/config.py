@@ -27,6 +27,11 @@ BASELINE_SELECTIONS: tuple[str, ...] = tuple(s for s in FRAME_SELECTIONS if s !=
 # Distillation loss variants of the paper: (a) L_rep two-stage, (b) L_rep + L_CE, (c) L_rep + L_pred + L_CE.
 DistillLoss = Literal["rep", "rep_ce", "rep_pred_ce"]
 DISTILL_LOSSES: tuple[str, ...] = ("rep", "rep_ce", "rep_pred_ce")
+# Controls (not the paper's): "ce" is the warm-start control, serial only: the student starts from a copy of
+# the teacher's trained classifier, exactly as a serial student does, and trains with L_CE alone (no teacher
+# outputs), so distillation can be tested against the warm start (issue 10, docs/method.md).
+CONTROL_LOSSES: tuple[str, ...] = ("ce",)
+STUDENT_LOSSES: tuple[str, ...] = DISTILL_LOSSES + CONTROL_LOSSES
 TrainingMode = Literal["serial", "parallel"]
 TRAINING_MODES: tuple[str, ...] = ("serial", "parallel")
 Matching = Literal["final", "intermediate"]
@@ -118,7 +123,7 @@ class StudentConfig(_DictMixin):
 
     k: int
     frame_selection: str = "uniform"
-    loss: str = "rep_pred_ce"  # one of DISTILL_LOSSES; ignored for baselines
+    loss: str = "rep_pred_ce"  # one of DISTILL_LOSSES, or a control of CONTROL_LOSSES (serial); ignored for baselines
     mode: str = "serial"  # one of TRAINING_MODES
     matching: str = "final"  # final | intermediate (L_rep vs L_rep^I)
     pred_distance: str = "kl"  # kl | mse
@@ -137,10 +142,14 @@ class StudentConfig(_DictMixin):
             raise ConfigError(
                 f"StudentConfig.frame_selection must be one of {', '.join(FRAME_SELECTIONS)}, got {self.frame_selection!r}"
             )
-        if self.loss not in DISTILL_LOSSES:
-            raise ConfigError(f"StudentConfig.loss must be one of {', '.join(DISTILL_LOSSES)}, got {self.loss!r}")
+        if self.loss not in STUDENT_LOSSES:
+            raise ConfigError(f"StudentConfig.loss must be one of {', '.join(STUDENT_LOSSES)}, got {self.loss!r}")
         if self.mode not in TRAINING_MODES:
             raise ConfigError(f"StudentConfig.mode must be one of {', '.join(TRAINING_MODES)}, got {self.mode!r}")
+        if self.loss in CONTROL_LOSSES and self.mode != "serial":
+            raise ConfigError(
+                f"StudentConfig.loss={self.loss!r} (the warm-start control) needs mode='serial', got {self.mode!r}"
+            )
         if self.matching not in ("final", "intermediate"):
             raise ConfigError(f"StudentConfig.matching must be final or intermediate, got {self.matching!r}")
         if self.pred_distance not in ("kl", "mse"):
@@ -269,11 +278,13 @@ def get_preset(name: str) -> Preset:
 __all__ = [
     "AUDIO_DIM",
     "BASELINE_SELECTIONS",
+    "CONTROL_LOSSES",
     "DISTILL_LOSSES",
     "FEATURE_DIM",
     "FRAME_SELECTIONS",
     "MAX_FRAMES",
     "RGB_DIM",
+    "STUDENT_LOSSES",
     "TRAINING_MODES",
     "ConfigError",
     "DataConfig",

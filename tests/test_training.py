@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewframes.config import StudentConfig
+from fewframes.config import ConfigError, StudentConfig
 from fewframes.errors import TrainingError
 from fewframes.training import load_model, train_baseline, train_parallel, train_student, train_teacher
 from fewframes.training.__main__ import main as training_main
@@ -73,6 +73,26 @@ def test_serial_student_learns_from_the_frozen_teacher(teacher, store: Path, tmp
     assert student.student_config.k == 6 and student.config.block_length == 3
     for name, value in teacher.model.state_dict().items():  # the teacher stayed frozen
         assert torch.equal(value, teacher_weights[name]), name
+
+
+def test_warm_start_control_starts_from_the_teacher_classifier_and_trains_with_ce_alone(
+    teacher, store: Path, tmp_path: Path
+) -> None:
+    control = StudentConfig(k=6, loss="ce")
+    # With a zero learning rate nothing moves, so the saved student shows where it started.
+    start = train_student(store, teacher.model_path, control, tiny_train_config(epochs=1, learning_rate=0.0),
+                          out_dir=tmp_path / "start", progress=False)
+    start_weights = torch.load(start.model_path, weights_only=True)["state_dict"]
+    for name, value in teacher.model.classifier.state_dict().items():
+        assert torch.equal(start_weights[f"classifier.{name}"], value), name
+    result = train_student(store, teacher.model_path, control, tiny_train_config(), out_dir=tmp_path / "trained",
+                           progress=False)
+    assert_learns(result)
+    assert all(record["stage"] == "ce" and "train_ce" in record for record in result.history)
+    assert not any(key.startswith(("train_rep", "train_pred")) for record in result.history for key in record)
+    assert load_model(result.model_path).student_config.loss == "ce"
+    with pytest.raises(ConfigError, match="warm-start control"):
+        StudentConfig(k=6, loss="ce", mode="parallel")
 
 
 def test_intermediate_matching_student_learns(teacher, store: Path, tmp_path: Path) -> None:

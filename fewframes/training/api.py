@@ -15,6 +15,9 @@ student; serial: the student plugs in the teacher's trained classifier"):
   student's L_CE both train it, the matching terms move the student's encoder only. Parallel (a) has no
   second stage: the student's encoder learns from L_rep while the shared classifier learns from the
   teacher (the student is evaluated with it).
+- Warm-start control ``loss="ce"`` (serial only): the student starts with a copy of the teacher's trained
+  classifier, as (a)/(b)/(c) do, and trains encoder + classifier with L_CE alone; the teacher's outputs are
+  never computed. Distillation has to beat this, not only the from-scratch baselines.
 - Baselines: a hierarchical model of the student's size trained from scratch with L_CE on k frames chosen
   by ``StudentConfig.frame_selection``; no teacher.
 
@@ -37,7 +40,7 @@ from typing import Any
 from torch import nn
 
 from fewframes import fsio
-from fewframes.config import ModelConfig, StudentConfig, TrainConfig
+from fewframes.config import CONTROL_LOSSES, ModelConfig, StudentConfig, TrainConfig
 from fewframes.distributed import DistContext, barrier, broadcast_object, setup_distributed, teardown_distributed
 from fewframes.errors import TrainingError
 from fewframes.training.data import TEACHER_K, TEACHER_STRATEGY, TrainingData, open_training_data
@@ -241,7 +244,8 @@ def train_student(
 ) -> TrainResult:
     """Serial distillation: a student on k frames learns from a frozen, trained teacher (file or model).
 
-    ``student_config.loss`` picks (a) "rep" (two stages), (b) "rep_ce" or (c) "rep_pred_ce";
+    ``student_config.loss`` picks (a) "rep" (two stages), (b) "rep_ce" or (c) "rep_pred_ce", or the
+    warm-start control "ce" (the teacher's classifier copied in, L_CE alone, no teacher outputs);
     ``student_config.matching="intermediate"`` adds L_rep^I. The best epoch is saved to ``student.pt``.
     """
     from fewframes.models import build_model
@@ -258,7 +262,6 @@ def train_student(
         teacher_model, teacher_config, teacher_source = _load_teacher(teacher, model_config)
         _check_num_classes(teacher_config, data)
         teacher_model = teacher_model.to(ctx.device)
-        frozen_teacher = copy.deepcopy(teacher_model)
         student_config_model = _student_model_config(teacher_config, student_config)
         # The student plugs in (a copy of) the teacher's trained classifier.
         student = build_model(student_config_model, classifier=copy.deepcopy(teacher_model.classifier)).to(ctx.device)
@@ -266,7 +269,11 @@ def train_student(
         k, strategy = student_config.k, student_config.frame_selection
         role = Role("student", student, student_config_model, student_config, strategy, k)
 
-        if student_config.loss == "rep":
+        if student_config.loss in CONTROL_LOSSES:  # the warm-start control: L_CE alone, no teacher outputs
+            stages = [Stage("ce", train_config.epochs, CrossEntropyObjective(student), list(student.parameters()),
+                            strategy, k)]
+        elif student_config.loss == "rep":
+            frozen_teacher = copy.deepcopy(teacher_model)
             stage1_epochs = student_config.rep_stage_epochs or max(1, train_config.epochs // 2)
             stage2_epochs = train_config.epochs - stage1_epochs
             if stage2_epochs < 1:
@@ -288,6 +295,7 @@ def train_student(
                       strategy, k, before_stage=unfreeze_classifier),
             ]
         else:
+            frozen_teacher = copy.deepcopy(teacher_model)
             stages = [
                 Stage(student_config.loss, train_config.epochs,
                       SerialDistillObjective(student, frozen_teacher, student_config, student_config.loss),
