@@ -24,6 +24,7 @@ import contextlib
 import fnmatch
 import io
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -61,7 +62,17 @@ def split_gcs(path: str) -> tuple[str, str]:
     bucket, _, key = rest.partition("/")
     if not bucket:
         raise StorageError(f"{path}: gs:// path has no bucket name")
+    if not _BUCKET_NAME.match(bucket) or ".." in bucket:
+        raise StorageError(
+            f"{path}: malformed bucket name {bucket!r} (3-63 characters: lowercase letters, digits, '-', '_', '.'; "
+            "starting and ending with a letter or digit)"
+        )
     return bucket, key
+
+
+# GCS bucket naming rules (https://cloud.google.com/storage/docs/buckets#naming); dotted names may be longer
+# (up to 222, each part up to 63), which this simple rule also accepts when they are dotted.
+_BUCKET_NAME = re.compile(r"^(?=.{3,222}$)[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
 
 
 def join(base: str | os.PathLike[str], *parts: str) -> str:
@@ -590,9 +601,150 @@ def local_temp_dir(prefix: str = "fewframes-") -> str:
     return tempfile.mkdtemp(prefix=prefix)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Output checks: run before any work, so a bad --out is one line at the start, not after the computation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _nearest_existing(path: Path) -> Path:
+    current = path.absolute()
+    while not os.path.lexists(current) and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _check_parent_writable(path: Path, flag: str) -> None:
+    """The folder that will hold ``path`` (or its nearest existing ancestor) is a writable folder."""
+    ancestor = _nearest_existing(path.absolute().parent)
+    if not ancestor.is_dir():
+        raise StorageError(f"{flag} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only_fs(ancestor) else "permission denied"
+        raise StorageError(f"{flag} {path}: cannot write in {ancestor} ({why})")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def check_output_file(path: str | os.PathLike[str], flag: str = "--out", *, inputs: tuple[Any, ...] = ()) -> None:
+    """Fail now, with one line naming ``flag``, if a FILE cannot be written at ``path``: it is a folder, its
+    folder is a file or not writable, it is one of ``inputs`` (never overwrite what is being read), or (gs://)
+    the bucket name is malformed. An existing file is fine (it is replaced atomically)."""
+    if is_gcs(path):
+        _blob(str(path))
+        _refuse_inputs(str(path), flag, inputs)
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise StorageError(f"{flag} {path}: is a folder, expected a file name")
+    _refuse_inputs(str(path), flag, inputs)
+    _check_parent_writable(target, flag)
+
+
+def check_output_dir(
+    path: str | os.PathLike[str], flag: str = "--out", *, inputs: tuple[Any, ...] = (), may_replace: Any = None
+) -> None:
+    """Fail now if a FOLDER cannot be written at ``path``: an existing file is there (never replaced by a
+    folder), a non-empty folder that ``may_replace(path)`` does not accept, a parent that is a file or not
+    writable, one of ``inputs`` at or under it, or a malformed gs:// bucket name."""
+    if is_gcs(path):
+        split_gcs(str(path))
+        _refuse_inputs(str(path), flag, inputs, folder=True)
+        return
+    target = Path(path)
+    if os.path.lexists(target) and not target.is_dir():
+        raise StorageError(f"{flag} {path}: is an existing file, not a folder (refusing to replace it)")
+    _refuse_inputs(str(path), flag, inputs, folder=True)
+    if target.is_dir():
+        if may_replace is not None and any(target.iterdir()) and not may_replace(target):
+            raise StorageError(f"{flag} {path}: folder exists and is not empty (refusing to replace it)")
+        if not os.access(target, os.W_OK | os.X_OK):
+            why = "read-only file system" if _read_only_fs(target) else "permission denied"
+            raise StorageError(f"{flag} {path}: cannot write in it ({why})")
+    _check_parent_writable(target, flag)
+
+
+def _refuse_inputs(out: str, flag: str, inputs: tuple[Any, ...], folder: bool = False) -> None:
+    """``out`` must not be (or, for a folder, hold) any of ``inputs``."""
+    def norm(p: str) -> str:
+        return p.rstrip("/") if is_gcs(p) else os.path.realpath(p)
+
+    target = norm(out)
+    for item in inputs:
+        if item is None:
+            continue
+        source = norm(os.fspath(item))
+        if source == target or (folder and source.startswith(target.rstrip("/") + "/")):
+            raise StorageError(f"{flag} {out}: is also an input ({item}); refusing to overwrite it")
+
+
+_WRITE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG", "EROFS"}
+
+
+@contextlib.contextmanager
+def output_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Name output ``path`` in an ``OSError`` raised inside the block that names no file (pyarrow's and
+    torch's writers say "No space left on device" without one) or names one of its temp files; other
+    errors pass unchanged. The result is a ``StorageError`` "PATH: CAUSE" (see ``describe_os_error``)."""
+    import errno as errno_names
+
+    from fewframes.errors import describe_os_error, user_path
+
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ConnectionError) or type(exc).__module__.startswith(("requests", "urllib3")):
+            raise
+        name = errno_names.errorcode.get(exc.errno or -1, "")
+        target = str(path)
+        named = exc.filename is not None and user_path(os.fsdecode(exc.filename)).startswith(target.rstrip("/"))
+        if exc.filename is None and name in _WRITE_ERRNOS or named:
+            cause = describe_os_error(OSError(exc.errno, exc.strerror)) if exc.errno else str(exc)
+            raise StorageError(f"{target}: {cause}") from exc
+        raise
+
+
+def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Temporaries that killed writes left beside local output ``path``: ``.NAME.tmp-XXXXXXXX`` (a store or
+    file being written), ``.NAME.old-XXXXXXXX`` (a replaced store not yet removed) and ``.NAME.parts-XXXXXXXX``
+    (parallel ingest). Only a process killed without cleanup leaves them: a write in progress has its own
+    random name, but two writers of one output at once are not supported anyway."""
+    if is_gcs(path):
+        return []
+    target = Path(path).absolute()
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:tmp|old|parts)-[0-9a-f]{{8}}$")
+    try:
+        return sorted(p for p in target.parent.iterdir() if pattern.match(p.name))
+    except OSError:
+        return []
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove :func:`stale_temporaries` of ``path``; return what was removed. An ``.old-`` copy is kept when
+    nothing is at ``path`` (a kill between the two renames of a replacement): it is then moved back."""
+    removed = []
+    target = Path(path).absolute()
+    for stale in stale_temporaries(path):
+        if ".old-" in stale.name and not os.path.lexists(target):
+            os.replace(stale, target)  # the previous output, put back where it was
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
 __all__ = [
     "DirectoryMirror",
     "GcsRandomAccessFile",
+    "check_output_dir",
+    "check_output_file",
     "download_dir",
     "download_file",
     "exists",
@@ -604,12 +756,15 @@ __all__ = [
     "local_input_file",
     "local_temp_dir",
     "makedirs",
+    "output_errors",
     "open_input_file",
     "read_bytes",
     "remove",
+    "remove_stale_temporaries",
     "resumable_chunk_size",
     "resumable_threshold",
     "split_gcs",
+    "stale_temporaries",
     "staged_output_file",
     "sync_seconds",
     "upload_dir",

@@ -111,12 +111,17 @@ def _tfrecord_batches(
 
 def _write_atomically(out: str, lines: Iterable[str]) -> int:
     count = 0
-    with fsio.staged_output_file(out) as temp:  # local rename or gs:// upload once complete
-        with open(temp, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(CSV_HEADER + "\n")
-            for line in lines:
-                handle.write(line + "\n")
-                count += 1
+    try:
+        with fsio.staged_output_file(out) as temp:  # local rename or gs:// upload once complete
+            with open(temp, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(CSV_HEADER + "\n")
+                for line in lines:
+                    handle.write(line + "\n")
+                    count += 1
+    finally:
+        close = getattr(lines, "close", None)
+        if close is not None:  # a failed write: end the progress bar now, not after the error is printed
+            close()
     return count
 
 

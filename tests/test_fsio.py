@@ -41,7 +41,7 @@ def test_local_helpers(tmp_path: Path) -> None:
         fsio.read_bytes(tmp_path / "missing.bin")
     with pytest.raises(StorageError, match="missing.bin"):
         fsio.open_input_file(tmp_path / "missing.bin")
-    assert fsio.join("gs://b/p/", "a", "b") == "gs://b/p/a/b" and fsio.split_gcs("gs://b/p/a") == ("b", "p/a")
+    assert fsio.join("gs://b/p/", "a", "b") == "gs://b/p/a/b" and fsio.split_gcs("gs://bkt/p/a") == ("bkt", "p/a")
     assert fsio.is_gcs("gs://b") and not fsio.is_gcs(str(tmp_path))
 
 

@@ -1,19 +1,28 @@
 """The ``fewframes`` command line.
 
 Each area registers its own subcommands (``register(subparsers)``) in a module of this package, so the
-CLI grows without one file that everybody edits. A command handler returns an exit code; any
-``FewframesError`` (or ``ConfigError``) becomes one line on stderr and exit code 2.
+CLI grows without one file that everybody edits. A command handler returns an exit code.
+
+The error boundary (:func:`main`, catalogue in docs/faults.md): a ``FewframesError`` or ``ConfigError`` (bad
+input, named by its file, field or flag), any ``OSError`` (permission denied, read-only or full file system,
+a file where a folder belongs or the reverse, network) and an MLflow error become ONE line on stderr and exit
+status 2; Ctrl-C is exit 130. Anything else is a bug: one line and exit 1. ``--debug`` (anywhere on the
+command line) or ``FEWFRAMES_DEBUG=1`` lets the exception through with its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Any
 
 from fewframes.config import ConfigError
-from fewframes.errors import FewframesError
+from fewframes.errors import FewframesError, describe_io_message, describe_os_error
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "FEWFRAMES_DEBUG"
 
 # Modules that contribute subcommands, in the order --help lists them.
 _COMMAND_MODULES = (
@@ -41,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fewframes",
         description="Distil video classifiers that read only k frames (KFP pipeline, MLflow tracking).",
     )
+    parser.add_argument(
+        DEBUG_FLAG, action="store_true", help="show the Python traceback of an error (also FEWFRAMES_DEBUG=1)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in _COMMAND_MODULES:
         try:
@@ -54,16 +66,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (FewframesError, ConfigError) as exc:
-        print(f"fewframes: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("fewframes: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if debug:
+            raise
+        line, code = error_line(exc)
+        print(f"fewframes: error: {line}", file=sys.stderr)
+        return code
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """The one line the CLI prints for ``exc`` and its exit status: 2 for bad input and the environment
+    (files, disks, network, the tracking server), 1 for anything else (a bug: ``--debug`` shows where)."""
+    module = type(exc).__module__ or ""
+    if isinstance(exc, (FewframesError, ConfigError)):
+        return str(exc), 2
+    if module.startswith(("requests", "urllib3")):  # before OSError: requests' errors subclass it
+        return f"network error: {_first_line(exc)}", 2
+    if isinstance(exc, OSError):
+        return describe_os_error(exc), 2
+    if module.startswith("mlflow"):
+        return f"MLflow: {_first_line(exc)}", 2
+    if module.startswith("tensorflow"):  # tf.io.gfile / TFRecordDataset: file system and network errors
+        return describe_io_message(_first_line(exc)), 2
+    if isinstance(exc, MemoryError):
+        return "out of memory", 2
+    return f"internal error, {type(exc).__name__}: {_first_line(exc)} (run again with --debug for the traceback)", 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

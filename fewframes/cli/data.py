@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 
@@ -103,6 +104,7 @@ def run_synth(args: argparse.Namespace) -> int:
     """Handler of ``fewframes data synth``."""
     from fewframes.data.synth import SYNTH_PRESETS, GenerativeModel, generate_synthetic
 
+    fsio.check_output_dir(args.out, "--out")
     preset = SYNTH_PRESETS[args.preset]
     changes = {k: v for k, v in (("videos", args.videos), ("classes", args.classes), ("seed", args.seed)) if v is not None}
     data = preset.data.replace(**changes)
@@ -116,7 +118,14 @@ def run_synth(args: argparse.Namespace) -> int:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
-        manifest = generate_synthetic(args.out, data, shards=args.shards, model=model, progress=not args.quiet)
+        created = not os.path.lexists(args.out)
+        try:
+            with fsio.output_errors(args.out):
+                manifest = generate_synthetic(args.out, data, shards=args.shards, model=model, progress=not args.quiet)
+        except BaseException:
+            if created:  # a folder this command made holds nothing anyone asked for (e.g. after a full disk)
+                shutil.rmtree(args.out, ignore_errors=True)
+            raise
     print(
         f"wrote {manifest['videos']} videos ({manifest['frames']} frames, {manifest['classes']} classes, "
         f"seed {manifest['seed']}) in {len(manifest['shards'])} shard(s) to {args.out}"
@@ -127,16 +136,19 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_ingest(args: argparse.Namespace) -> int:
     """Handler of ``fewframes data ingest``."""
     from fewframes.data.ingest import ingest
+    from fewframes.data.store import is_frame_store
 
-    summary = ingest(
-        args.src,
-        args.out,
-        num_classes=args.num_classes,
-        skip_invalid=args.skip_invalid,
-        workers=args.workers,
-        shard_max_frames=args.shard_size,
-        progress=not args.quiet,
-    )
+    fsio.check_output_dir(args.out, "--out", inputs=(args.src,), may_replace=is_frame_store)
+    with fsio.output_errors(args.out):
+        summary = ingest(
+            args.src,
+            args.out,
+            num_classes=args.num_classes,
+            skip_invalid=args.skip_invalid,
+            workers=args.workers,
+            shard_max_frames=args.shard_size,
+            progress=not args.quiet,
+        )
     print(json.dumps(summary.to_dict()) if args.json else "\n".join(summary.lines()))
     return 0
 
@@ -160,6 +172,7 @@ def run_download(args: argparse.Namespace) -> int:
             f"--out {args.out}: download writes a local folder (partial files resume in place); "
             "copy it to gs:// afterwards (gcloud storage cp -r)"
         )
+    fsio.check_output_dir(args.out, "--out")
     summary = download(
         args.out, split=args.split, fraction=args.fraction, shards=args.shards, mirror=args.mirror, progress=not args.quiet
     )

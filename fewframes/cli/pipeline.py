@@ -102,6 +102,45 @@ def _expected_tasks(params: dict[str, Any]) -> int:
     return 8 + 2 * len(students) + 2 * len(baselines)
 
 
+def check_arguments(arguments: dict[str, Any]) -> None:
+    """Every pipeline argument checked at once, before any step runs (a bad ``epochs`` or learning rate must
+    not wait for ingest to finish): sizes and training settings through the configuration types that the
+    steps build from them, fractions and the device here. Raises ``PipelineError`` naming ``--param KEY``."""
+    from fewframes.config import ConfigError, ModelConfig, TrainConfig
+
+    def param_error(key: str, why: str) -> PipelineError:
+        return PipelineError(f"--param {key}={arguments[key]}: {why}")
+
+    if arguments["num_classes"] < 0:
+        raise param_error("num_classes", "must be >= 0 (0: the store's own)")
+    checks = (
+        (TrainConfig, {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate", "seed": "seed"}),
+        (ModelConfig, {"hidden_size": "hidden_size", "num_layers": "num_layers", "teacher_block_length": "block_length"}),
+    )
+    for config_type, fields in checks:
+        values = {field: arguments[key] for key, field in fields.items()}
+        if config_type is ModelConfig:
+            values["num_classes"] = arguments["num_classes"] or 1
+        try:
+            config_type(**values)
+        except ConfigError as exc:
+            field = str(exc).split(" ", 1)[0].split(".", 1)[-1]
+            key = next((k for k, f in fields.items() if f == field), field)
+            raise param_error(key, str(exc).split(" ", 1)[1]) from None
+    for key in ("validation_fraction", "test_fraction"):
+        if not 0.0 <= float(arguments[key]) < 1.0:
+            raise param_error(key, "must be in [0, 1)")
+    if arguments["validation_fraction"] + arguments["test_fraction"] >= 1.0:
+        raise PipelineError(
+            f"--param validation_fraction={arguments['validation_fraction']} and test_fraction="
+            f"{arguments['test_fraction']}: together they must leave training data (sum < 1)"
+        )
+    if arguments["device"] not in ("auto", "cpu", "cuda") and not str(arguments["device"]).startswith("cuda:"):
+        raise param_error("device", "must be auto, cpu, cuda or cuda:N")
+    if not float(arguments["tolerance"]) >= 0.0:
+        raise param_error("tolerance", "must be >= 0")
+
+
 class _TaskProgress:
     """A tqdm bar over finished KFP tasks, from the executor_output.json files kfp.local writes."""
 
@@ -158,12 +197,13 @@ def run_local(
     from fewframes.components.steps import ERROR_FILE_ENV, TORCH_THREADS_ENV, read_model_info
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
-    from fewframes.fsio import is_gcs, write_bytes_atomic
+    from fewframes.fsio import check_output_dir, is_gcs, write_bytes_atomic
     from fewframes.runs import TrackingContext, check_tracking, end_parent_run, local_tracking_uri, start_parent_run
 
     preset_config = get_preset(preset)
     defaults = parameter_defaults(pipeline, preset_config)
     arguments = {**defaults, **parse_params(params or [], defaults)}
+    check_arguments(arguments)
     expected = _expected_tasks(arguments)
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -173,8 +213,11 @@ def run_local(
             "data and models on gs:// are for cluster runs (fewframes submit)"
         )
     run_dir = Path(out) if out else Path(DEFAULT_RUNS_DIR) / f"{pipeline}-{preset}-{stamp}"
+    if os.path.lexists(run_dir) and not run_dir.is_dir():
+        raise PipelineError(f"--out {run_dir}: is an existing file, not a run folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise PipelineError(f"--out {run_dir}: folder exists and is not empty (pick a new run folder)")
+    check_output_dir(run_dir, "--out")
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir = run_dir.resolve()
 
@@ -355,8 +398,10 @@ def _add_gpu_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    from fewframes.fsio import check_output_file
     from fewframes.pipelines.dag import compile_pipeline
 
+    check_output_file(args.out, "--out")
     gpu = gpu_settings_from_args(args)
     path = compile_pipeline(args.pipeline, args.out, args.preset, gpu)
     where = f"GPU x{gpu.gpus} {gpu.accelerator_type}" if gpu.enabled else "CPU only"

@@ -39,9 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Handler of ``fewframes predict``."""
+    from fewframes import fsio
     from fewframes.predict import predict
 
-    count = predict(args.model, args.src, args.out, args.top_k, batch_size=args.batch, device=args.device)
+    fsio.check_output_file(args.out, "--out", inputs=(args.model, args.src))  # before any prediction
+    with fsio.output_errors(args.out):
+        count = predict(args.model, args.src, args.out, args.top_k, batch_size=args.batch, device=args.device)
     print(f"wrote predictions for {count} videos to {args.out}")
     return 0
 
@@ -49,10 +52,13 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     """Handler of ``fewframes export``."""
     from fewframes.benchmark import resolve_model
+    from fewframes import fsio
     from fewframes.export import export_onnx, log_export
 
+    fsio.check_output_file(args.out, "--out", inputs=(args.model,))
     model = resolve_model(args.model)
-    result = export_onnx(model, args.out, n_frames=args.frames, tolerance=args.tolerance)
+    with fsio.output_errors(args.out):
+        result = export_onnx(model, args.out, n_frames=args.frames, tolerance=args.tolerance)
     print(f"exported {args.model} to {result.path} ({result.n_frames} frames/video, "
           f"max |logit difference| {result.max_abs_diff:.2e})")
     if args.tracking_uri:

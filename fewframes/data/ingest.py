@@ -41,6 +41,7 @@ class IngestSummary:
     invalid_skipped: int = 0
     truncated_shards: int = 0
     invalid_reasons: list[str] = field(default_factory=list)
+    stale_removed: list[str] = field(default_factory=list)  # temporaries of killed earlier runs, removed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +57,9 @@ class IngestSummary:
             f"bytes written  {self.bytes_written:,}",
             f"invalid skipped {self.invalid_skipped}" + (f" ({self.truncated_shards} shard(s) cut short by corruption)" if self.truncated_shards else ""),
         ]
+        if self.stale_removed:
+            out.append(f"removed {len(self.stale_removed)} temporary folder(s) left by a killed earlier run: "
+                       + ", ".join(self.stale_removed))
         out += [f"  skipped: {reason}" for reason in self.invalid_reasons[:5]]
         if len(self.invalid_reasons) > 5:
             out.append(f"  ... and {len(self.invalid_reasons) - 5} more")
@@ -132,8 +136,10 @@ def ingest(
     if workers < 1:
         raise DataError(f"--workers must be >= 1, got {workers}")
     shards = list_shards(src)
+    fsio.check_output_dir(out, "--out", inputs=tuple(shards))  # never write over what is being read
     sizes = [shard_size(s) for s in shards]
     summary = IngestSummary(store=str(out), shards=len(shards))
+    summary.stale_removed = [str(p) for p in fsio.remove_stale_temporaries(out)]
     totals = ReadStats()
     label_counts = np.zeros(num_classes, dtype=np.int64)
 

@@ -121,6 +121,8 @@ class FrameStoreWriter:
         self.extra_metadata = dict(extra_metadata or {})
         if not overwrite and fsio.exists(fsio.join(self.path, METADATA_FILE)):
             raise StoreError(f"{self.path}: a frame store already exists (pass overwrite=True to replace it)")
+        if not fsio.is_gcs(self.path):
+            _check_replaceable(Path(self.path))  # before any work, not at the commit
         if fsio.is_gcs(self.path):
             self._staging = Path(fsio.local_temp_dir("fewframes-store-"))
         else:
@@ -265,11 +267,10 @@ def _metadata(
 def _commit_local(staging: Path, target: Path, overwrite: bool) -> None:
     """Rename ``staging`` to ``target``; an existing store is moved aside first and removed only after."""
     backup = None
-    if target.exists():
+    if os.path.lexists(target):
         if not overwrite:
             raise StoreError(f"{target}: a frame store already exists (pass overwrite=True to replace it)")
-        if target.is_dir() and not (target / METADATA_FILE).exists() and any(target.iterdir()):
-            raise StoreError(f"{target}: exists, is not empty and is not a frame store; refusing to replace it")
+        _check_replaceable(target)
         backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(target, backup)
     try:
@@ -280,6 +281,21 @@ def _commit_local(staging: Path, target: Path, overwrite: bool) -> None:
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def is_frame_store(path: str | os.PathLike[str]) -> bool:
+    """True when local ``path`` is a folder holding a store's ``store.json`` (a store a writer may replace)."""
+    return (Path(path) / METADATA_FILE).is_file()
+
+
+def _check_replaceable(target: Path) -> None:
+    """A store may be written at ``target`` only where nothing is, or an empty folder, or a frame store."""
+    if not os.path.lexists(target):
+        return
+    if not target.is_dir() or target.is_symlink():
+        raise StoreError(f"{target}: is an existing file, not a frame store folder; refusing to replace it")
+    if not is_frame_store(target) and any(target.iterdir()):
+        raise StoreError(f"{target}: exists, is not empty and is not a frame store; refusing to replace it")
 
 
 def _commit_gcs(staging: Path, prefix: str, metadata: dict[str, Any]) -> None:
@@ -575,6 +591,7 @@ __all__ = [
     "FrameStoreWriter",
     "INDEX_FILE",
     "METADATA_FILE",
+    "is_frame_store",
     "SPLIT_FILE",
     "merge_stores",
     "shard_file_name",

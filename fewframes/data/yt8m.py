@@ -175,6 +175,8 @@ def write_tfrecord(path: str | os.PathLike[str], videos: Iterable[Video]) -> int
 def list_shards(path_or_glob: str | os.PathLike[str]) -> list[str]:
     """The shard files a path, a directory (its ``*.tfrecord``) or a glob names, sorted; error if none."""
     pattern = os.fspath(path_or_glob)
+    if fsio.is_gcs(pattern):
+        fsio.split_gcs(pattern)  # a malformed bucket name is one line, before TensorFlow tries the network
     if _via_fsio(pattern):
         if any(c in pattern for c in "*?["):
             shards = fsio.glob(pattern)

@@ -1,0 +1,278 @@
+"""Fault injection: every fault of docs/faults.md gives one line naming the path/flag and exit status 2, and
+nothing already written is lost.
+
+Real faults, no stubs: a read-only folder (as root, with the capabilities that bypass file permissions
+dropped by ``capsh``; a non-root user gets it from the permission bits alone), a full disk (a tiny tmpfs
+mounted in a private mount namespace with ``unshare -m``), files where folders belong and the reverse.
+A case whose tool the machine lacks is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewframes.cli import main
+from fewframes.config import ModelConfig, StudentConfig
+from fewframes.models import build_model
+from fewframes.training import save_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def cli(*args: str, prefix: tuple[str, ...] = (), timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``fewframes ARGS`` in a fresh process (optionally under a wrapper such as capsh/unshare)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", FEWFRAMES_DEBUG="")
+    command = [*prefix, sys.executable, "-m", "fewframes", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def stderr_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """stderr without blank lines and progress bars (tqdm's lines end in "...it/s]" or "...video/s]")."""
+    return [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip() and "/s]" not in line]
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """The run ended with exit status 2 and exactly one stderr line (no traceback) holding ``fragments``."""
+    lines = stderr_lines(done)
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith("fewframes: error: "), done.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def in_process_error(capsys: pytest.CaptureFixture[str], argv: list[str], *fragments: str) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, (code, err)
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def _capsh_prefix() -> tuple[str, ...]:
+    """A wrapper under which writing into a mode-555 folder is refused: none for a non-root user; for root,
+    capsh dropping CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (the capabilities that ignore permission bits)."""
+    if os.geteuid() != 0:
+        return ()
+    capsh = shutil.which("capsh")
+    if capsh is None:
+        pytest.skip("running as root without capsh: cannot make a folder read-only for this process")
+    probe = subprocess.run(
+        [capsh, "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", "true"], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"capsh cannot drop capabilities here: {probe.stderr.decode()[:200]}")
+    return (capsh, "--drop=cap_dac_override,cap_dac_read_search", "--")
+
+
+def as_restricted(prefix: tuple[str, ...], args: list[str]) -> subprocess.CompletedProcess[str]:
+    if not prefix:
+        return cli(*args)
+    import shlex
+
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "fewframes", *args])
+    env = dict(os.environ, FEWFRAMES_DEBUG="")
+    return subprocess.run([*prefix, "-c", command], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+
+
+def on_full_disk(mount: Path, size: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``fewframes ARGS`` with a ``size`` tmpfs mounted at ``mount`` in a private mount namespace (the
+    mount vanishes with the process); skip where the machine does not allow it."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("a small file system needs unshare and root (mount namespace) on this machine")
+    probe = subprocess.run([unshare, "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mount}"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.decode()[:200]}")
+    import shlex
+
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "fewframes", *args])
+    script = f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(mount))} && {command}; code=$?; ls -A {shlex.quote(str(mount))} >&2; exit $code"
+    env = dict(os.environ, FEWFRAMES_DEBUG="")
+    done = subprocess.run([unshare, "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    # The folder listing (what the command left in the small file system) is stderr's last lines.
+    return done
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small saved student (12 classes, k=6), as `fewframes predict --model` takes it."""
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=12, hidden_size=8, num_layers=1, block_length=3)
+    path = tmp_path_factory.mktemp("model") / "student.pt"
+    save_model(build_model(config), path, config, StudentConfig(k=6), role="student")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_tfrecords: Path) -> Path:
+    from fewframes.data.ingest import ingest
+
+    store = tmp_path_factory.mktemp("store") / "store"
+    ingest(str(tiny_tfrecords), str(store), num_classes=12, progress=False)
+    return store
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1. the error boundary: OS errors and bad outputs are one line, exit 2, checked before any work
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_read_only_output_folder_is_one_line_for_ingest_predict_and_run(
+    tmp_path: Path, tiny_tfrecords: Path, tiny_store: Path, model_file: Path
+) -> None:
+    prefix = _capsh_prefix()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        done = as_restricted(prefix, ["data", "ingest", "--src", str(tiny_tfrecords), "--out", str(locked / "store"), "--quiet"])
+        one_line_error(done, f"--out {locked / 'store'}", "permission denied")
+        done = as_restricted(prefix, ["predict", "--model", str(model_file), "--src", str(tiny_store), "--out", str(locked / "p.csv")])
+        one_line_error(done, f"--out {locked / 'p.csv'}", "permission denied")
+        done = as_restricted(prefix, ["run", "--preset", "tiny", "--out", str(locked / "run")])
+        one_line_error(done, f"--out {locked / 'run'}", "permission denied")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_run_out_that_is_a_file_is_refused_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("keep me\n")
+    in_process_error(capsys, ["run", "--preset", "tiny", "--out", str(target)], f"--out {target}", "is an existing file")
+    assert target.read_text() == "keep me\n"
+    # A file higher up the path: "not a folder", named.
+    in_process_error(capsys, ["run", "--preset", "tiny", "--out", str(target / "run")], str(target), "is a file, not a folder")
+
+
+def test_predict_out_that_is_a_folder_is_refused_before_predicting(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    # The source does not exist: the --out check must come first, before the model or the source is read.
+    in_process_error(capsys, ["predict", "--model", str(model_file), "--src", str(tmp_path / "nope"), "--out", str(folder)],
+                     f"--out {folder}", "is a folder")
+    in_process_error(capsys, ["export", "--model", str(model_file), "--out", str(folder)], f"--out {folder}", "is a folder")
+
+
+def test_predict_out_equal_to_an_input_is_refused(tmp_path: Path, model_file: Path, tiny_store: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "model.pt"
+    shutil.copy(model_file, copy)
+    before = copy.read_bytes()
+    in_process_error(capsys, ["predict", "--model", str(copy), "--src", str(tiny_store), "--out", str(copy)],
+                     f"--out {copy}", "is also an input")
+    assert copy.read_bytes() == before
+
+
+def test_malformed_gcs_bucket_name_is_one_line(tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    in_process_error(capsys, ["predict", "--model", str(model_file), "--src", str(tmp_path), "--out", "gs://Bad_Bucket!/p.csv"],
+                     "gs://Bad_Bucket!/p.csv", "malformed bucket name 'Bad_Bucket!'")
+    in_process_error(capsys, ["data", "ingest", "--src", "gs://UPPER/x.tfrecord", "--out", str(tmp_path / "s")],
+                     "malformed bucket name 'UPPER'")
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, tiny_tfrecords: Path, tiny_store: Path, model_file: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    # ingest: the store (~37 MB of frames) does not fit in 1 MiB
+    done = on_full_disk(small, "1m", ["data", "ingest", "--src", str(tiny_tfrecords), "--out", str(small / "store"), "--quiet"])
+    lines = stderr_lines(done)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert lines[0] == f"fewframes: error: {small / 'store'}: no space left on the device", lines
+    assert lines[1:] == []  # the listing of the small disk afterwards: empty (no store, no temp folder)
+    # synth: no empty folder left behind
+    done = on_full_disk(small, "256k", ["data", "synth", "--preset", "tiny", "--out", str(small / "synth"), "--quiet"])
+    lines = stderr_lines(done)
+    assert done.returncode == 2 and "no space left on the device" in lines[0], done.stderr[-2000:]
+    assert lines[1:] == []
+    # predict: the CSV (160 lines of 20 pairs) does not fit in 8 KiB; the previous file stays
+    done = on_full_disk(small, "8k", ["predict", "--model", str(model_file), "--src", str(tiny_store), "--out", str(small / "p.csv")])
+    lines = stderr_lines(done)
+    assert done.returncode == 2 and lines[0] == f"fewframes: error: {small / 'p.csv'}: no space left on the device", done.stderr[-2000:]
+    assert lines[1:] == []
+
+
+def test_parameters_are_checked_before_any_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for param, fragment in (
+        ("epochs=0", "--param epochs=0: must be >= 1"),
+        ("learning_rate=-0.01", "--param learning_rate=-0.01: must be > 0"),
+        ("batch_size=0", "--param batch_size=0"),
+        ("hidden_size=0", "--param hidden_size=0"),
+        ("teacher_block_length=0", "--param teacher_block_length=0"),
+        ("test_fraction=1.5", "--param test_fraction=1.5"),
+        ("device=tpu", "--param device=tpu"),
+    ):
+        run_dir = tmp_path / param.split("=")[0]
+        in_process_error(capsys, ["run", "--preset", "tiny", "--out", str(run_dir), "--param", param], fragment)
+        assert not run_dir.exists()  # refused before the run folder, MLflow or ingest
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
+    done = cli("--debug", "run", "--preset", "tiny", "--out", str(tmp_path / "r"), "--param", "epochs=0")
+    assert done.returncode == 1 and "Traceback" in done.stderr and "PipelineError" in done.stderr
+    done = cli("run", "--preset", "tiny", "--out", str(tmp_path / "r"), "--param", "epochs=0")
+    one_line_error(done, "--param epochs=0")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. outputs never replace what they should not; stale temporaries are cleaned and reported
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_ingest_out_equal_to_its_own_input_is_refused(tmp_path: Path, tiny_tfrecords: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shard = tmp_path / "x.tfrecord"
+    shutil.copy(sorted(tiny_tfrecords.glob("*.tfrecord"))[0], shard)
+    before = shard.read_bytes()
+    in_process_error(capsys, ["data", "ingest", "--src", str(shard), "--out", str(shard), "--quiet"], f"--out {shard}")
+    assert shard.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tfrecord"]  # no hidden .old- copy either
+    # the folder of the shards as --out: refused too (it is not a frame store)
+    in_process_error(capsys, ["data", "ingest", "--src", str(tmp_path), "--out", str(tmp_path), "--quiet"], f"--out {tmp_path}")
+    assert shard.read_bytes() == before
+
+
+def test_ingest_out_that_is_another_regular_file_is_refused(tmp_path: Path, tiny_tfrecords: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("mine\n")
+    in_process_error(capsys, ["data", "ingest", "--src", str(tiny_tfrecords), "--out", str(other), "--quiet"],
+                     f"--out {other}", "existing file")
+    assert other.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    from fewframes.data.store import FrameStoreWriter
+    from fewframes.errors import StoreError
+
+    with pytest.raises(StoreError, match="existing file"):  # the library refuses as well, before any work
+        FrameStoreWriter(other, num_classes=3)
+
+
+def test_stale_temporaries_of_a_killed_ingest_are_removed_and_reported(
+    tmp_path: Path, tiny_tfrecords: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = tmp_path / ".store.tmp-0123abcd"
+    stale.mkdir()
+    (stale / "shard-00000.arrow").write_bytes(b"x" * 100)
+    parts = tmp_path / ".store.parts-89abcdef"
+    parts.mkdir()
+    unrelated = tmp_path / ".other.tmp-0123abcd"
+    unrelated.mkdir()
+    assert main(["data", "ingest", "--src", str(tiny_tfrecords), "--out", str(tmp_path / "store"), "--quiet", "--num-classes", "12"]) == 0
+    printed = capsys.readouterr().out
+    assert "removed 2 temporary folder(s) left by a killed earlier run" in printed and str(stale) in printed
+    assert not stale.exists() and not parts.exists() and unrelated.exists()
