@@ -7,13 +7,18 @@ model dequantises them on the device, and runs the model's dense path (no packin
 
 FLOPs
 -----
-``hierarchical_flops`` is the analytic count; ``counted_flops`` runs the model under
+``model_flops`` (``fewframes.models``: each family's analytic count plus the classifier's;
+``hierarchical_flops`` for the hrnn family) is the analytic count; ``counted_flops`` runs the model under
 ``torch.utils.flop_counter.FlopCounterMode`` and measures the matrix products it executes. Both count
 2 FLOPs per multiply-add of:
 
 - every LSTM gate matmul: per executed step and layer, ``x_t @ W_ih^T`` (4H x input) and ``h @ W_hh^T``
   (4H x H);
-- the classifier's linear layer.
+- the VLAD families' linear layers and their aggregation matmul (docstrings in ``fewframes/models/``);
+- the classifier's linear layer(s) (the mixture of experts: gates and experts).
+
+The VLAD families run every slot of a padded batch (padding is masked, not skipped), so on a batch with
+padding their counted FLOPs include the padding slots, which the per-video analytic figure does not.
 
 Neither counts biases, sigmoid/tanh, the gates' elementwise products, dequantisation, L2 normalisation or
 dropout (all O(H) per step against the O(H^2) matmuls). The paper's Table 4 figures (teacher 5.042
@@ -61,7 +66,9 @@ from torch import Tensor, nn
 
 from fewframes.config import FEATURE_DIM, ModelConfig, StudentConfig
 from fewframes.errors import BenchmarkError
-from fewframes.models import VideoClassifier, prepare_frames
+from fewframes.models import VideoClassifier, encoding_dim, model_flops, prepare_frames
+from fewframes.models.base import classifier_flops
+from fewframes.models.hierarchical import hierarchical_encoder_flops, lstm_flops
 
 # ---------------------------------------------------------------------------------------------------------
 # Parameters and FLOPs
@@ -73,19 +80,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def lstm_flops(rows: int, input_size: int, hidden_size: int, num_layers: int) -> int:
-    """Gate-matmul FLOPs of a stacked LSTM that processes ``rows`` (sequence, step) pairs.
-
-    Layer 1 multiplies by W_ih (4H x input) and W_hh (4H x H); later layers take H inputs. 2 FLOPs per MAC.
-    """
-    per_row = 4 * hidden_size * (input_size + hidden_size)
-    per_row += (num_layers - 1) * 4 * hidden_size * (2 * hidden_size)
-    return 2 * rows * per_row
-
-
 def encoding_size(config: ModelConfig) -> int:
-    """Size of the video encoding E for ``config.encoding`` (see ``fewframes.models``)."""
-    return 2 * config.num_layers * config.hidden_size if config.encoding == "state" else config.hidden_size
+    """Size of the video encoding E of ``config`` (its family's; see ``fewframes.models``)."""
+    return encoding_dim(config)
 
 
 def hierarchical_flops(config: ModelConfig, n_frames: int, *, padded: bool = True) -> int:
@@ -96,16 +93,11 @@ def hierarchical_flops(config: ModelConfig, n_frames: int, *, padded: bool = Tru
     ``padded=True`` is what ``fewframes.models`` executes on both its paths: a short last block is
     zero-padded to l steps (the LSTM runs them; the state is read at the last real frame) and blocks of
     pure padding are dropped. ``padded=False`` counts a fully packed LSTM (only real frames executed).
-    A student reads n = k frames; a teacher n = the video's length.
+    A student reads n = k frames; a teacher n = the video's length. ``model_flops`` is the same for any family.
     """
     if n_frames < 1:
         raise BenchmarkError(f"n_frames must be >= 1, got {n_frames}")
-    blocks = math.ceil(n_frames / config.block_length)
-    lower_rows = blocks * config.block_length if padded else n_frames
-    lower = lstm_flops(lower_rows, config.feature_dim, config.hidden_size, config.num_layers)
-    upper = lstm_flops(blocks, config.hidden_size, config.hidden_size, config.num_layers)
-    classifier = 2 * encoding_size(config) * config.num_classes
-    return lower + upper + classifier
+    return hierarchical_encoder_flops(config, n_frames, padded=padded) + classifier_flops(encoding_size(config), config)
 
 
 def _weights_matmul_flops(rows: int, weights: Iterable[Any]) -> int:
@@ -513,13 +505,14 @@ def benchmark_models(
             "name": name,
             "k": student.k if reads_k else None,
             "frame_selection": student.frame_selection if student else "all",
+            "family": config.family,
             "block_length": config.block_length,
             "hidden_size": config.hidden_size,
             "num_layers": config.num_layers,
             "num_classes": config.num_classes,
             "params": count_parameters(model),
             "frames_per_video": float(np.mean(frames_read)),
-            "gflops_per_video": float(np.mean([hierarchical_flops(config, n) for n in frames_read])) / 1e9,
+            "gflops_per_video": float(np.mean([model_flops(config, n) for n in frames_read])) / 1e9,
             "gflops_counted": counted / len(first) / 1e9,
         }
         entries.append(_Entry(name, model, student, random_frames, row))
@@ -578,8 +571,8 @@ def benchmark_models(
 
 
 def count_flops(model: nn.Module, n_frames: int) -> int:
-    """Analytic FLOPs for one video of ``n_frames`` frames through ``model`` (its ``ModelConfig``)."""
-    return hierarchical_flops(model.config, n_frames)
+    """Analytic FLOPs for one video of ``n_frames`` frames through ``model`` (its ``ModelConfig``, any family)."""
+    return model_flops(model.config, n_frames)
 
 
 _LOGGED_FIGURES = (
@@ -642,6 +635,7 @@ __all__ = [
     "hierarchical_flops",
     "log_benchmark",
     "lstm_flops",
+    "model_flops",
     "open_store",
     "precision_context",
     "read_batch",

@@ -60,28 +60,58 @@ class _DictMixin:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
+def feature_parts(feature_dim: int) -> tuple[int, ...]:
+    """The parts of a frame vector that are normalised and (in the VLAD families) pooled separately:
+    (rgb, audio) = (1024, 128) for YouTube-8M's 1152, else the whole vector."""
+    return (RGB_DIM, AUDIO_DIM) if feature_dim == FEATURE_DIM else (feature_dim,)
+
+
+MODEL_CLASSIFIERS: tuple[str, ...] = ("linear", "moe")
+
+
 @dataclass(frozen=True)
 class ModelConfig(_DictMixin):
-    """Sizes of the hierarchical LSTM encoder and its classifier (teacher and student alike)."""
+    """Sizes of a teacher/student model: its family's encoder and the classifier (teacher and student alike).
+
+    ``family`` names an entry of ``fewframes.models.registry.MODEL_FAMILIES``: "hrnn" (the paper's
+    hierarchical LSTM; the default, and what a model file without the field holds), "netvlad", "nextvlad".
+    ``hidden_size`` is the LSTM cell size (hrnn) or the hidden projection after the pooling (VLAD families).
+    """
 
     num_classes: int
     feature_dim: int = FEATURE_DIM
     hidden_size: int = 1024
-    num_layers: int = 2
-    block_length: int = 20  # l: frames per lower-LSTM block (teacher 20; students use student_block_length)
+    num_layers: int = 2  # hrnn only
+    block_length: int = 20  # hrnn only. l: frames per lower-LSTM block (teacher 20; students student_block_length)
     dropout: float = 0.5
-    # E, the video encoding: "state" = final (c, h) of every upper-LSTM layer concatenated (2*num_layers*
-    # hidden_size; the authors' code, the paper's h in R^4096); "hidden" = the top layer's final h only.
+    # hrnn only. E, the video encoding: "state" = final (c, h) of every upper-LSTM layer concatenated (2*
+    # num_layers*hidden_size; the authors' code, the paper's h in R^4096); "hidden" = the top layer's final h.
     encoding: str = "state"
+    family: str = "hrnn"
+    clusters: int = 64  # netvlad/nextvlad: K cluster centres for rgb (audio: K // 2, at least 1)
+    expansion: int = 2  # nextvlad: lambda, the frame feature's expansion factor
+    groups: int = 8  # nextvlad: G groups for rgb (audio: G // 2, at least 1); must divide expansion * part size
+    classifier: str = "linear"  # "linear" | "moe" (the authors' mixture of experts)
+    moe_experts: int = 2  # classifier="moe": experts per class (plus the dummy one)
 
     def __post_init__(self) -> None:
-        for name in ("num_classes", "feature_dim", "hidden_size", "num_layers", "block_length"):
+        for name in ("num_classes", "feature_dim", "hidden_size", "num_layers", "block_length", "clusters",
+                     "expansion", "groups", "moe_experts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.encoding not in ("state", "hidden"):
             raise ConfigError(f"ModelConfig.encoding must be state or hidden, got {self.encoding!r}")
+        if self.classifier not in MODEL_CLASSIFIERS:
+            raise ConfigError(
+                f"ModelConfig.classifier must be one of {', '.join(MODEL_CLASSIFIERS)}, got {self.classifier!r}"
+            )
+        from fewframes.models.registry import MODEL_FAMILIES  # here: the models import this module
+
+        if self.family not in MODEL_FAMILIES:
+            raise ConfigError(f"ModelConfig.family must be one of {', '.join(MODEL_FAMILIES)}, got {self.family!r}")
+        MODEL_FAMILIES[self.family].check(self)  # the family's own constraints, one-line ConfigErrors
 
 
 @dataclass(frozen=True)
@@ -186,12 +216,15 @@ class Preset(_DictMixin):
     ks: tuple[int, ...] = (10, 30)
     losses: tuple[str, ...] = ("rep_pred_ce",)
 
-    def model_config(self, num_classes: int | None = None, block_length: int | None = None) -> ModelConfig:
+    def model_config(
+        self, num_classes: int | None = None, block_length: int | None = None, family: str = "hrnn"
+    ) -> ModelConfig:
         return ModelConfig(
             num_classes=num_classes or self.data.classes,
             hidden_size=self.hidden_size,
             num_layers=self.num_layers,
             block_length=block_length or self.teacher_block_length,
+            family=family,
         )
 
 
@@ -289,6 +322,7 @@ __all__ = [
     "FEATURE_DIM",
     "FRAME_SELECTIONS",
     "MAX_FRAMES",
+    "MODEL_CLASSIFIERS",
     "RGB_DIM",
     "STUDENT_LOSSES",
     "TRAINING_MODES",
@@ -300,5 +334,6 @@ __all__ = [
     "StudentConfig",
     "TrainConfig",
     "env_number",
+    "feature_parts",
     "get_preset",
 ]

@@ -1,4 +1,4 @@
-"""The paper's hierarchical LSTM encoder, the shared classifier, and the teacher/student model around them.
+"""The ``hrnn`` family: the paper's hierarchical LSTM encoder (the classifier and model: ``base.py``).
 
 A video's frames are cut into blocks of ``l`` frames (``ModelConfig.block_length``). A lower LSTM encodes
 every block of the whole batch in ONE ``nn.LSTM`` call ([B, nblocks, l, D] -> [B*nblocks, l, D]); an upper
@@ -34,50 +34,25 @@ Choices the paper leaves open (also in ``docs/method.md``):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from fewframes.config import AUDIO_DIM, FEATURE_DIM, RGB_DIM, ModelConfig
+from fewframes.config import ModelConfig
 from fewframes.errors import ModelError
-
-# YouTube-8M quantisation: x = q * (4/255) + (4/512 - 2), range about [-2, 2].
-_QUANT_SCALE = 4.0 / 255.0
-_QUANT_BIAS = 4.0 / 512.0 - 2.0
-
-
-def dequantize_frames(frames: Tensor) -> Tensor:
-    """uint8 YouTube-8M frame features -> float32 with the official formula; float input passes through."""
-    if frames.dtype == torch.uint8:
-        return frames.to(torch.float32) * _QUANT_SCALE + _QUANT_BIAS
-    if not frames.is_floating_point():
-        raise ModelError(f"frames must be uint8 (quantised) or float, got dtype {frames.dtype}")
-    return frames
-
-
-def prepare_frames(frames: Tensor) -> Tensor:
-    """Dequantise, then L2-normalise rgb and audio separately per frame (as the authors' code does).
-
-    Returns a new float tensor. uint8 input (the frames of every batch) takes a fast path: the scale 4/255 of
-    the dequantisation formula cancels in the normalisation, so only the offset is added, into a contiguous
-    copy normalised in place: the frames are the largest tensor of the model and this saves several passes
-    over them. Float input (already dequantised, maybe requiring grad) and tracing take the functional path.
-    """
-    # Tracing (ONNX/TorchScript export) records in-place ops on split views wrongly: functional path there.
-    if frames.dtype != torch.uint8 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        features = dequantize_frames(frames)
-        if features.shape[-1] != FEATURE_DIM:
-            return F.normalize(features, dim=-1)
-        rgb, audio = features.split([RGB_DIM, AUDIO_DIM], dim=-1)
-        return torch.cat([F.normalize(rgb, dim=-1), F.normalize(audio, dim=-1)], dim=-1)
-    features = frames.to(torch.float32, memory_format=torch.contiguous_format).add_(_QUANT_BIAS / _QUANT_SCALE)
-    parts = features.split([RGB_DIM, AUDIO_DIM], dim=-1) if features.shape[-1] == FEATURE_DIM else (features,)
-    for part in parts:
-        part.div_(torch.linalg.vector_norm(part, dim=-1, keepdim=True).clamp_min_(1e-12))
-    return features
+from fewframes.models.base import (
+    Classifier,
+    EncoderOutput,
+    ModelFamily,
+    ModelOutput,
+    VideoClassifier,
+    all_real,
+    check_frames,
+    dequantize_frames,
+    prepare_frames,
+)
 
 
 def student_block_length(k: int) -> int:
@@ -91,29 +66,6 @@ def student_block_length(k: int) -> int:
     if k >= 10 and k % 5 == 0:
         return 5
     return min(3, k)
-
-
-class EncoderOutput(NamedTuple):
-    """What ``HierarchicalEncoder`` returns.
-
-    encoding: E, [B, encoding_dim]. intermediate: [B, T, hidden_size] (lower LSTM's top-layer output at each
-    input slot, zero at padding) or None unless asked for. block_states: [B, nblocks, hidden_size], each
-    block's encoding fed to the upper LSTM (zero for dropped all-padding blocks). block_mask: [B, nblocks]
-    bool, True for blocks holding at least one real frame.
-    """
-
-    encoding: Tensor
-    intermediate: Tensor | None
-    block_states: Tensor
-    block_mask: Tensor
-
-
-class ModelOutput(NamedTuple):
-    """What ``VideoClassifier`` returns: logits [B, C] (sigmoid in the loss/at inference), E, intermediate."""
-
-    logits: Tensor
-    encoding: Tensor
-    intermediate: Tensor | None
 
 
 def _forget_bias_one(lstm: nn.LSTM) -> None:
@@ -146,23 +98,7 @@ class HierarchicalEncoder(nn.Module):
     @property
     def encoding_dim(self) -> int:
         """Size of E: 2 * num_layers * hidden_size for "state", hidden_size for "hidden"."""
-        if self.encoding_kind == "state":
-            return 2 * self.num_layers * self.hidden_size
-        return self.hidden_size
-
-    def _check(self, frames: Tensor, mask: Tensor | None) -> None:
-        if frames.dim() != 3 or frames.shape[-1] != self.feature_dim:
-            raise ModelError(
-                f"frames must be [batch, frames, {self.feature_dim}], got shape {tuple(frames.shape)}"
-            )
-        if frames.shape[1] < 1:
-            raise ModelError("frames holds no frame slot (shape[1] == 0)")
-        if mask is not None:
-            if mask.dtype != torch.bool or tuple(mask.shape) != tuple(frames.shape[:2]):
-                raise ModelError(
-                    f"mask must be bool [batch, frames] = {tuple(frames.shape[:2])}, "
-                    f"got {mask.dtype} {tuple(mask.shape)}"
-                )
+        return hierarchical_encoding_dim(self.config)
 
     def _state_encoding(self, h_n: Tensor, c_n: Tensor) -> Tensor:
         # h_n, c_n: [num_layers, B, H] -> E
@@ -177,11 +113,8 @@ class HierarchicalEncoder(nn.Module):
         frames: uint8 (quantised) or float [B, T, feature_dim]; mask: bool [B, T], True = real frame, or None
         when every slot is real (the dense fast path). Returns ``EncoderOutput``.
         """
-        self._check(frames, mask)
-        dense = mask is None
-        if not dense and not torch.jit.is_tracing() and not torch.jit.is_scripting():
-            dense = bool(mask.all())
-        if dense:
+        check_frames(frames, mask, self.feature_dim)
+        if all_real(mask):
             return self._forward_dense(frames, return_intermediate)
         return self._forward_packed(frames, mask, return_intermediate)
 
@@ -264,54 +197,66 @@ class HierarchicalEncoder(nn.Module):
         return EncoderOutput(encoding, intermediate, block_states, block_mask)
 
 
-class Classifier(nn.Module):
-    """Dropout then one linear layer: a logit per class (one sigmoid per class lives in the loss/inference).
-
-    A separate module so a teacher and a student can hold the very same object (parameter sharing).
-    """
-
-    def __init__(self, encoding_dim: int, num_classes: int, dropout: float = 0.5) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(encoding_dim, num_classes)
-
-    def forward(self, encoding: Tensor) -> Tensor:
-        """E [B, encoding_dim] -> logits [B, num_classes]."""
-        return self.linear(self.dropout(encoding))
+def hierarchical_encoding_dim(config: ModelConfig) -> int:
+    """Size of E for ``config.encoding``: 2 * num_layers * hidden_size ("state") or hidden_size ("hidden")."""
+    return 2 * config.num_layers * config.hidden_size if config.encoding == "state" else config.hidden_size
 
 
-class VideoClassifier(nn.Module):
-    """A hierarchical encoder and a (possibly shared) classifier: the teacher, a student or a baseline."""
-
-    def __init__(self, encoder: HierarchicalEncoder, classifier: Classifier) -> None:
-        super().__init__()
-        if classifier.linear.in_features != encoder.encoding_dim:
-            raise ModelError(
-                f"classifier expects encodings of size {classifier.linear.in_features}, "
-                f"the encoder gives {encoder.encoding_dim}"
-            )
-        self.encoder = encoder
-        self.classifier = classifier
-
-    @property
-    def config(self) -> ModelConfig:
-        """The encoder's ModelConfig (block_length is the model's own l: 20 for a teacher, l(k) for a student)."""
-        return self.encoder.config
-
-    def forward(self, frames: Tensor, mask: Tensor | None = None, return_intermediate: bool = False) -> ModelOutput:
-        """frames uint8/float [B, T, D], mask bool [B, T] or None (all real) -> ModelOutput."""
-        encoded = self.encoder(frames, mask, return_intermediate=return_intermediate)
-        return ModelOutput(self.classifier(encoded.encoding), encoded.encoding, encoded.intermediate)
-
-
-def build_model(config: ModelConfig, classifier: Classifier | None = None) -> VideoClassifier:
-    """A VideoClassifier for ``config``; pass ``classifier`` to share one (a student plugging in the teacher's)."""
-    encoder = HierarchicalEncoder(config)
-    if classifier is None:
-        classifier = Classifier(encoder.encoding_dim, config.num_classes, config.dropout)
-    return VideoClassifier(encoder, classifier)
-
-
-def student_model_config(teacher_config: ModelConfig, k: int, block_length: int | None = None) -> ModelConfig:
+def hierarchical_student_config(teacher_config: ModelConfig, k: int, block_length: int | None = None) -> ModelConfig:
     """The student's ModelConfig: the teacher's sizes (so E and the classifier match), l = student_block_length(k)."""
     return teacher_config.replace(block_length=block_length or student_block_length(k))
+
+
+def lstm_flops(rows: int, input_size: int, hidden_size: int, num_layers: int) -> int:
+    """Gate-matmul FLOPs of a stacked LSTM that processes ``rows`` (sequence, step) pairs.
+
+    Layer 1 multiplies by W_ih (4H x input) and W_hh (4H x H); later layers take H inputs. 2 FLOPs per MAC.
+    """
+    per_row = 4 * hidden_size * (input_size + hidden_size)
+    per_row += (num_layers - 1) * 4 * hidden_size * (2 * hidden_size)
+    return 2 * rows * per_row
+
+
+def hierarchical_encoder_flops(config: ModelConfig, n_frames: int, *, padded: bool = True) -> int:
+    """Analytic gate-matmul FLOPs of the two LSTMs for one video of ``n_frames`` frames.
+
+    The lower LSTM runs over b = ceil(n/l) blocks of l frames, the upper LSTM over the b block encodings.
+    ``padded=True`` is what the encoder executes on both its paths: a short last block is zero-padded to l
+    steps (the state is read at the last real frame) and blocks of pure padding are dropped.
+    ``padded=False`` counts a fully packed LSTM (only real frames executed).
+    """
+    if n_frames < 1:
+        raise ModelError(f"n_frames must be >= 1, got {n_frames}")
+    blocks = math.ceil(n_frames / config.block_length)
+    lower_rows = blocks * config.block_length if padded else n_frames
+    lower = lstm_flops(lower_rows, config.feature_dim, config.hidden_size, config.num_layers)
+    upper = lstm_flops(blocks, config.hidden_size, config.hidden_size, config.num_layers)
+    return lower + upper
+
+
+FAMILY = ModelFamily(
+    name="hrnn",
+    encoder=HierarchicalEncoder,
+    encoding_dim=hierarchical_encoding_dim,
+    student_config=hierarchical_student_config,
+    encoder_flops=hierarchical_encoder_flops,
+    intermediate="the lower LSTM's top-layer output at each frame, [B, T, hidden_size]",
+)
+
+# Classifier, EncoderOutput, ModelOutput, VideoClassifier and the frame helpers lived here before the other
+# families came; still importable from this module.
+__all__ = [
+    "FAMILY",
+    "Classifier",
+    "EncoderOutput",
+    "HierarchicalEncoder",
+    "ModelOutput",
+    "VideoClassifier",
+    "dequantize_frames",
+    "hierarchical_encoder_flops",
+    "hierarchical_encoding_dim",
+    "hierarchical_student_config",
+    "lstm_flops",
+    "prepare_frames",
+    "student_block_length",
+]

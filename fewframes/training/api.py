@@ -79,6 +79,8 @@ def _signature(kind: str, ctx: DistContext, **configs: Any) -> dict[str, Any]:
 def _common_params(train_config: TrainConfig, model_config: ModelConfig, **extra: Any) -> dict[str, Any]:
     params = {
         "train_fraction": train_config.train_fraction,
+        "family": model_config.family,
+        "classifier": model_config.classifier,
         "hidden_size": model_config.hidden_size,
         "num_layers": model_config.num_layers,
         "epochs": train_config.epochs,
@@ -375,7 +377,7 @@ def train_baseline(
     tracker: Any = None,
     progress: bool = True,
 ) -> TrainResult:
-    """A hierarchical model of the student's size trained from scratch with L_CE on k frames chosen by
+    """A model of the student's family and size trained from scratch with L_CE on k frames chosen by
     ``student_config.frame_selection`` (Uniform-k, Random-k, First-k, ...); no teacher. Saved to ``baseline.pt``."""
     from fewframes.models import build_model
 
