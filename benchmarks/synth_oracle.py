@@ -1,6 +1,7 @@
 """Calibration of the synthetic data: what an *oracle* that knows the world's prototypes can read from it.
 
-No model is trained. The oracle maps each frame's dequantised rgb back to the latent space (pseudo-inverse
+No model is trained. The oracle is ``fewframes.data.bounds``'s (the report's information bounds call
+it too; ``fewframes.data.bounds.information_bounds`` adds label coverage and the split's videos). It maps each frame's dequantised rgb back to the latent space (pseudo-inverse
 of the world's rgb projection), scores every class of every frame by a Gaussian posterior around the
 class prototypes (the generator's total per-dimension noise variance), and scores a video's classes by
 the mean posterior over the frames it is shown (a soft vote; a noisy-OR saturates over 200 frames). Frames are chosen with the pipeline's own
@@ -25,28 +26,13 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from fewframes.config import PRESETS
+from fewframes.data.bounds import frame_log_posteriors, video_scores
 from fewframes.data.selection import select_frames
 from fewframes.data.synth import World
-from fewframes.data.yt8m import dequantize
 from fewframes.metrics import global_average_precision, mean_average_precision
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "middle", "first_middle_last", "first", "last", "random")
-
-
-def frame_log_posteriors(world: World, rgb: np.ndarray) -> np.ndarray:
-    """float64[n, C]: log posterior of each class for each frame (uniform prior over classes)."""
-    m = world.model
-    variance = m.instance_noise**2 + m.style_noise**2 + m.shot_noise**2 + m.frame_noise**2
-    latent = dequantize(rgb).astype(np.float64) @ np.linalg.pinv(world.rgb_projection.astype(np.float64))
-    distances = ((latent[:, None, :] - world.prototypes[None]) ** 2).sum(-1)
-    logits = -distances / (2 * variance)
-    return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-
-
-def video_scores(log_posteriors: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Soft vote over the chosen frames: the expected fraction of them that show each class."""
-    return np.exp(log_posteriors[positions]).mean(axis=0)
 
 
 def run(classes: int, videos: int, seed: int, ks: list[int]) -> dict[str, Any]:

@@ -29,6 +29,14 @@ from fewframes.errors import DataError
 # Frame content codes besides class ids (>= 0).
 BACKGROUND = -1
 TITLE = -2  # intro / outro title-card frames
+ALL_LABELS = -3  # redundant world: the frame shows every label of its video at once
+
+# Worlds (docs/synthetic_data.md, "Worlds"): checks of the benchmark itself.
+# standard: the spec; null: the frames are drawn from an independent label set, so labels carry no
+# information a frame could show (every model should score the label-prior GAP); redundant: every frame
+# shows every label of its video with no per-shot or per-frame noise, so any k frames carry what all
+# frames carry (a teacher should tie the k-frame models).
+WORLDS: tuple[str, ...] = ("standard", "null", "redundant")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,11 @@ class GenerativeModel:
     frame_noise: float = 2.0  # per frame
     observation_noise: float = 0.1  # per feature dimension, after projection
     feature_std: float = 0.5  # target std of a feature before quantisation (range -2..2)
+    world: str = "standard"  # one of WORLDS
+
+    def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise DataError(f"world must be one of {', '.join(WORLDS)}, got {self.world!r}")
 
 
 @dataclass(frozen=True)
@@ -201,27 +214,34 @@ class World:
 
     def generate(self, index: int) -> SynthVideo:
         """Video number ``index`` of this world (deterministic for (seed, index))."""
+        if self.model.world == "redundant":
+            return self._generate_redundant(index)
         m = self.model
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, index]))
         labels = self.sample_labels(rng)
-        content, shot_id, brief = self.layout(rng, labels)
+        shown = labels
+        if m.world == "null":
+            # The frames show an independent draw of labels (its own stream), the video keeps its own:
+            # frames have the standard world's statistics but say nothing about the video's labels.
+            shown = self.sample_labels(np.random.default_rng(np.random.SeedSequence([self.seed, 2, index])))
+        content, shot_id, brief = self.layout(rng, shown)
         n, d = content.shape[0], m.latent_dim
         # This video's version of each label, its background scene and its title card.
-        instance = self.prototypes[labels] + m.instance_noise * rng.standard_normal((len(labels), d))
+        instance = self.prototypes[shown] + m.instance_noise * rng.standard_normal((len(shown), d))
         background = rng.standard_normal(d)
         title = self.title_prototype + m.instance_noise * rng.standard_normal(d)
         rows = np.concatenate([instance, background[None], title[None]])
-        # Row of ``rows`` per frame: labels first, then background (-1 -> last but one), title (-2 -> last).
+        # Row of ``rows`` per frame: the shown labels first, then background (-1 -> last but one), title (-2 -> last).
         row_lookup = np.empty(self.num_classes + 2, dtype=np.int64)
-        row_lookup[labels] = np.arange(len(labels))
-        row_lookup[BACKGROUND], row_lookup[TITLE] = len(labels), len(labels) + 1
+        row_lookup[shown] = np.arange(len(shown))
+        row_lookup[BACKGROUND], row_lookup[TITLE] = len(shown), len(shown) + 1
         row_of = row_lookup[content]
         style = m.style_noise * rng.standard_normal(d)
         shots = m.shot_noise * rng.standard_normal((int(shot_id[-1]) + 1, d))
         latent = rows[row_of] + style + shots[shot_id] + m.frame_noise * rng.standard_normal((n, d))
         latent = latent.astype(np.float32)
         # Audio hears the topic (or the background / title), not the exact class.
-        audio_rows = np.concatenate([self.topic_vectors[self.topic_of[labels]], background[None], title[None]])
+        audio_rows = np.concatenate([self.topic_vectors[self.topic_of[shown]], background[None], title[None]])
         audio_latent = (audio_rows[row_of] + style + shots[shot_id]).astype(np.float32)
         audio_latent += (m.frame_noise * rng.standard_normal((n, d))).astype(np.float32)
         rgb = latent @ self.rgb_projection
@@ -234,7 +254,35 @@ class World:
             rgb=quantize(rgb),
             audio=quantize(audio),
         )
-        return SynthVideo(video=video, frame_content=content, shot_id=shot_id, brief_labels=np.sort(brief))
+        # Brief labels: the video's labels shown in a single short shot (in the null world only by chance).
+        brief = np.intersect1d(brief, labels) if m.world == "null" else np.sort(brief)
+        return SynthVideo(video=video, frame_content=content, shot_id=shot_id, brief_labels=brief)
+
+    def _generate_redundant(self, index: int) -> SynthVideo:
+        """Redundant world: every frame is the video's mixture of all its labels (the instances summed over
+        sqrt(#labels), so its scale matches one label's) plus the per-video style, with no title cards,
+        background, brief shots, per-shot or per-frame latent noise; frames differ only by the observation
+        noise after projection. Any one frame carries (nearly) all a video's frames carry."""
+        m = self.model
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, index]))
+        labels = self.sample_labels(rng)
+        n = m.fixed_frames or int(rng.integers(m.min_frames, m.max_frames + 1))
+        d = m.latent_dim
+        instance = self.prototypes[labels] + m.instance_noise * rng.standard_normal((len(labels), d))
+        style = m.style_noise * rng.standard_normal(d)
+        latent = (instance.sum(0) / math.sqrt(len(labels)) + style).astype(np.float32)
+        audio_latent = (self.topic_vectors[self.topic_of[labels]].sum(0) / math.sqrt(len(labels)) + style).astype(np.float32)
+        rgb = np.repeat((latent @ self.rgb_projection)[None], n, axis=0)
+        rgb += rng.standard_normal((n, RGB_DIM), dtype=np.float32) * np.float32(m.observation_noise)
+        audio = np.repeat((audio_latent @ self.audio_projection)[None], n, axis=0)
+        audio += rng.standard_normal((n, AUDIO_DIM), dtype=np.float32) * np.float32(m.observation_noise)
+        video = Video(id=video_id(self.seed, index), labels=np.sort(labels), rgb=quantize(rgb), audio=quantize(audio))
+        return SynthVideo(
+            video=video,
+            frame_content=np.full(n, ALL_LABELS, dtype=np.int16),
+            shot_id=np.zeros(n, dtype=np.int32),
+            brief_labels=np.zeros(0, dtype=np.int64),
+        )
 
 
 def video_id(seed: int, index: int) -> str:
@@ -311,12 +359,14 @@ def generate_synthetic(
 
 
 __all__ = [
+    "ALL_LABELS",
     "BACKGROUND",
     "GenerativeModel",
     "SYNTH_PRESETS",
     "SynthPreset",
     "SynthVideo",
     "TITLE",
+    "WORLDS",
     "World",
     "default_shards",
     "generate_synthetic",
