@@ -296,3 +296,21 @@ def test_export_matches_eager_and_predict_writes_top_k(trained_teacher, store: P
     predictions = read_predictions(tmp_path / "predictions.csv")
     assert written == len(predictions) == 48
     assert all(len(pairs) == 3 for pairs in predictions.values())
+
+
+def test_benchmark_rows_carry_the_family_and_both_flop_counts(trained_teacher, store: Path) -> None:
+    from fewframes.benchmark import benchmark_models
+
+    teacher = load_model(trained_teacher.model_path)
+    student = build_model(student_model_config(teacher.config, 6), classifier=teacher.classifier).eval()
+    rows = benchmark_models(
+        {"teacher": trained_teacher.model_path, "student": student}, store, batch_size=4, n_videos=4, rounds=1,
+        latency_videos=1, min_seconds=0.0, students={"student": StudentConfig(k=6)}, progress=False,
+    )
+    by_name = {row["name"]: row for row in rows}
+    assert {row["family"] for row in rows} == {teacher.config.family}
+    # The student's 6 frames are all real: analytic == counted. The teacher's batch pads the shorter videos,
+    # which a pooling family executes (masked), so its counted figure is at least the analytic one.
+    assert by_name["student"]["gflops_counted"] == pytest.approx(model_flops(student.config, 6) / 1e9, rel=1e-9)
+    assert by_name["student"]["gflops_per_video"] == pytest.approx(by_name["student"]["gflops_counted"], rel=1e-9)
+    assert by_name["teacher"]["gflops_counted"] >= by_name["teacher"]["gflops_per_video"] * (1 - 1e-9)
