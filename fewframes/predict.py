@@ -97,7 +97,7 @@ def _tfrecord_batches(
 
     ids: list[str] = []
     selected: list[np.ndarray] = []
-    for video in read_tfrecords(src):
+    for video in read_tfrecords(src, labelled=False):  # predictions need no labels: the test set has none
         positions, real = frame_positions(video.num_frames, student, rng)
         chosen = positions[real]
         selected.append(np.concatenate([video.rgb[chosen], video.audio[chosen]], axis=1))

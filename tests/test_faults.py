@@ -276,3 +276,133 @@ def test_stale_temporaries_of_a_killed_ingest_are_removed_and_reported(
     printed = capsys.readouterr().out
     assert "removed 2 temporary folder(s) left by a killed earlier run" in printed and str(stale) in printed
     assert not stale.exists() and not parts.exists() and unrelated.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. TFRecords: cut shards, empty shards, nothing kept, video-level and float data, ids, labels, unlabelled
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _record(video_id: bytes = b"vid1", labels: list[int] | None = (3,), frames: int = 3, *, floats: bool = False,
+            video_level: bool = False) -> bytes:
+    """One SequenceExample built field by field (the official schema unless told otherwise)."""
+    import tensorflow as tf
+
+    example = tf.train.SequenceExample()
+    example.context.feature["id"].bytes_list.value.append(video_id)
+    if labels is not None:
+        example.context.feature["labels"].int64_list.value.extend(labels)
+    if video_level:  # the official video-level schema: means in the context, no frame lists
+        example.context.feature["mean_rgb"].float_list.value.extend([0.5] * 1024)
+        example.context.feature["mean_audio"].float_list.value.extend([0.5] * 128)
+        return example.SerializeToString()
+    for name, width in (("rgb", 1024), ("audio", 128)):
+        feature_list = example.feature_lists.feature_list[name]
+        for i in range(frames):
+            if floats:
+                feature_list.feature.add().float_list.value.extend([0.1] * width)
+            else:
+                feature_list.feature.add().bytes_list.value.append(bytes([i % 256]) * width)
+    return example.SerializeToString()
+
+
+def _shard(path: Path, records: list[bytes]) -> Path:
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    return path
+
+
+def test_shard_cut_inside_a_record_header_names_shard_and_offset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = [_record(f"v{i}".encode()) for i in range(3)]
+    shard = _shard(tmp_path / "cut.tfrecord", records)
+    whole = len(records[0]) + 16 + len(records[1]) + 16
+    shard.write_bytes(shard.read_bytes()[: whole + 5])  # 5 bytes of record 2's 8-byte length header
+    out = tmp_path / "store"
+    in_process_error(capsys, ["data", "ingest", "--src", str(shard), "--out", str(out), "--quiet", "--num-classes", "5"],
+                     f"{shard}: 5 byte(s) at offset {whole} (after record 1) are not a whole record")
+    assert not out.exists()
+    # --skip-invalid keeps the whole records and counts the cut one
+    assert main(["data", "ingest", "--src", str(shard), "--out", str(out), "--quiet", "--num-classes", "5", "--skip-invalid"]) == 0
+    assert "invalid skipped 1 (1 shard(s) cut short by corruption)" in capsys.readouterr().out
+
+
+def test_empty_shard_and_nothing_kept_are_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.tfrecord").write_bytes(b"")
+    out = tmp_path / "store"
+    in_process_error(capsys, ["data", "ingest", "--src", str(empty), "--out", str(out), "--quiet"],
+                     f"{empty / 'a.tfrecord'}: empty TFRecord shard", "--allow-empty")
+    # allowed explicitly, beside a shard with records
+    _shard(empty / "b.tfrecord", [_record(b"v1")])
+    assert main(["data", "ingest", "--src", str(empty), "--out", str(out), "--quiet", "--num-classes", "5", "--allow-empty"]) == 0
+    assert "empty shards   1" in capsys.readouterr().out
+    # --skip-invalid that keeps nothing: labels out of range in every record
+    bad = _shard(tmp_path / "bad.tfrecord", [_record(f"v{i}".encode(), labels=[9]) for i in range(4)])
+    in_process_error(capsys, ["data", "ingest", "--src", str(bad), "--out", str(tmp_path / "none"), "--quiet",
+                              "--num-classes", "5", "--skip-invalid"],
+                     "no video to ingest from 1 shard(s): all 4 record(s) were invalid and skipped", "label 9 out of range")
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (dict(video_level=True), "video-level data (context 'mean_rgb'/'mean_audio', no per-frame lists)"),
+        (dict(floats=True), "'rgb' frame 0 holds 1024 float values; fewframes reads uint8-quantised frames"),
+        (dict(video_id=b"a,b"), "video id holds whitespace or a comma"),
+        (dict(video_id=b"a\nb"), "video id holds a character that is not printable"),
+        (dict(video_id=b"a\x00b"), "video id holds a character that is not printable"),
+        (dict(video_id=b"\xff\xfe"), "video id is not valid UTF-8"),
+        (dict(video_id=b""), "video id is empty"),
+        (dict(labels=None), "missing context feature 'labels' (an unlabelled set such as the official test partition? "
+                            "ingest it with --unlabelled)"),
+    ],
+)
+def test_records_of_another_kind_are_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str], record: dict,
+                                                   message: str) -> None:
+    shard = _shard(tmp_path / "s.tfrecord", [_record(**record)])
+    in_process_error(capsys, ["data", "ingest", "--src", str(shard), "--out", str(tmp_path / "store"), "--quiet"],
+                     f"{shard} record 0", message)
+
+
+def test_duplicate_labels_are_dropped_and_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fewframes.data.store import FrameStore
+
+    shard = _shard(tmp_path / "s.tfrecord", [_record(b"v1", labels=[3, 3, 1, 3]), _record(b"v2", labels=[2, 2])])
+    assert main(["data", "ingest", "--src", str(shard), "--out", str(tmp_path / "store"), "--quiet", "--num-classes", "5"]) == 0
+    assert "duplicate labels dropped 3" in capsys.readouterr().out
+    store = FrameStore.open(tmp_path / "store")
+    assert [labels.tolist() for labels in store.labels] == [[3, 1], [2]]
+
+
+def test_unlabelled_shards_ingest_predict_and_are_refused_by_training_and_evaluation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_file: Path
+) -> None:
+    from fewframes.config import TrainConfig
+    from fewframes.data.store import FrameStore
+    from fewframes.errors import StoreError
+    from fewframes.evaluation import evaluate
+    from fewframes.training import load_model
+    from fewframes.training.data import open_training_data
+
+    shard = _shard(tmp_path / "test0000.tfrecord", [_record(f"t{i}".encode(), labels=None, frames=8) for i in range(5)])
+    store = tmp_path / "store"
+    assert main(["data", "ingest", "--src", str(shard), "--out", str(store), "--quiet", "--num-classes", "12", "--unlabelled"]) == 0
+    assert "labels         none (--unlabelled" in capsys.readouterr().out
+    assert not FrameStore.open(store).labelled
+    # predict, from the store and from the unlabelled shard itself
+    for src in (store, shard):
+        out = tmp_path / f"{src.name}.csv"
+        assert main(["predict", "--model", str(model_file), "--src", str(src), "--out", str(out), "--top-k", "2"]) == 0
+        assert len(out.read_text().splitlines()) == 1 + 5
+    capsys.readouterr()
+    refusal = f"{store}: an unlabelled frame store (ingested with --unlabelled) cannot be used for"
+    in_process_error(capsys, ["data", "split", str(store)], refusal)
+    with pytest.raises(StoreError, match="cannot be used for the train split"):
+        open_training_data(str(store), TrainConfig(epochs=1, batch_size=2))
+    with pytest.raises(StoreError, match="cannot be used for the test split"):
+        evaluate(load_model(model_file), str(store), split="test", strategy="uniform", k=6)

@@ -148,7 +148,7 @@ def test_corrupt_record_is_a_data_error_naming_shard_and_record(tmp_path: Path) 
     data[3 * record_size + 100] ^= 0xFF  # a byte inside record 3's payload
     shard.write_bytes(bytes(data))
 
-    with pytest.raises(DataError, match=rf"{shard} record 3: corrupt record"):
+    with pytest.raises(DataError, match=rf"{shard} record 3 at byte offset {3 * record_size}: corrupt record"):
         list(read_tfrecords(shard))
     stats = ReadStats()
     assert len(list(read_tfrecords(shard, skip_invalid=True, stats=stats))) == 3

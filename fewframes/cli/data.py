@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--out", required=True, help="frame store folder to write (local or gs://)")
     ingest.add_argument("--num-classes", type=int, default=3862, help="label vocabulary size (default: 3862)")
     ingest.add_argument("--skip-invalid", action="store_true", help="skip and count invalid records instead of failing")
+    ingest.add_argument(
+        "--unlabelled", action="store_true",
+        help="the shards have no labels (the official test set): a store for predict, refused by training/evaluation",
+    )
+    ingest.add_argument("--allow-empty", action="store_true", help="accept shards without records (an error otherwise)")
     ingest.add_argument("--workers", type=int, default=1, help="parallel processes, one shard each (default: 1)")
     ingest.add_argument("--shard-size", type=int, metavar="FRAMES", help="frames per frame-store shard file (default: the store's)")
     ingest.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -148,6 +153,8 @@ def run_ingest(args: argparse.Namespace) -> int:
             workers=args.workers,
             shard_max_frames=args.shard_size,
             progress=not args.quiet,
+            labelled=not args.unlabelled,
+            allow_empty=args.allow_empty,
         )
     print(json.dumps(summary.to_dict()) if args.json else "\n".join(summary.lines()))
     return 0

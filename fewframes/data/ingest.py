@@ -41,6 +41,9 @@ class IngestSummary:
     invalid_skipped: int = 0
     truncated_shards: int = 0
     invalid_reasons: list[str] = field(default_factory=list)
+    duplicate_labels_dropped: int = 0
+    empty_shards: int = 0
+    labelled: bool = True
     stale_removed: list[str] = field(default_factory=list)  # temporaries of killed earlier runs, removed
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,6 +60,12 @@ class IngestSummary:
             f"bytes written  {self.bytes_written:,}",
             f"invalid skipped {self.invalid_skipped}" + (f" ({self.truncated_shards} shard(s) cut short by corruption)" if self.truncated_shards else ""),
         ]
+        if self.duplicate_labels_dropped:
+            out.append(f"duplicate labels dropped {self.duplicate_labels_dropped} (a label repeated within a video)")
+        if self.empty_shards:
+            out.append(f"empty shards   {self.empty_shards} (accepted: --allow-empty)")
+        if not self.labelled:
+            out.append("labels         none (--unlabelled: for predict, not for training or evaluation)")
         if self.stale_removed:
             out.append(f"removed {len(self.stale_removed)} temporary folder(s) left by a killed earlier run: "
                        + ", ".join(self.stale_removed))
@@ -74,12 +83,12 @@ class _ShardResult:
     label_counts: np.ndarray
 
 
-def _ingest_into(writer: Any, shard: str, *, num_classes: int, skip_invalid: bool) -> _ShardResult:
-    """Append the valid videos of one shard to ``writer``."""
+def _ingest_into(writer: Any, shard: str, *, num_classes: int, skip_invalid: bool, options: dict[str, bool]) -> _ShardResult:
+    """Append the valid videos of one shard to ``writer``; ``options``: ``labelled``, ``allow_empty``."""
     stats = ReadStats()
     label_counts = np.zeros(num_classes, dtype=np.int64)
     videos = frames = 0
-    for video in read_shard(shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats):
+    for video in read_shard(shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats, **options):
         try:
             writer.add(video.id, video.labels, video.rgb, video.audio)
         except DataError as exc:  # e.g. a video id seen in an earlier record
@@ -90,13 +99,28 @@ def _ingest_into(writer: Any, shard: str, *, num_classes: int, skip_invalid: boo
     return _ShardResult(stats, videos, frames, label_counts)
 
 
-def _ingest_shard_to_part(shard: str, part: str, num_classes: int, skip_invalid: bool, shard_max_frames: int | None) -> _ShardResult:
+def _ingest_shard_to_part(
+    shard: str, part: str, num_classes: int, skip_invalid: bool, shard_max_frames: int | None, options: dict[str, bool]
+) -> _ShardResult:
     """Worker: one TFRecord shard -> one part store (runs in a spawned process)."""
     from fewframes.data.store import FrameStoreWriter
 
     kwargs = {"shard_max_frames": shard_max_frames} if shard_max_frames else {}
-    with FrameStoreWriter(part, num_classes=num_classes, **kwargs) as writer:
-        return _ingest_into(writer, shard, num_classes=num_classes, skip_invalid=skip_invalid)
+    with FrameStoreWriter(part, num_classes=num_classes, extra_metadata=_extra(options), **kwargs) as writer:
+        return _ingest_into(writer, shard, num_classes=num_classes, skip_invalid=skip_invalid, options=options)
+
+
+def _extra(options: dict[str, bool]) -> dict[str, Any]:
+    """The store metadata an ingest records: an unlabelled store says so (training and evaluation refuse it)."""
+    return {} if options["labelled"] else {"labelled": False}
+
+
+def _check_kept(summary: IngestSummary, totals: ReadStats) -> None:
+    """An ingest that keeps no video is an error, never an empty store (e.g. --skip-invalid skipping all)."""
+    if summary.videos == 0:
+        why = f"all {totals.invalid} record(s) were invalid and skipped" if totals.invalid else "the shards hold no records"
+        first = f" (first: {totals.invalid_reasons[0]})" if totals.invalid_reasons else ""
+        raise DataError(f"--src: no video to ingest from {summary.shards} shard(s): {why}{first}")
 
 
 def _store_bytes(path: str) -> int:
@@ -121,11 +145,16 @@ def ingest(
     workers: int = 1,
     shard_max_frames: int | None = None,
     progress: bool = True,
+    labelled: bool = True,
+    allow_empty: bool = False,
 ) -> IngestSummary:
     """Ingest the TFRecord shards ``src`` (file, folder, glob; local or ``gs://``) into a frame store ``out``.
 
     Invalid records raise ``DataError`` naming the shard and record (nothing is written), or with
-    ``skip_invalid`` are skipped and counted. Returns an ``IngestSummary``.
+    ``skip_invalid`` are skipped and counted. Returns an ``IngestSummary``. ``labelled=False`` ingests an
+    unlabelled set (the official test partition): labels are not read and the store is marked unlabelled.
+    ``allow_empty`` accepts shards without records. An ingest that keeps no video at all is an error (and
+    writes nothing).
     """
     from tqdm import tqdm
 
@@ -149,23 +178,31 @@ def ingest(
         summary.frames += result.frames
         label_counts[:] += result.label_counts
 
+    options = {"labelled": labelled, "allow_empty": allow_empty}
     kwargs = {"shard_max_frames": shard_max_frames} if shard_max_frames else {}
     bar = tqdm(total=sum(sizes), desc="ingest", unit="B", unit_scale=True, disable=not progress)
     try:
         if workers == 1 or len(shards) == 1:
-            with FrameStoreWriter(out, num_classes=num_classes, **kwargs) as writer:
+            with FrameStoreWriter(out, num_classes=num_classes, extra_metadata=_extra(options), **kwargs) as writer:
                 for shard, size in zip(shards, sizes):
-                    account(_ingest_into(writer, shard, num_classes=num_classes, skip_invalid=skip_invalid))
+                    account(_ingest_into(writer, shard, num_classes=num_classes, skip_invalid=skip_invalid, options=options))
                     bar.update(size)
                     bar.set_postfix(videos=summary.videos)
+                _check_kept(summary, totals)  # inside the writer: an error here writes nothing
         else:
-            _ingest_parallel(shards, sizes, out, num_classes, skip_invalid, workers, shard_max_frames, account, bar, merge_stores)
+            _ingest_parallel(
+                shards, sizes, out, num_classes, skip_invalid, workers, shard_max_frames, account, bar, merge_stores,
+                options, lambda: _check_kept(summary, totals),
+            )
     finally:
         bar.close()
     summary.classes_seen = int(np.count_nonzero(label_counts))
     summary.invalid_skipped = totals.invalid
     summary.truncated_shards = totals.truncated_shards
     summary.invalid_reasons = totals.invalid_reasons
+    summary.duplicate_labels_dropped = totals.duplicate_labels
+    summary.empty_shards = totals.empty_shards
+    summary.labelled = labelled
     summary.bytes_written = _store_bytes(out)
     return summary
 
@@ -181,6 +218,8 @@ def _ingest_parallel(
     account: Any,
     bar: Any,
     merge_stores: Any,
+    options: dict[str, bool],
+    check_kept: Any,
 ) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -197,7 +236,7 @@ def _ingest_parallel(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
             futures = {
-                pool.submit(_ingest_shard_to_part, shard, part, num_classes, skip_invalid, shard_max_frames): size
+                pool.submit(_ingest_shard_to_part, shard, part, num_classes, skip_invalid, shard_max_frames, options): size
                 for shard, part, size in zip(shards, parts, sizes)
             }
             pending = set(futures)
@@ -211,6 +250,7 @@ def _ingest_parallel(
                         raise error
                     account(future.result())
                     bar.update(futures[future])
+        check_kept()
         merge_stores(out, parts)
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)

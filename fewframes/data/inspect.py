@@ -76,7 +76,7 @@ def inspect_path(path: str | os.PathLike[str], *, num_classes: int | None = None
     shards = list_shards(path)
     stats = ReadStats()
     lengths, labels = [], []
-    videos = read_tfrecords(path, num_classes=num_classes, skip_invalid=True, stats=stats)
+    videos = read_tfrecords(path, num_classes=num_classes, skip_invalid=True, stats=stats, allow_empty=True)
     for video in tqdm(videos, desc="inspect", unit="video", disable=not progress):
         lengths.append(video.num_frames)
         labels.append(video.labels)

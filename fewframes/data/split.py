@@ -106,7 +106,10 @@ def write_split(
     ``split.parquet`` in the store (atomically) and return a summary: videos per split, the size of the
     training subset for ``train_fraction``/``seed``, and the parameters."""
     store = _open(store_path)
+    store.require_labels("a training/validation/test split")
     test = None if test_store is None else _open(test_store)
+    if test is not None:
+        test.require_labels("the test split (evaluation needs labels)")
     if test is not None:
         overlap = set(store.video_ids) & set(test.video_ids)
         if overlap:
@@ -193,7 +196,9 @@ def load_split(
     ``FrameStore``). For ``train``, only the seeded subset of ``train_fraction`` (None: the recorded value,
     else 1.0). When the split was recorded with a separate test store, ``test`` indexes THAT store: use
     ``open_split`` to get the store to read them from."""
-    indices, _ = _split_indices(_open(store_path), split, train_fraction, seed)
+    store = _open(store_path)
+    store.require_labels(f"the {split} split (training and evaluation need labels)")
+    indices, _ = _split_indices(store, split, train_fraction, seed)
     return indices
 
 
@@ -202,8 +207,13 @@ def open_split(
 ) -> tuple[Any, np.ndarray]:
     """(FrameStore, indices) of ``split``: the store itself, or the separate test store when recorded."""
     store = _open(store_path)
+    store.require_labels(f"the {split} split (training and evaluation need labels)")
     indices, other = _split_indices(store, split, train_fraction, seed)
-    return (store if other is None else _open(other)), indices
+    if other is None:
+        return store, indices
+    test = _open(other)
+    test.require_labels(f"the {split} split (evaluation needs labels)")
+    return test, indices
 
 
 __all__ = [

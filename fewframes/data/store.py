@@ -410,6 +410,19 @@ class FrameStore:
         return f"FrameStore({self.path!r}, videos={len(self)}, classes={self.num_classes})"
 
     @property
+    def labelled(self) -> bool:
+        """False for a store ingested with ``--unlabelled`` (e.g. the official test set): predict only."""
+        return bool((self.metadata.get("extra") or {}).get("labelled", True))
+
+    def require_labels(self, purpose: str) -> None:
+        """Refuse, with one line, to use an unlabelled store for ``purpose`` (training, evaluation, a split)."""
+        if not self.labelled:
+            raise StoreError(
+                f"{self.path}: an unlabelled frame store (ingested with --unlabelled) cannot be used for {purpose}; "
+                "it is for predict"
+            )
+
+    @property
     def num_frames(self) -> int:
         """Frames in the store."""
         return int(self.lengths.sum())
@@ -544,7 +557,11 @@ def merge_stores(
     classes = {s.num_classes for s in opened}
     if len(classes) != 1:
         raise StoreError(f"{path}: parts disagree on num_classes ({sorted(classes)})")
-    writer = FrameStoreWriter(path, num_classes=classes.pop(), overwrite=overwrite)
+    labelled = {s.labelled for s in opened}
+    if len(labelled) != 1:
+        raise StoreError(f"{path}: some parts are labelled and some are not")
+    extra = {} if labelled.pop() else {"labelled": False}
+    writer = FrameStoreWriter(path, num_classes=classes.pop(), overwrite=overwrite, extra_metadata=extra)
     try:
         seen: dict[str, str] = {}
         tables = []

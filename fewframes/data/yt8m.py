@@ -14,11 +14,20 @@ file system always talks to googleapis.com, so with ``STORAGE_EMULATOR_HOST`` se
 as ``fewframes.fsio`` supports) ``gs://`` shards are listed, fetched and uploaded through ``fewframes.fsio``
 instead, each shard read from a local temp copy.
 
-Contract details chosen here (not in the issue):
-- An empty ``labels`` list is valid (the official test partition has no labels); a missing one is not.
+Contract details chosen here (not in the issue; the fault catalogue is docs/faults.md):
+- An empty ``labels`` list is valid; a missing one is an error unless the shards are read as unlabelled
+  (``labelled=False``, ``data ingest --unlabelled``: the official test partition has no labels), which
+  ignores any labels present. Labels repeated within a video are dropped (counted in
+  ``ReadStats.duplicate_labels``).
+- Video ids must be non-empty, valid UTF-8, printable and hold no whitespace or comma: they become the first
+  column of the submission CSV, and the official ids (4 characters of [A-Za-z0-9_-]) all qualify.
 - A corrupt record (CRC mismatch / truncation: TensorFlow's ``DataLossError``) ends what can be read of
   that shard, because the record framing after it cannot be trusted. With ``skip_invalid=True`` it counts
-  as one invalid record and the rest of that shard is skipped (``ReadStats.truncated_shards``).
+  as one invalid record and the rest of that shard is skipped (``ReadStats.truncated_shards``). Bytes after
+  the last whole record (a shard cut inside a record header, which TensorFlow reads as a clean end) are the
+  same fault, reported with their byte offset.
+- A shard with no records is an error unless ``allow_empty``.
+- Video-level records (context ``mean_rgb``/``mean_audio``) and frames stored as floats are named as such.
 """
 
 from __future__ import annotations
@@ -77,6 +86,7 @@ class Video:
     labels: np.ndarray  # int64[n_labels]
     rgb: np.ndarray  # uint8[n_frames, 1024]
     audio: np.ndarray  # uint8[n_frames, 128]
+    duplicate_labels: int = 0  # labels the record repeated, dropped (not part of equality)
 
     @property
     def num_frames(self) -> int:
@@ -102,6 +112,8 @@ class ReadStats:
     invalid: int = 0
     truncated_shards: int = 0
     invalid_reasons: list[str] = field(default_factory=list)
+    duplicate_labels: int = 0  # repeated labels dropped, over all videos
+    empty_shards: int = 0  # shards without a record (allowed with allow_empty)
 
     def merge(self, other: ReadStats) -> None:
         self.shards += other.shards
@@ -109,6 +121,8 @@ class ReadStats:
         self.invalid += other.invalid
         self.truncated_shards += other.truncated_shards
         self.invalid_reasons.extend(other.invalid_reasons)
+        self.duplicate_labels += other.duplicate_labels
+        self.empty_shards += other.empty_shards
 
 
 def serialize_video(video: Video) -> bytes:
@@ -207,10 +221,27 @@ def shard_size(shard: str) -> int:
     return int(_quiet_tensorflow().io.gfile.stat(shard).length)
 
 
+def check_video_id(video_id: str) -> str | None:
+    """Why ``video_id`` cannot be a video id (None when it can): empty, not printable (newline, NUL, ...),
+    whitespace or a comma (the submission CSV's separator), or bytes that were not UTF-8."""
+    if not video_id:
+        return "is empty"
+    if "\ufffd" in video_id:
+        return "is not valid UTF-8"
+    if not video_id.isprintable():
+        return "holds a character that is not printable (newline, tab, NUL, ...)"
+    if any(ch.isspace() for ch in video_id) or "," in video_id:
+        return "holds whitespace or a comma (the submission CSV's separators)"
+    return None
+
+
 def parse_video(
-    serialized: bytes, *, shard: str = "<bytes>", index: int = 0, num_classes: int | None = None
+    serialized: bytes, *, shard: str = "<bytes>", index: int = 0, num_classes: int | None = None, labelled: bool = True
 ) -> Video:
-    """Parse and validate one serialised SequenceExample; ``DataError`` names shard, record and field."""
+    """Parse and validate one serialised SequenceExample; ``DataError`` names shard, record and field.
+
+    ``labelled=False``: the record's labels, if any, are ignored (an unlabelled set such as the official test
+    partition); otherwise a missing ``labels`` feature is an error."""
     tf = _quiet_tensorflow()
     where = f"{shard} record {index}"
     try:
@@ -228,13 +259,30 @@ def parse_video(
         raise DataError(f"{where}: context 'id' must hold one bytes value, got {len(id_values)}")
     video_id = id_values[0].decode("utf-8", errors="replace")
     where = f"{shard} record {index} (video {video_id!r})"
-    if "labels" not in context:
-        raise DataError(f"{where}: missing context feature 'labels'")
-    labels = np.asarray(context["labels"].int64_list.value, dtype=np.int64)
-    if labels.size and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
-        bad = int(labels[(labels < 0) | (labels >= (num_classes or np.iinfo(np.int64).max))][0])
-        raise DataError(f"{where}: label {bad} out of range [0, {num_classes})")
+    bad_id = check_video_id(video_id)
+    if bad_id is not None:
+        raise DataError(f"{where}: video id {bad_id}")
+    duplicates = 0
+    if not labelled:
+        labels = np.zeros(0, dtype=np.int64)
+    elif "labels" not in context:
+        raise DataError(
+            f"{where}: missing context feature 'labels' (an unlabelled set such as the official test "
+            "partition? ingest it with --unlabelled)"
+        )
+    else:
+        raw = context["labels"].int64_list.value
+        labels = np.asarray(list(dict.fromkeys(raw)), dtype=np.int64)  # first occurrence of each, in order
+        duplicates = len(raw) - labels.size
+        if labels.size and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
+            bad = int(labels[(labels < 0) | (labels >= (num_classes or np.iinfo(np.int64).max))][0])
+            raise DataError(f"{where}: label {bad} out of range [0, {num_classes})")
     lists = example.feature_lists.feature_list
+    if ("rgb" not in lists or "audio" not in lists) and any(k in context for k in ("mean_rgb", "mean_audio")):
+        raise DataError(
+            f"{where}: video-level data (context 'mean_rgb'/'mean_audio', no per-frame lists); fewframes reads "
+            "the frame-level shards (the 'frame' partitions of YouTube-8M)"
+        )
     frames = {}
     for name, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
         if name not in lists:
@@ -242,6 +290,11 @@ def parse_video(
         rows = lists[name].feature
         for position, row in enumerate(rows):
             values = row.bytes_list.value
+            if not values and len(row.float_list.value):
+                raise DataError(
+                    f"{where}: '{name}' frame {position} holds {len(row.float_list.value)} float values; "
+                    f"fewframes reads uint8-quantised frames (one {width}-byte string per frame), not float features"
+                )
             if len(values) != 1 or len(values[0]) != width:
                 size = len(values[0]) if len(values) == 1 else f"{len(values)} values"
                 raise DataError(f"{where}: '{name}' frame {position} has {size} bytes, expected {width}")
@@ -251,7 +304,7 @@ def parse_video(
         raise DataError(f"{where}: 'rgb' has {n_rgb} frames but 'audio' has {n_audio}")
     if not 1 <= n_rgb <= MAX_FRAMES:
         raise DataError(f"{where}: {n_rgb} frames, expected 1 to {MAX_FRAMES}")
-    return Video(id=video_id, labels=labels, rgb=frames["rgb"], audio=frames["audio"])
+    return Video(id=video_id, labels=labels, rgb=frames["rgb"], audio=frames["audio"], duplicate_labels=duplicates)
 
 
 def read_shard(
@@ -260,8 +313,11 @@ def read_shard(
     num_classes: int | None = None,
     skip_invalid: bool = False,
     stats: ReadStats | None = None,
+    labelled: bool = True,
+    allow_empty: bool = False,
 ) -> Iterator[Video]:
     """Yield the validated videos of one shard (see ``read_tfrecords``)."""
+    options = dict(labelled=labelled, allow_empty=allow_empty)
     if _via_fsio(shard):
         staging = tempfile.mkdtemp(prefix="fewframes-tfrecord-")
         try:
@@ -269,15 +325,22 @@ def read_shard(
             if not fsio.exists(shard):
                 raise DataError(f"{shard}: no such TFRecord shard")
             fsio.download_file(shard, local)
-            yield from _read_local_shard(local, shard, num_classes, skip_invalid, stats)
+            yield from _read_local_shard(local, shard, num_classes, skip_invalid, stats, **options)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return
-    yield from _read_local_shard(shard, shard, num_classes, skip_invalid, stats)
+    yield from _read_local_shard(shard, shard, num_classes, skip_invalid, stats, **options)
 
 
 def _read_local_shard(
-    source: str, shard: str, num_classes: int | None, skip_invalid: bool, stats: ReadStats | None
+    source: str,
+    shard: str,
+    num_classes: int | None,
+    skip_invalid: bool,
+    stats: ReadStats | None,
+    *,
+    labelled: bool = True,
+    allow_empty: bool = False,
 ) -> Iterator[Video]:
     """Read ``source`` with TensorFlow; messages name ``shard`` (the user's path)."""
     tf = _quiet_tensorflow()
@@ -285,23 +348,43 @@ def _read_local_shard(
     stats.shards += 1
     if not tf.io.gfile.exists(source):
         raise DataError(f"{shard}: no such TFRecord shard")
+    size = int(tf.io.gfile.stat(source).length)
+    if size == 0 and not allow_empty:
+        raise DataError(f"{shard}: empty TFRecord shard (0 bytes, no records); pass --allow-empty to accept it")
     iterator = iter(tf.data.TFRecordDataset(source, buffer_size=8 << 20))
     index = 0
+    offset = 0  # byte offset of record `index`: each record is length (8) + CRC (4) + data + CRC (4)
+
+    def cut_short(reason: str) -> None:
+        if not skip_invalid:
+            raise DataError(reason)
+        stats.invalid += 1
+        stats.truncated_shards += 1
+        stats.invalid_reasons.append(reason)
+
     while True:
         try:
             serialized = next(iterator).numpy()
         except StopIteration:
+            if offset != size:  # TensorFlow ends quietly at a header cut short: the file is not whole
+                cut_short(
+                    f"{shard}: {size - offset} byte(s) at offset {offset} (after record {index - 1}) are not a "
+                    f"whole record; the shard is cut short or damaged"
+                )
+            elif index == 0 and not allow_empty:
+                raise DataError(f"{shard}: empty TFRecord shard (no records); pass --allow-empty to accept it")
+            if index == 0:
+                stats.empty_shards += 1
             return
         except tf.errors.DataLossError as exc:
-            reason = f"{shard} record {index}: corrupt record ({_first_line(exc)}); rest of the shard unreadable"
-            if not skip_invalid:
-                raise DataError(reason) from None
-            stats.invalid += 1
-            stats.truncated_shards += 1
-            stats.invalid_reasons.append(reason)
+            cut_short(
+                f"{shard} record {index} at byte offset {offset}: corrupt record ({_first_line(exc)}); "
+                "rest of the shard unreadable"
+            )
             return
+        offset += len(serialized) + 16
         try:
-            video = parse_video(serialized, shard=shard, index=index, num_classes=num_classes)
+            video = parse_video(serialized, shard=shard, index=index, num_classes=num_classes, labelled=labelled)
         except DataError as exc:
             if not skip_invalid:
                 raise
@@ -309,6 +392,7 @@ def _read_local_shard(
             stats.invalid_reasons.append(str(exc))
         else:
             stats.records += 1
+            stats.duplicate_labels += video.duplicate_labels
             yield video
         index += 1
 
@@ -319,6 +403,8 @@ def read_tfrecords(
     num_classes: int | None = None,
     skip_invalid: bool = False,
     stats: ReadStats | None = None,
+    labelled: bool = True,
+    allow_empty: bool = False,
 ) -> Iterator[Video]:
     """Yield every video of the shards ``path_or_glob`` names (file, directory, glob; local or ``gs://``).
 
@@ -327,7 +413,9 @@ def read_tfrecords(
     shard and record index, or with ``skip_invalid`` is skipped and counted in ``stats``.
     """
     for shard in list_shards(path_or_glob):
-        yield from read_shard(shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats)
+        yield from read_shard(
+            shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats, labelled=labelled, allow_empty=allow_empty
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -344,6 +432,7 @@ __all__ = [
     "QUANT_MIN",
     "ReadStats",
     "Video",
+    "check_video_id",
     "dequantize",
     "list_shards",
     "parse_video",
