@@ -133,6 +133,10 @@ class TrainConfig(_DictMixin):
     # validation GAP above the best so far + min_delta; `epochs` is the maximum. 0 = off (always `epochs`).
     patience: int = 0
     min_delta: float = 0.0
+    # Serial students: the frozen teacher's E_T and logits computed once and cached beside the teacher file
+    # (fewframes.training.teacher_cache) instead of a teacher forward on all frames every batch. Same losses
+    # up to float rounding; False = the live teacher (L_rep^I always uses the live teacher).
+    cache_teacher_outputs: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

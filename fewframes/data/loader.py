@@ -5,7 +5,9 @@
   of the same videos) reads the union of the views' frames once and slices both views from it.
 - ``Batch.frames`` stay uint8 (dequantised on the device, in the model: 4x less host->device traffic).
 - ``random`` selection draws from ``numpy.random.default_rng([seed, epoch, video_index, view])``: the same
-  frames for the same (seed, epoch, video), whichever worker, rank or resume point reads it.
+  frames for the same (seed, epoch, video), whichever worker, rank or resume point reads it. ``view`` is the
+  view's place in a paired loader (teacher 0, student 1); ``make_loader(..., rng_view=1)`` reads a student
+  view alone with the draws a paired loader's student view gets (training from cached teacher outputs).
 - Order: a pure function of (seed, epoch) (``numpy.random.default_rng([seed, epoch]).permutation``).
   Under DDP (``rank``/``world_size``) the permutation is padded by wrapping (as torch's
   DistributedSampler does; ``drop_last`` truncates instead) and global batch g is the contiguous chunk
@@ -113,6 +115,7 @@ class FrameDataset(Dataset):
         *,
         epoch: int = 0,
         views: Sequence[tuple[str, int | None]] | None = None,
+        rng_view: int = 0,
     ) -> None:
         self.store = _as_store(store)
         self.indices = np.asarray(indices, dtype=np.int64).ravel()
@@ -127,6 +130,7 @@ class FrameDataset(Dataset):
         self.seed = int(seed)
         self.epoch = int(epoch)
         self.max_frames = int(max_frames)
+        self.rng_view = int(rng_view)  # added to each view's number in the random selection's seed
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the ``random`` strategy's draws."""
@@ -141,7 +145,8 @@ class FrameDataset(Dataset):
         length = min(int(self.store.lengths[index]), self.max_frames)
         out = []
         for view_number, (strategy, k) in enumerate(self.views):
-            rng = np.random.default_rng([self.seed, self.epoch, index, view_number]) if strategy == "random" else None
+            rng = (np.random.default_rng([self.seed, self.epoch, index, self.rng_view + view_number])
+                   if strategy == "random" else None)
             out.append(select_frames(strategy, length, k, rng))
         return out
 
@@ -328,10 +333,12 @@ def make_loader(
     pin_memory: bool = False,
     max_frames: int = MAX_FRAMES,
     prefetch_factor: int | None = None,
+    rng_view: int = 0,
 ) -> DataLoader:
     """A DataLoader of ``Batch`` for videos ``indices`` of ``store`` (a ``FrameStore`` or its path), each
-    video read through frame selection ``strategy`` with ``k`` frames (k is ignored for ``all``)."""
-    dataset = FrameDataset(store, indices, strategy, k, seed, max_frames, epoch=epoch)
+    video read through frame selection ``strategy`` with ``k`` frames (k is ignored for ``all``).
+    ``rng_view=1``: the ``random`` selection draws what a paired loader's student view draws."""
+    dataset = FrameDataset(store, indices, strategy, k, seed, max_frames, epoch=epoch, rng_view=rng_view)
     return _loader(
         dataset,
         batch_size=batch_size,

@@ -35,7 +35,7 @@ import copy
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
@@ -54,8 +54,14 @@ from fewframes.training.loop import (
     seed_everything,
     seed_training_stream,
 )
-from fewframes.training.objectives import CrossEntropyObjective, ParallelObjective, SerialDistillObjective
+from fewframes.training.objectives import (
+    CachedTeacherDistillObjective,
+    CrossEntropyObjective,
+    ParallelObjective,
+    SerialDistillObjective,
+)
 from fewframes.training.results import ParallelResult, TrainResult, load_model
+from fewframes.training.teacher_cache import teacher_outputs
 
 # TrainConfig fields that do not change what a run computes, so a resume may change them.
 _NOT_IN_SIGNATURE = ("num_workers", "device", "checkpoint_every_steps")
@@ -271,11 +277,30 @@ def train_student(
         k, strategy = student_config.k, student_config.frame_selection
         role = Role("student", student, student_config_model, student_config, strategy, k)
 
+        # Final matching reads the teacher's E_T and logits from a cache computed once (teacher_cache), built
+        # when the distillation stage starts (a finished run never builds it); L_rep^I needs the live teacher.
+        cached = train_config.cache_teacher_outputs and student_config.matching == "final"
+
+        def distill_stage(variant: str, epochs: int, trainable: list[nn.Parameter],
+                          before: Callable[[], None] | None = None) -> Stage:
+            if not cached:
+                objective = SerialDistillObjective(student, copy.deepcopy(teacher_model), student_config, variant)
+                return Stage(variant, epochs, objective, trainable, strategy, k, paired=True, before_stage=before)
+            cached_objective = CachedTeacherDistillObjective(student, None, student_config, variant)
+
+            def load_outputs() -> None:
+                if before is not None:
+                    before()
+                if cached_objective.outputs is None:
+                    cached_objective.outputs = teacher_outputs(teacher_model, teacher_source, data, train_config, ctx)
+
+            return Stage(variant, epochs, cached_objective, trainable, strategy, k, before_stage=load_outputs,
+                         rng_view=1)
+
         if student_config.loss in CONTROL_LOSSES:  # the warm-start control: L_CE alone, no teacher outputs
             stages = [Stage("ce", train_config.epochs, CrossEntropyObjective(student), list(student.parameters()),
-                            strategy, k)]
+                            strategy, k, rng_view=1)]
         elif student_config.loss == "rep":
-            frozen_teacher = copy.deepcopy(teacher_model)
             stage1_epochs = student_config.rep_stage_epochs or max(1, train_config.epochs // 2)
             stage2_epochs = train_config.epochs - stage1_epochs
             if stage2_epochs < 1:
@@ -291,25 +316,22 @@ def train_student(
                 student.classifier.requires_grad_(True)
 
             stages = [
-                Stage("rep", stage1_epochs, SerialDistillObjective(student, frozen_teacher, student_config, "rep"),
-                      list(student.encoder.parameters()), strategy, k, paired=True, before_stage=freeze_classifier),
+                distill_stage("rep", stage1_epochs, list(student.encoder.parameters()), freeze_classifier),
                 Stage("ce", stage2_epochs, CrossEntropyObjective(student), list(student.parameters()),
                       strategy, k, before_stage=unfreeze_classifier),
             ]
         else:
-            frozen_teacher = copy.deepcopy(teacher_model)
-            stages = [
-                Stage(student_config.loss, train_config.epochs,
-                      SerialDistillObjective(student, frozen_teacher, student_config, student_config.loss),
-                      list(student.parameters()), strategy, k, paired=True),
-            ]
+            stages = [distill_stage(student_config.loss, train_config.epochs, list(student.parameters()))]
         run = Run(
             kind="serial", out_dir=_out(out_dir, ctx), roles=[role], stages=stages, data=data,
             train_config=train_config, ctx=ctx, tracker=tracker, progress=progress,
             signature=_signature("serial", ctx, model_config=teacher_config, student_config=student_config,
                                  train_config=train_config, teacher=teacher_source),
             params=_common_params(train_config, teacher_config, teacher_run_id=teacher_run_id,
-                                  block_length=student_config_model.block_length, **_student_params(student_config)),
+                                  block_length=student_config_model.block_length,
+                                  teacher_outputs=None if student_config.loss in CONTROL_LOSSES
+                                  else ("cache" if cached else "live"),
+                                  **_student_params(student_config)),
         )
         return _run_training(run, out_dir)["student"]
     finally:

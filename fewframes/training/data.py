@@ -77,9 +77,11 @@ def train_batches(
     paired: bool,
     epoch: int,
     skip_batches: int,
+    rng_view: int = 0,
 ) -> tuple[Iterator[tuple[Any, ...]], int]:
     """This epoch's training batches from ``skip_batches`` on, each as the objective's argument tuple, on
-    the device; and the number of batches in the whole epoch."""
+    the device; and the number of batches in the whole epoch. ``rng_view=1`` (unpaired only): the frames a
+    paired loader's student view reads (see ``fewframes.data.loader``)."""
     from fewframes.data.loader import make_loader, make_paired_loader
 
     common = dict(
@@ -93,7 +95,7 @@ def train_batches(
     if paired:
         loader = make_paired_loader(data.store, data.train_indices, strategy=strategy, k=k, **common)
     else:
-        loader = make_loader(data.store, data.train_indices, strategy=strategy, k=k, **common)
+        loader = make_loader(data.store, data.train_indices, strategy=strategy, k=k, rng_view=rng_view, **common)
     total = skip_batches + len(loader)
     device = ctx.device
 

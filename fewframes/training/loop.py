@@ -75,6 +75,9 @@ class Stage:
     paired: bool = False  # batches are (teacher_batch, student_batch) of the same videos
     find_unused_parameters: bool = False
     before_stage: Callable[[], None] | None = None  # e.g. unfreeze the classifier for stage 2
+    # Unpaired batches only: 1 reads the frames a paired loader's student view reads (random selection's
+    # draws), so a student trained from cached teacher outputs sees exactly the live-teacher student's frames.
+    rng_view: int = 0
 
 
 @dataclass
@@ -393,7 +396,8 @@ def _train_epoch(
     loss_count = float(position["loss_count"]) if skip else 0.0
     global_step = int(position["global_step"])
     batches, total = train_batches(
-        run.data, config, ctx, strategy=stage.strategy, k=stage.k, paired=stage.paired, epoch=epoch, skip_batches=skip
+        run.data, config, ctx, strategy=stage.strategy, k=stage.k, paired=stage.paired, epoch=epoch, skip_batches=skip,
+        rng_view=stage.rng_view,
     )
     wrapped.train()
     bar = tqdm(

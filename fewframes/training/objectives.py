@@ -72,6 +72,33 @@ class SerialDistillObjective(nn.Module):
         )
 
 
+class CachedTeacherDistillObjective(nn.Module):
+    """``SerialDistillObjective`` with the frozen teacher's outputs looked up in a ``TeacherOutputs`` cache
+    by the batch's store indices instead of computed: unpaired student batches, final matching only."""
+
+    def __init__(self, student: nn.Module, outputs: Any, student_config: StudentConfig, variant: str) -> None:
+        super().__init__()
+        if student_config.matching != "final":
+            raise ValueError("cached teacher outputs hold no intermediate representations (matching='final' only)")
+        self.student = student
+        self.outputs = outputs  # fewframes.training.teacher_cache.TeacherOutputs (tensors on the CPU)
+        self.student_config = student_config
+        self.variant = variant
+
+    def forward(self, student_batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        teacher_out = self.outputs.lookup(student_batch.indices, student_batch.frames.device)
+        student_out = self.student(student_batch.frames, student_batch.mask)
+        return distillation_loss(
+            self.variant,
+            student_out,
+            teacher_out,
+            student_batch.labels,
+            self.student_config,
+            student_positions=_positions(student_batch),
+            student_mask=student_batch.mask,
+        )
+
+
 class ParallelObjective(nn.Module):
     """Teacher and student trained together; one optimizer step updates both.
 
@@ -107,4 +134,4 @@ class ParallelObjective(nn.Module):
         return teacher_ce + student_loss, parts
 
 
-__all__ = ["CrossEntropyObjective", "ParallelObjective", "SerialDistillObjective"]
+__all__ = ["CachedTeacherDistillObjective", "CrossEntropyObjective", "ParallelObjective", "SerialDistillObjective"]
