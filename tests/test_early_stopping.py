@@ -1,8 +1,9 @@
 """Early stopping (``TrainConfig.patience``, ``min_delta``): one rule for teachers, serial students, parallel
 pairs and baselines. Real frame store, real models, CPU.
 
-A plateau is made exact with ``learning_rate=0``: Adam's step is lr times its direction, so the weights never
-move and every epoch's validation GAP is the first one's (dropout only acts in training).
+A plateau is made exact with a learning rate of 1e-30 (0 is refused): Adam's step is lr times a direction of
+size about 1, far below float32's resolution of the weights, so they never move and every epoch's validation
+GAP is the first one's (dropout only acts in training).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from training_helpers import SMALL_BATCH, SMALL_VIDEOS, build_tiny_store, tiny_m
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_store(tmp_path_factory.mktemp("early") / "store", videos=SMALL_VIDEOS)
+
+
+STILL = 1e-30  # a learning rate whose steps do not change any weight
 
 
 def config(**changes: object) -> TrainConfig:
@@ -50,7 +54,7 @@ def test_patience_and_min_delta_are_checked() -> None:
 
 
 def test_teacher_stops_after_patience_epochs_on_a_plateau(store: Path, tmp_path: Path) -> None:
-    result = train_teacher(store, tiny_model_config(), config(epochs=6, patience=2, learning_rate=0.0),
+    result = train_teacher(store, tiny_model_config(), config(epochs=6, patience=2, learning_rate=STILL),
                            out_dir=tmp_path, progress=False)
     gaps = [record["val_gap"] for record in result.history]
     assert len(gaps) == 3 and len(set(gaps)) == 1  # epoch 1 sets the best, epochs 2 and 3 do not beat it
@@ -97,7 +101,7 @@ def test_two_stage_student_stops_each_stage_and_the_last_stage_gets_the_epochs_l
                             progress=False)
     result = train_student(
         store, teacher.model_path, StudentConfig(k=6, loss="rep", rep_stage_epochs=3),
-        config(epochs=6, patience=1, learning_rate=0.0), out_dir=tmp_path / "student", progress=False,
+        config(epochs=6, patience=1, learning_rate=STILL), out_dir=tmp_path / "student", progress=False,
     )
     # Stage 1 (max 3) stops after 2 epochs; stage 2 may use the 4 left of 6, stops after 1.
     assert [record["stage"] for record in result.history] == ["rep", "rep", "ce"]
@@ -110,7 +114,7 @@ def test_two_stage_student_stops_each_stage_and_the_last_stage_gets_the_epochs_l
 
 def test_parallel_stops_when_neither_model_improves(store: Path, tmp_path: Path) -> None:
     result = train_parallel(store, tiny_model_config(), StudentConfig(k=6), config(epochs=5, patience=1,
-                            learning_rate=0.0), out_dir=tmp_path, progress=False)
+                            learning_rate=STILL), out_dir=tmp_path, progress=False)
     assert result.teacher.epochs_run == result.student.epochs_run == 2
     assert result.teacher.stopped_early and result.student.stopped_early
     assert result.teacher.best_epoch == result.student.best_epoch == 1

@@ -79,8 +79,9 @@ def test_warm_start_control_starts_from_the_teacher_classifier_and_trains_with_c
     teacher, store: Path, tmp_path: Path
 ) -> None:
     control = StudentConfig(k=6, loss="ce")
-    # With a zero learning rate nothing moves, so the saved student shows where it started.
-    start = train_student(store, teacher.model_path, control, tiny_train_config(epochs=1, learning_rate=0.0),
+    # With a learning rate of 1e-30 nothing moves (steps far below float32's resolution of the weights), so the
+    # saved student shows where it started.
+    start = train_student(store, teacher.model_path, control, tiny_train_config(epochs=1, learning_rate=1e-30),
                           out_dir=tmp_path / "start", progress=False)
     start_weights = torch.load(start.model_path, weights_only=True)["state_dict"]
     for name, value in teacher.model.classifier.state_dict().items():
