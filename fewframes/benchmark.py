@@ -51,7 +51,6 @@ all of a video's frames (a teacher). Frame selection for benchmarking uses a fix
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import platform
 import time

@@ -314,3 +314,24 @@ def test_benchmark_rows_carry_the_family_and_both_flop_counts(trained_teacher, s
     assert by_name["student"]["gflops_counted"] == pytest.approx(model_flops(student.config, 6) / 1e9, rel=1e-9)
     assert by_name["student"]["gflops_per_video"] == pytest.approx(by_name["student"]["gflops_counted"], rel=1e-9)
     assert by_name["teacher"]["gflops_counted"] >= by_name["teacher"]["gflops_per_video"] * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_autocast_runs_close_to_fp32(family: str) -> None:
+    """CPU autocast is how the mixed-precision path is tested here; the CUDA run below needs a GPU."""
+    model = build_model(family_config(family, classifier="moe")).eval()
+    frames, mask = random_frames(2, 25), right_padded_mask([25, 9], 25)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(frames, mask, return_intermediate=True)
+    assert torch.isfinite(out.logits.float()).all()
+    torch.testing.assert_close(out.logits.float(), model(frames, mask).logits, atol=0.1, rtol=0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cuda_forward_matches_cpu(family: str) -> None:
+    model = build_model(family_config(family, classifier="moe")).eval()
+    frames, mask = random_frames(2, 25), right_padded_mask([25, 9], 25)
+    expected = model(frames, mask).logits
+    on_gpu = model.to("cuda")(frames.cuda(), mask.cuda()).logits.cpu()
+    torch.testing.assert_close(on_gpu, expected, atol=1e-3, rtol=1e-3)
