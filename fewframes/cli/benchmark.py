@@ -12,6 +12,7 @@ from fewframes.errors import BenchmarkError
 
 COLUMNS = (
     ("name", "model", "{}"),
+    ("family", "family", "{}"),
     ("k", "k", "{}"),
     ("params", "params", "{:,}"),
     ("gflops_per_video", "GFLOPs/video", "{:.4f}"),
