@@ -256,13 +256,15 @@ def test_teacher_trains_evaluates_and_learns(trained_teacher, store: Path) -> No
     assert result["gap"] == pytest.approx(trained_teacher.best_val_gap, abs=1e-6)
 
 
-def test_serial_student_with_intermediate_matching(trained_teacher, store: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("matching", ["final", "intermediate"])
+def test_serial_student(trained_teacher, store: Path, tmp_path: Path, matching: str) -> None:
     family = trained_teacher.model_config.family
-    config = StudentConfig(k=6, loss="rep_pred_ce", matching="intermediate")
+    config = StudentConfig(k=6, loss="rep_pred_ce", matching=matching)
     result = train_student(store, trained_teacher.model_path, config, tiny_train_config(epochs=2), out_dir=tmp_path,
                            progress=False)
     assert_trained(result, family)
-    assert all(r["train_rep_intermediate"] > 0 and r["train_rep"] > 0 for r in result.history)
+    assert all(r["train_rep"] > 0 and r["train_pred"] >= 0 for r in result.history)
+    assert all((r.get("train_rep_intermediate", 0) > 0) == (matching == "intermediate") for r in result.history)
     assert load_model(result.model_path).student_config.k == 6
 
 
