@@ -14,7 +14,7 @@ from torch import Tensor
 
 from fewframes.config import DISTILL_LOSSES, StudentConfig
 from fewframes.errors import ModelError
-from fewframes.models.hierarchical import ModelOutput
+from fewframes.models.base import ModelOutput
 
 
 def _check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
@@ -55,7 +55,10 @@ def intermediate_rep_loss(
     in order from 0, so slot t holds frame t). Student slots with position -1 (padding), False in
     ``student_mask``, or whose frame the teacher did not see are left out.
 
-    The two vectors come from different block contexts: the teacher's is its LSTM state after the frames
+    For the VLAD families (``netvlad``, ``nextvlad``) a frame's vector is its soft assignment to the clusters,
+    a function of that frame alone, so teacher and student vectors at the same frame are directly comparable.
+
+    For the hierarchical model the two vectors come from different block contexts: the teacher's is its LSTM state after the frames
     of a block of ``l_T`` (20) CONSECUTIVE frames up to p; the student's after the earlier frames of its
     block of ``l_S`` (3 or 5) SPARSE frames up to p. Matching asks the student to summarise its sparse
     context the way the teacher summarises the dense one.
