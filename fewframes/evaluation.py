@@ -341,19 +341,31 @@ def _int_lists(rows: list[np.ndarray]) -> pa.Array:
 
 def predictions_table(result: EvaluationResult) -> pa.Table:
     """video_id, classes (top_k, by descending score), scores, labels: one row per evaluated video."""
-    order = np.argsort(-result.top_scores, axis=1, kind="stable")
-    classes = np.take_along_axis(result.top_classes, order, axis=1).astype(np.int32)
-    scores = np.take_along_axis(result.top_scores, order, axis=1).astype(np.float32)
-    rows = len(result.video_ids)
+    return predictions_of(result.video_ids, result.top_classes, result.top_scores, result.video_labels)
+
+
+def predictions_of(video_ids: list[str], top_classes: np.ndarray, top_scores: np.ndarray,
+                   video_labels: list[np.ndarray]) -> pa.Table:
+    """The ``predictions.parquet`` table of videos' kept top-k pairs (any order within a row) and label ids."""
+    top_classes, top_scores = np.asarray(top_classes), np.asarray(top_scores)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    classes = np.take_along_axis(top_classes, order, axis=1).astype(np.int32)
+    scores = np.take_along_axis(top_scores, order, axis=1).astype(np.float32)
+    rows = len(video_ids)
     offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * (classes.shape[1] if rows else 0))
     return pa.table(
         {
-            "video_id": pa.array(result.video_ids, type=pa.string()),
+            "video_id": pa.array(video_ids, type=pa.string()),
             "classes": pa.ListArray.from_arrays(offsets, pa.array(classes.reshape(-1), type=pa.int32())),
             "scores": pa.ListArray.from_arrays(offsets, pa.array(scores.reshape(-1), type=pa.float32())),
-            "labels": _int_lists(result.video_labels),
+            "labels": _int_lists([np.asarray(v, dtype=np.int32) for v in video_labels]),
         }
     )
+
+
+def write_predictions(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write a ``predictions_of`` table atomically."""
+    _write_parquet_atomic(Path(path), table)
 
 
 def read_predictions(path: str | os.PathLike[str]) -> Any:
@@ -513,6 +525,8 @@ __all__ = [
     "evaluate_batches",
     "plot_encoding_tsne",
     "read_encodings",
+    "predictions_of",
     "read_predictions",
+    "write_predictions",
     "write_evaluation",
 ]

@@ -365,11 +365,15 @@ def combine(verdicts: Sequence[str]) -> str:
     return HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
 
 
-def judge(intervals: Sequence[Interval], *, kind: str = GREATER, margin: float = 0.0) -> tuple[str, list[str]]:
+def judge(intervals: Sequence[Interval | None], *, kind: str = GREATER, margin: float = 0.0) -> tuple[str, list[str]]:
     """(claim verdict, part verdicts) of a claim whose parts are ``intervals`` (``VERDICT_RULE``: "does not
-    hold" with a Bonferroni interval at level 1 - (1 - level) / parts)."""
+    hold" with a Bonferroni interval at level 1 - (1 - level) / parts). A part without an interval (None:
+    nothing to resample) is inconclusive."""
     parts = []
     for interval in intervals:
+        if interval is None:
+            parts.append(INCONCLUSIVE)
+            continue
         wide = interval.at_level(1.0 - (1.0 - interval.level) / len(intervals)) if len(intervals) > 1 else None
         parts.append(verdict(interval.low, interval.high, kind=kind, margin=margin, refute=wide))
     return combine(parts), parts

@@ -9,18 +9,26 @@ import statistics
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 from fewframes.cli import main
+from fewframes.evaluation import PREDICTIONS_FILE, predictions_of, read_predictions, write_predictions
 from fewframes.report import (
+    CLAIM_ORDER,
     FAILS,
     HOLDS,
+    INCONCLUSIVE,
     NOT_MEASURED,
     Grid,
+    Intervals,
     build_report,
-    claim_intermediate,
+    claim_distillation_beats_warm_start,
+    claim_k30_close,
     claim_margin_grows,
     claim_serial_parallel,
+    claim_students_beat_uniform,
+    claim_teacher_skyline,
     claim_uniform_best,
     fmt_config,
     pareto_front,
@@ -29,8 +37,6 @@ from fewframes.report import (
 from fewframes.runs import TAG_STEP, compare_rows, local_tracking_uri
 
 PNG = b"\x89PNG\r\n\x1a\n"
-CLAIM_KEYS = ["uniform_best_baseline", "students_beat_uniform", "k30_within_tolerance", "serial_vs_parallel",
-              "intermediate_no_gain", "margin_grows"]
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +56,35 @@ def test_report_files_tables_and_figures(rebuilt):
     out, summary = rebuilt
     for name in ("report.md", "report.html", "summary.json"):
         assert (out / name).stat().st_size > 0
-    assert summary["figures"] == ["gap_vs_k.png", "pareto.png", "figure2_val_gap_per_epoch.png", "figure3_tsne.png"]
+    assert summary["figures"] == ["gap_vs_k.png", "learning_curves.png", "pareto.png", "figure2_val_gap_per_epoch.png",
+                                  "figure3_tsne.png"]
     for name in summary["figures"]:
         assert (out / name).read_bytes()[:8] == PNG
     titles = [t["title"] for t in summary["tables"]]
-    assert [t.split(":")[0] for t in titles] == ["Table 1 (GAP)", "Table 1 (mAP)", "Table 2", "Table 3", "Table 4",
-                                                "All evaluated models"]
+    paper = [t.split(":")[0] for t in titles if t.startswith("Table")]
+    assert paper == ["Table 1 (GAP)", "Table 1 (mAP)", "Table 2", "Table 3", "Table 4"]
+    assert titles[-1] == "All evaluated models" and any(t.startswith("Every configuration") for t in titles)
     markdown, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     for title in titles:
         assert f"**{title}**" in markdown
     for name in summary["figures"]:
         assert f"]({name})" in markdown  # beside report.md
+    assert "base64" not in markdown
     assert page.count("src='data:image/png;base64,") == len(summary["figures"])  # embedded for the KFP UI
-    assert [c["key"] for c in summary["claims"]] == CLAIM_KEYS
+    assert [c["key"] for c in summary["claims"]] == list(CLAIM_ORDER)
     for claim in summary["claims"]:
-        assert f"| {claim['claim']} | **{claim['verdict']}** |" in markdown
+        if claim["verdict"] == NOT_MEASURED:
+            assert f"- `{claim['key']}` — {claim['claim']}: " in markdown
+        else:
+            assert f"| `{claim['key']}` | {claim['claim']} | **{claim['verdict']}** |" in markdown
     # Figure 2: the serial teacher and student histories came back from MLflow (no parallel run in tiny).
     assert summary["figure2_losses"] == ["rep_pred_ce"]
+    assert "This run has no parallel student" in markdown
     assert summary["tsne"]["videos"] >= 3 and -1.0 <= summary["tsne"]["mean_cosine"] <= 1.0
+    # Learning curves: every trained model of the run (all but teacher-on-k controls, which train nothing).
+    drawn = sorted(key for keys in summary["learning_curves"].values() for key in keys)
+    trained = sorted(key for c in summary["configurations"] if c["control"] != "teacher_on_k" for key in c["model_keys"])
+    assert drawn == trained
 
 
 def _cell(values: list[float]) -> str:
@@ -99,14 +116,25 @@ def test_report_numbers_and_verdicts_match_mlflow(tiny_run: Path, rebuilt):
     table_map = next(t for t in summary["tables"] if t["title"].startswith("Table 1 (mAP)"))
     assert {row[0]: row[1:] for row in table_map["rows"]}["Teacher-Skyline"][0] == f"{teacher['map']:.4f}"
 
-    verdicts = {c["key"]: c["verdict"] for c in summary["claims"]}
+    claims = {c["key"]: c for c in summary["claims"]}
     mean = {k: statistics.fmean(v) for k, v in students.items()}
-    beats = all(mean[k] > statistics.fmean(uniform[k]) for k in ks)
-    assert verdicts["students_beat_uniform"] == (HOLDS if beats else FAILS)
-    assert verdicts["k30_within_tolerance"] == (HOLDS if mean[30] >= teacher["gap"] * (1 - 0.01) else FAILS)
+    # Every comparison is a seed-mean difference of the MLflow GAPs, inside its own interval, and its verdict
+    # follows the rule from that interval.
+    beat = claims["students_beat_uniform"]
+    assert [p["label"] for p in beat["parts"]] == [f"Serial (c), L_rep+L_pred+L_CE − Uniform-k k={k}" for k in ks]
+    for part, k in zip(beat["parts"], ks):
+        assert part["estimate"] == pytest.approx(mean[k] - statistics.fmean(uniform[k]), abs=1e-9)
+        assert part["low"] <= part["estimate"] <= part["high"]
+        assert part["verdict"] == (HOLDS if part["low"] > 0 else INCONCLUSIVE if part["high"] >= 0 else part["verdict"])
+    skyline = claims["teacher_skyline"]
+    assert len(skyline["parts"]) == sum(len(v) > 0 for v in uniform.values())
+    assert skyline["verdict"] in (HOLDS, FAILS, INCONCLUSIVE)
+    close = claims["k30_within_tolerance"]
+    assert close["margin"] == pytest.approx(-0.01 * teacher["gap"])
+    assert close["estimate"] == pytest.approx(mean[30] - teacher["gap"], abs=1e-9)
     # The tiny grid has no other baseline, no parallel mode, no intermediate matching, no data fractions.
     for key in ("uniform_best_baseline", "serial_vs_parallel", "intermediate_no_gain", "margin_grows"):
-        assert verdicts[key] == NOT_MEASURED
+        assert claims[key]["verdict"] == NOT_MEASURED
 
     expected = recommend_student([{"role": "teacher", "gap": teacher["gap"]}]
                                  + [{"role": "student", "k": k, "gap": g} for k, g in mean.items()], 0.01)
@@ -115,13 +143,26 @@ def test_report_numbers_and_verdicts_match_mlflow(tiny_run: Path, rebuilt):
 
     table4 = next(t for t in summary["tables"] if t["title"].startswith("Table 4"))
     teacher_cost = table4["rows"][0]
-    assert teacher_cost[0] == "Teacher (all frames)" and float(teacher_cost[2]) == pytest.approx(teacher["gflops"], rel=1e-2)
-    assert [row[0] for row in table4["rows"][1:]] == [f"k={k} (student or baseline)" for k in ks]
+    assert teacher_cost[:2] == ["Teacher (all frames)", "`teacher`"]
+    assert float(teacher_cost[3]) == pytest.approx(teacher["gflops"], rel=1e-2)
+    assert [row[0] for row in table4["rows"][1:]] == [f"k={k}" for k in ks]
+    # Each cost row names the model whose benchmark it shows, and shows that model's figures.
+    gflops = {m["model_key"]: m["gflops"] for m in models}
+    for row in table4["rows"][1:]:
+        assert float(row[3]) == pytest.approx(gflops[row[1].strip("`")], rel=1e-2)
 
 
 @pytest.mark.slow
-def test_pipeline_report_step_logged_the_same_report_to_mlflow(tiny_run: Path, rebuilt):
-    _, summary = rebuilt
+def test_pipeline_and_fewframes_report_write_the_same_report(tiny_run: Path, rebuilt):
+    out, summary = rebuilt
+    # One report: the pipeline's report step and `fewframes report --run` give the same report.md, with the
+    # PNG figures beside it in both places.
+    assert (tiny_run / "report.md").read_text() == (out / "report.md").read_text()
+    for name in summary["figures"]:
+        assert (tiny_run / name).read_bytes()[:8] == PNG
+    pipeline_summary = json.loads((tiny_run / "summary.json").read_text())
+    assert pipeline_summary["claims"] == summary["claims"]
+
     client = mlflow.MlflowClient(tracking_uri=local_tracking_uri(tiny_run))
     experiment = client.get_experiment_by_name("fewframes")
     (report_run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_STEP}` = 'report'")
@@ -130,10 +171,8 @@ def test_pipeline_report_step_logged_the_same_report_to_mlflow(tiny_run: Path, r
     metrics = report_run.data.metrics
     verdicts = [c["verdict"] for c in summary["claims"]]
     assert metrics["claims_hold"] == verdicts.count(HOLDS) and metrics["claims_fail"] == verdicts.count(FAILS)
+    assert metrics["claims_inconclusive"] == verdicts.count(INCONCLUSIVE)
     assert metrics["claims_not_measured"] == verdicts.count(NOT_MEASURED)
-    # The KFP Markdown artifact is self-contained (figures inlined); the HTML one too.
-    markdown = (tiny_run / "report.md").read_text()
-    assert markdown.count("](data:image/png;base64,") == len(summary["figures"])
 
 
 def test_report_of_a_missing_run_folder_is_one_line(tmp_path, capsys):
@@ -152,18 +191,44 @@ def test_report_with_a_missing_notes_file_is_one_line(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# rules on hand-written rows (what the tiny grid cannot show)
+# rules on hand-written rows with real per-video predictions (what the tiny grid cannot show)
 # ----------------------------------------------------------------------------------------------------------
 
-
-def _row(role, k=None, gap=0.5, seed=0, selection="uniform", loss="", mode="", matching="", fraction=1.0, repeat=False):
-    key = f"{role}-{selection}-{loss}-{mode}-{matching}-k{k}-f{fraction}" + (f"-seed{seed}" if repeat else "")
-    return {"role": role, "k": "" if k is None else k, "frame_selection": "all" if role == "teacher" else selection,
-            "loss": loss, "mode": mode, "matching": matching, "train_fraction": fraction, "seed": seed,
-            "model_key": key, "gap": gap, "map": gap / 2}
+VIDEOS, CLASSES = 240, 12
 
 
-def _student(k, gap, mode="serial", loss="rep_pred_ce", **kw):
+def _labels() -> list[np.ndarray]:
+    rng = np.random.default_rng(100)  # every model of a run is evaluated on the same test videos
+    return [np.unique(np.r_[rng.integers(0, CLASSES), np.flatnonzero(rng.random(CLASSES) < 0.1)]) for _ in range(VIDEOS)]
+
+
+def _predictions(folder: Path, signal: float, noise_seed: int) -> float:
+    """Write a predictions.parquet of a model whose scores are noise + signal x labels; return its GAP."""
+    labels = _labels()
+    rng = np.random.default_rng(noise_seed)
+    scores = rng.random((VIDEOS, CLASSES)).astype(np.float32)
+    for video, classes in enumerate(labels):
+        scores[video, classes] += signal
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [f"video{i:03d}" for i in range(VIDEOS)]
+    table = predictions_of(ids, np.tile(np.arange(CLASSES), (VIDEOS, 1)), scores, labels)
+    write_predictions(table, folder / PREDICTIONS_FILE)
+    return read_predictions(folder / PREDICTIONS_FILE).gap()
+
+
+def _row(role, k=None, gap=0.5, seed=0, selection="uniform", loss="", mode="", matching="", fraction=1.0,
+         repeat=False, control="", folder=None, signal=None, noise_seed=None):
+    key = f"{role}-{control}{selection}-{loss}-{mode}-{matching}-k{k}-f{fraction}" + (f"-seed{seed}" if repeat else "")
+    row = {"role": role, "k": "" if k is None else k, "frame_selection": "all" if role == "teacher" else selection,
+           "loss": loss, "mode": mode, "matching": matching, "train_fraction": fraction, "seed": seed,
+           "model_key": key, "gap": gap, "map": gap / 2, "control": control}
+    if folder is not None:  # real predictions: the row's GAP is theirs
+        row["evaluation_dir"] = str(folder / key)
+        row["gap"] = _predictions(folder / key, signal, seed if noise_seed is None else noise_seed)
+    return row
+
+
+def _student(k, gap=0.5, mode="serial", loss="rep_pred_ce", **kw):
     return _row("student", k, gap, loss=loss, mode=mode, matching=kw.pop("matching", "final"), **kw)
 
 
@@ -180,34 +245,86 @@ def test_seeds_of_one_configuration_give_mean_spread_and_count():
     assert uniform10.first()["seed"] == 0  # per-model facts come from the pipeline's own seed
 
 
-def test_claim_rules_on_a_paper_shaped_grid():
-    teacher = _row("teacher", gap=0.80)
-    rows = [teacher, _row("baseline", 30, 0.70), _row("baseline", 30, 0.72, selection="random"),
-            _student(30, 0.75), _student(30, 0.76, mode="parallel"),
-            _student(30, 0.78, matching="intermediate"), _student(30, 0.751, mode="parallel", matching="intermediate")]
-    grid = Grid(rows)
-    beaten = claim_uniform_best(grid)
-    assert beaten.verdict == FAILS and "Random-k 0.7200 > Uniform-k 0.7000" in beaten.evidence
-    # |0.75 - 0.76| = 0.01 > 1% of 0.80 = 0.008: not "about equal"; with 2% it is.
-    assert claim_serial_parallel(grid, 0.01).verdict == FAILS
-    assert claim_serial_parallel(grid, 0.02).verdict == HOLDS
-    # intermediate - final: serial +0.03, parallel -0.009; mean +0.0105 > 0.008: a gain.
-    assert claim_intermediate(grid, 0.01, 30).verdict == FAILS
-    assert claim_intermediate(grid, 0.02, 30).verdict == HOLDS
-    assert claim_margin_grows(grid, 30).verdict == NOT_MEASURED
-
-
-@pytest.mark.parametrize("margins, verdict", [
-    ({1.0: 0.01, 0.5: 0.02, 0.25: 0.03, 0.1: 0.05}, HOLDS),
-    ({1.0: 0.01, 0.5: 0.04, 0.25: 0.03, 0.1: 0.05}, FAILS),  # not at every step
-    ({1.0: 0.03, 0.5: 0.02, 0.25: 0.01, 0.1: 0.00}, FAILS),
+@pytest.mark.parametrize("teacher_signal, baseline_signal, verdict", [
+    (1.5, 0.3, HOLDS),  # far better on the same videos: every interval above 0
+    (0.3, 0.3, INCONCLUSIVE),  # equally good (different noise): the intervals straddle 0
+    (0.3, 1.5, FAILS),  # far worse: every interval below 0
 ])
-def test_margin_over_uniform_as_data_shrinks(margins, verdict):
+def test_teacher_skyline_verdicts(tmp_path, teacher_signal, baseline_signal, verdict):
+    rows = [_row("teacher", folder=tmp_path, signal=teacher_signal, noise_seed=50)]
+    for k in (6, 10):
+        for number, selection in enumerate(("uniform", "random")):
+            rows.append(_row("baseline", k, selection=selection, folder=tmp_path, signal=baseline_signal,
+                             noise_seed=50 if teacher_signal == baseline_signal else 10 * k + number))
+    if verdict == INCONCLUSIVE:  # one baseline reads the same scores as the teacher: a difference of exactly 0
+        rows[1]["evaluation_dir"], rows[1]["gap"] = rows[0]["evaluation_dir"], rows[0]["gap"]
+    claim = claim_teacher_skyline(Grid(rows), Intervals(rows, resamples=200))
+    assert claim.verdict == verdict
+    assert len(claim.parts) == 4 and all(part.interval is not None for part in claim.parts)
+    part = claim.parts[0]
+    assert part.estimate == pytest.approx(rows[0]["gap"] - rows[1]["gap"])
+    assert part.interval.low <= part.estimate <= part.interval.high
+    recorded = claim.as_dict()
+    assert recorded["key"] == "teacher_skyline" and recorded["verdict"] == verdict
+    assert recorded["interval"]["low"] <= recorded["estimate"] <= recorded["interval"]["high"]
+
+
+def test_distillation_against_the_warm_start_control_and_seeds(tmp_path):
+    # Serial (c) with three seeds, clearly better than the warm-start control at k=10; at k=6 the same as
+    # the control (inconclusive): the claim is inconclusive, not "holds".
     rows = []
-    for fraction, margin in margins.items():
-        rows += [_row("baseline", 30, 0.6, fraction=fraction), _student(30, 0.6 + margin, fraction=fraction)]
-    claim = claim_margin_grows(Grid(rows), 30)
-    assert claim.verdict == verdict and f"10%: {margins[0.1]:+.4f}" in claim.evidence
+    for seed in range(3):
+        rows.append(_student(10, seed=seed, repeat=seed > 0, folder=tmp_path, signal=1.2, noise_seed=seed))
+        rows.append(_student(6, seed=seed, repeat=seed > 0, folder=tmp_path, signal=0.5, noise_seed=seed + 10))
+    rows += [_row("control", 10, control="warm_start", folder=tmp_path, signal=0.4, noise_seed=20),
+             _row("control", 6, control="warm_start", folder=tmp_path, signal=0.5, noise_seed=21)]
+    grid = Grid(rows)
+    intervals = Intervals(rows, resamples=200)
+    claim = claim_distillation_beats_warm_start(grid, intervals)
+    assert [p.label for p in claim.parts] == ["Serial (c) − warm start k=6", "Serial (c) − warm start k=10"]
+    assert [p.verdict for p in claim.parts] == [INCONCLUSIVE, HOLDS] and claim.verdict == INCONCLUSIVE
+    serial10 = grid.student("serial", "rep_pred_ce", 10)
+    assert serial10.n == 3
+    assert claim.parts[1].estimate == pytest.approx(serial10.mean("gap") - grid.control("warm_start", 10).mean("gap"))
+
+
+def test_equivalence_and_non_inferiority_claims(tmp_path):
+    teacher = _row("teacher", folder=tmp_path, signal=1.0, noise_seed=1)
+    serial = _student(30, folder=tmp_path, signal=1.0, noise_seed=2)
+    rows = [teacher, serial, _student(30, mode="parallel", folder=tmp_path, signal=1.0, noise_seed=2)]
+    rows[2]["evaluation_dir"], rows[2]["gap"] = serial["evaluation_dir"], serial["gap"]  # the same scores
+    grid, intervals = Grid(rows), Intervals(rows, resamples=200)
+    same = claim_serial_parallel(grid, intervals, 0.01)
+    assert same.verdict == HOLDS and same.parts[0].interval.low == same.parts[0].interval.high == 0.0
+    close = claim_k30_close(grid, intervals, 0.01)
+    assert close.margin == pytest.approx(-0.01 * teacher["gap"])
+    assert close.verdict == (HOLDS if close.parts[0].interval.low > close.margin else
+                             FAILS if close.parts[0].interval.high < close.margin else INCONCLUSIVE)
+    far = [teacher, _student(30, folder=tmp_path / "far", signal=0.1, noise_seed=3)]
+    assert claim_k30_close(Grid(far), Intervals(far, resamples=200), 0.01).verdict == FAILS
+
+
+def test_claims_without_their_models_are_not_measured_and_without_predictions_inconclusive():
+    rows = [_row("teacher", gap=0.8), _row("baseline", 10, 0.6)]
+    grid, intervals = Grid(rows), Intervals(rows)
+    claim = claim_teacher_skyline(grid, intervals)
+    assert claim.verdict == INCONCLUSIVE and "no per-video predictions" in claim.evidence
+    assert claim.parts[0].estimate == pytest.approx(0.2) and claim.parts[0].interval is None
+    for check in (claim_uniform_best, claim_students_beat_uniform, claim_distillation_beats_warm_start):
+        assert check(grid, intervals).verdict == NOT_MEASURED
+    assert claim_margin_grows(grid, intervals, 30).verdict == NOT_MEASURED
+
+
+def test_margin_over_uniform_as_data_shrinks_is_one_contrast_per_step(tmp_path):
+    rows = []
+    for fraction, signal in ((0.1, 1.5), (0.5, 0.8), (1.0, 0.8)):
+        rows += [_row("baseline", 30, fraction=fraction, folder=tmp_path, signal=0.4, noise_seed=1),
+                 _student(30, fraction=fraction, folder=tmp_path, signal=signal, noise_seed=2)]
+    claim = claim_margin_grows(Grid(rows), Intervals(rows, resamples=200), 30)
+    assert [p.label for p in claim.parts] == ["margin at 10% − margin at 50%", "margin at 50% − margin at 100%"]
+    # 10 % vs 50 %: a much larger margin (holds); 50 % vs 100 %: the same models' scores (difference 0).
+    assert [p.verdict for p in claim.parts] == [HOLDS, INCONCLUSIVE] and claim.verdict == INCONCLUSIVE
+    assert "10%: " in claim.evidence
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -215,11 +332,18 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(points) == [(0.15, 0.74), (0.5, 0.78), (5.0, 0.80)]
 
 
-def test_report_from_rows_without_teacher_or_figures_says_not_measured(tmp_path):
-    report = build_report([_row("baseline", 10, 0.6), _row("baseline", 10, 0.65, selection="first")], tmp_path / "r")
+def test_report_from_rows_without_teacher_or_figures_lists_claims_not_measured(tmp_path):
+    rows = [_row("baseline", 10, folder=tmp_path / "p", signal=0.2, noise_seed=1),
+            _row("baseline", 10, selection="first", folder=tmp_path / "p", signal=0.7, noise_seed=2)]
+    report = build_report(rows, tmp_path / "r", resamples=100)
     verdicts = {c["key"]: c["verdict"] for c in report.summary["claims"]}
     assert verdicts["uniform_best_baseline"] == FAILS
     assert all(v == NOT_MEASURED for k, v in verdicts.items() if k != "uniform_best_baseline")
     text = report.markdown.read_text()
     assert "none within 1.0% of the teacher's GAP (no teacher in this run)" in text
     assert "Figure 2: not drawn" in text and "Figure 3: not drawn" in text
+    assert "**Not measured**" in text and "- `teacher_skyline` — " in text
+    assert "**The verdict rule**" in text and "base64" not in text
+    configuration = next(c for c in report.summary["configurations"] if c["frame_selection"] == "first")
+    assert configuration["role"] == "baseline" and configuration["gap"] == [rows[1]["gap"]]
+    assert configuration["interval"]["low"] < configuration["gap_mean"] < configuration["interval"]["high"]

@@ -25,7 +25,7 @@ def report_rows(evaluation_dirs: list[str], benchmark_dir: str | None) -> list[d
             raw = extra.get("raw") or {}
             if raw.get("e2e_throughput_videos_s") is not None:
                 row.setdefault("e2e_throughput_videos_s", float(raw["e2e_throughput_videos_s"]))
-    rows.sort(key=lambda r: (r["role"] != "teacher", -float(r.get("gap") or 0.0)))
+    rows.sort(key=lambda r: (r["role"] != "teacher", -float(r.get("gap") or 0.0), str(r.get("model_key", ""))))
     return rows
 
 
@@ -52,11 +52,9 @@ def _parent_run_info(tracking: TrackingContext) -> dict[str, Any]:
             arguments[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             arguments[name] = value
-    info: dict[str, Any] = {"pipeline": tracking.pipeline, "run_id": tracking.pipeline_run_id}
-    if arguments:
-        info["arguments"] = arguments
-        info["preset"] = arguments.get("preset", "")
-    return info
+    from fewframes.report import run_description
+
+    return run_description(tracking.pipeline, str(arguments.get("preset", "")), tracking.pipeline_run_id, arguments)
 
 
 @reports_errors("report")
@@ -68,20 +66,18 @@ def report_step(
     tracking: TrackingContext,
     tolerance: float = 0.01,
 ) -> StepResult:
-    """The paper's tables, figures and claims for this run (``fewframes.report``), as Markdown (figures
-    embedded) and HTML; the report's files go beside them and to the report step's MLflow run."""
-    from fewframes.report import build_report, embedded_markdown, grid_ks, training_histories
+    """The paper's tables, figures and claims for this run (``fewframes.report.report_of_run``, the same
+    report ``fewframes report --run`` writes): report.md with the PNG figures beside it, the self-contained
+    HTML and summary.json in the HTML artifact's folder; the Markdown artifact is that report.md; all of it
+    goes to the report step's MLflow run."""
+    from fewframes.report import report_of_run
 
     rows = report_rows(evaluation_dirs, benchmark_dir)
-    run_info = _parent_run_info(tracking)
-    intermediate_k, fraction_k = grid_ks(run_info.get("arguments", {}))
     markdown_file, html_file = Path(markdown_path), Path(html_path)
-    report = build_report(
-        rows, html_file.parent, tolerance=tolerance, histories=training_histories(tracking.uri, rows),
-        machine=benchmark_machine(benchmark_dir), run_info=run_info, intermediate_k=intermediate_k,
-        fraction_k=fraction_k,
-    )
-    _atomic_text(markdown_file, embedded_markdown(report))
+    report = report_of_run(evaluation_dirs, benchmark_dir, html_file.parent, tracking_uri=tracking.uri,
+                           run_info=_parent_run_info(tracking), tolerance=tolerance)
+    if report.markdown != markdown_file:
+        _atomic_text(markdown_file, report.markdown.read_text())
     if report.html != html_file:
         _atomic_text(html_file, report.html.read_text())
 
@@ -91,6 +87,7 @@ def report_step(
         "models": float(len(rows)),
         "claims_hold": float(verdicts.count("holds")),
         "claims_fail": float(verdicts.count("does not hold")),
+        "claims_inconclusive": float(verdicts.count("inconclusive")),
         "claims_not_measured": float(verdicts.count("not measured")),
     }
     teacher = next((r for r in rows if r["role"] == "teacher"), None)

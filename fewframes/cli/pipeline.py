@@ -271,6 +271,10 @@ def run_local(
     html = markdown.parent / "html"
     _atomic_copy(markdown, run_dir / "report.md")
     _atomic_copy(html, run_dir / "report.html")
+    # report.md names its figures by file name: they (and summary.json) go beside it.
+    for extra in sorted(markdown.parent.glob("*.png")) + [markdown.parent / "summary.json"]:
+        if extra.is_file():
+            _atomic_copy(extra, run_dir / extra.name)
     models = {}
     for info_file in sorted(pipeline_root.glob("**/model.json")):
         info = read_model_info(info_file.parent)

@@ -23,38 +23,11 @@ def _pipeline_root(run_dir: Path) -> Path:
     return roots[-1]
 
 
-def run_command(summary: dict[str, Any]) -> str:
-    """The ``fewframes run`` command that made the run: pipeline, preset, folder, and every parameter that
-    differs from the pipeline's defaults for that preset."""
-    from fewframes.pipelines.dag import parameter_defaults
-
-    pipeline, preset = summary.get("pipeline", "distill"), summary.get("preset", "demo")
-    command = f"fewframes run --pipeline {pipeline} --preset {preset} --out {summary.get('out', 'RUN_DIR')}"
-    defaults = parameter_defaults(pipeline, preset)
-    local = ("tracking_uri", "parent_run_id", "run_name", "experiment")
-    for name, value in summary.get("arguments", {}).items():
-        if name in defaults and name not in local and value != defaults[name]:
-            shown = ",".join(str(v) for v in value) if isinstance(value, list) else value
-            command += f" --param {name}={shown}"
-    return command
-
-
-def preset_sizes(preset_name: str) -> str:
-    from fewframes.config import get_preset
-
-    preset = get_preset(preset_name)
-    data, train = preset.data, preset.train
-    return (f"{data.videos} synthetic videos (seed {data.seed}), {data.classes} classes, split "
-            f"{1 - data.validation_fraction - data.test_fraction:.0%}/{data.validation_fraction:.0%}/"
-            f"{data.test_fraction:.0%} train/validation/test; LSTMs {preset.num_layers} x {preset.hidden_size} "
-            f"cells, teacher blocks of {preset.teacher_block_length} frames; {train.epochs} epochs, batch "
-            f"{train.batch_size}, learning rate {train.learning_rate:g} (x{train.lr_decay:g} per epoch)")
-
-
 def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes_file: str | None = None) -> Any:
-    """Build the report of ``run_dir`` into ``out``; returns the ``fewframes.report.Report``."""
-    from fewframes.components.steps import BENCHMARK_FILE, ROW_FILE, benchmark_machine, report_rows
-    from fewframes.report import build_report, grid_ks, training_histories
+    """Build the report of ``run_dir`` into ``out`` (``fewframes.report.report_of_run``, as the pipeline's
+    report step does); returns the ``fewframes.report.Report``."""
+    from fewframes.components.steps import BENCHMARK_FILE, ROW_FILE
+    from fewframes.report import BOUNDS_FILE, report_of_run, run_description
     from fewframes.runs import check_tracking, local_tracking_uri
 
     notes = []
@@ -81,28 +54,27 @@ def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes
         uri = local_tracking_uri(folder) if (folder / "mlflow.db").is_file() else ""
     check_tracking(uri)
     arguments = summary.get("arguments", {})
-    run_info: dict[str, Any] = {key: summary[key] for key in ("pipeline", "preset", "run_id", "seconds") if key in summary}
-    if summary:
-        run_info["arguments"] = arguments
-        run_info["command"] = run_command({**summary, "out": str(folder)})
-    if summary.get("preset"):
-        run_info["preset_sizes"] = preset_sizes(summary["preset"])
+    run_info = run_description(summary.get("pipeline", ""), summary.get("preset", ""), summary.get("run_id", ""),
+                               arguments) if summary else {}
     if tolerance is None:
         tolerance = float(arguments.get("tolerance", 0.01))
-    rows = report_rows(evaluation_dirs, benchmark_dir)
-    intermediate_k, fraction_k = grid_ks(arguments)
-    return build_report(
-        rows, out, tolerance=tolerance, histories=training_histories(uri, rows),
-        machine=benchmark_machine(benchmark_dir), run_info=run_info,
-        intermediate_k=intermediate_k, fraction_k=fraction_k, notes=notes,
-    )
+    bounds_path = folder / BOUNDS_FILE
+    bounds = json.loads(bounds_path.read_text()) if bounds_path.is_file() else None
+    report = report_of_run(evaluation_dirs, benchmark_dir, out, tracking_uri=uri, run_info=run_info,
+                           tolerance=tolerance, notes=notes, bounds=bounds)
+    if summary.get("seconds") is not None:  # known only after the run: summary.json, not report.md
+        report.summary["run"]["seconds"] = summary["seconds"]
+        from fewframes.fsio import write_bytes_atomic
+
+        write_bytes_atomic(report.folder / "summary.json", json.dumps(report.summary, indent=2, default=str).encode())
+    return report
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     report = rebuild_report(args.run, args.out, args.tolerance, args.notes)
     print(f"report of {args.run}: {report.markdown} (HTML: {report.html})")
     for claim in report.summary["claims"]:
-        print(f"  {claim['verdict']:<14} {claim['claim']}")
+        print(f"  {claim['verdict']:<14} {claim['key']}: {claim['claim']}")
     recommended = report.summary["recommended"]
     print(f"  recommended student: {recommended['model_key'] if recommended else 'none within tolerance'}")
     return 0
