@@ -50,6 +50,29 @@ def start_tracking(
 
 
 @_component
+def close_tracking(
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    pipeline_run_id: str,
+    status: dsl.PipelineTaskFinalStatus,
+):
+    """The DAG's exit handler: end the parent MLflow run FINISHED, FAILED or KILLED as the pipeline ended.
+
+    Runs on every backend after everything else, success or failure. It takes no task outputs (KFP forbids
+    an exit task to depend on other tasks), so on a cluster it finds the parent run by the KFP run id that
+    ``start-tracking`` tagged it with; locally ``fewframes run`` passes the parent's id."""
+    from fewframes.runs import close_parent_run, find_parent_run
+
+    parent = parent_run_id or find_parent_run(tracking_uri, experiment, pipeline_run_id)
+    failure = ""
+    if status.error_message:
+        failure = f"{status.pipeline_task_name or 'pipeline'}: {status.error_message}"
+    ended = close_parent_run(tracking_uri, parent, status.state, failure)
+    print(f"pipeline ended {status.state}; MLflow parent run {parent or '(none)'}: {ended or 'left as it was'}")
+
+
+@_component
 def ingest_split(
     source: str,
     preset: str,
@@ -303,6 +326,7 @@ def report(
 # Task names in the compiled pipeline (KFP derives them from the function names).
 COMPONENTS = {
     "start-tracking": start_tracking,
+    "close-tracking": close_tracking,
     "ingest-split": ingest_split,
     "plan-students": plan_students,
     "plan-baselines": plan_baselines,

@@ -7,6 +7,9 @@ travels to every step as the pipeline parameter ``parent_run_id``.
   server reachable, so a bad ``--tracking-uri`` fails at the start and never after training.
 - On a cluster, the DAG's first step ``start-tracking`` creates the parent run when ``parent_run_id`` is
   empty (the submitting laptop usually cannot reach the in-cluster MLflow server) and echoes it otherwise.
+- The parent is closed by ``close_parent_run`` alone: the DAG's exit-handler task ``close-tracking`` calls
+  it with KFP's final state on every backend (after success or failure), and ``fewframes run`` calls it
+  after kfp.local returns and on Ctrl-C; the first call wins.
 
 Every run, parent and child, carries the same tag names (``TAG_*`` below) and the same parameter names
 (``k``, ``frame_selection``, ``loss``, ``mode``, ``matching``, ``train_fraction``, ``teacher_run_id``, ...),
@@ -35,6 +38,7 @@ TAG_ROLE = "fewframes.role"  # teacher | student | baseline (runs about one mode
 TAG_MODEL_KEY = "fewframes.model_key"  # one name per model of a pipeline run, e.g. student-serial-rep_pred_ce-final-k30
 TAG_PIPELINE_RUN = "fewframes.pipeline_run_id"  # the KFP run id, or the local run's id
 TAG_PIPELINE = "fewframes.pipeline"  # distill | paper
+TAG_FAILURE = "fewframes.failure"  # on a parent run that did not finish: what failed, as KFP reported it
 
 # Parameters that describe one model; every run about a model logs all of them (blank when not relevant).
 MODEL_PARAMS: tuple[str, ...] = (
@@ -135,12 +139,66 @@ def start_parent_run(
 
 
 def end_parent_run(uri: str, run_id: str, *, failed: bool = False) -> None:
-    """Mark the parent run FINISHED (or FAILED)."""
-    if not uri or not run_id:
-        return
+    """Mark the parent run FINISHED (or FAILED): ``close_parent_run`` with a plain outcome."""
+    close_parent_run(uri, run_id, "FAILED" if failed else "FINISHED")
+
+
+# How a pipeline ended -> the MLflow status of its parent run. KFP's PipelineTaskFinalStatus.state is
+# SUCCEEDED/FAILED/CANCELED/SKIPPED on the v2 backend (COMPLETE/CACHED in older MLMD-based releases) and
+# SUCCEEDED/FAILED on kfp.local; MLflow's own statuses pass through. Anything unknown counts as a failure:
+# a run is only FINISHED when something said it succeeded.
+_FINISHED_STATES = {"FINISHED", "SUCCEEDED", "SUCCESS", "COMPLETE", "COMPLETED", "CACHED"}
+_KILLED_STATES = {"KILLED", "CANCELED", "CANCELLED", "CANCELING", "INTERRUPTED"}
+
+
+def parent_run_status(state: str) -> str:
+    """The MLflow status (FINISHED, FAILED, KILLED) for a pipeline's final state."""
+    state = str(state or "").strip().upper()
+    if state in _FINISHED_STATES:
+        return "FINISHED"
+    if state in _KILLED_STATES:
+        return "KILLED"
+    return "FAILED"
+
+
+def find_parent_run(uri: str, experiment: str, pipeline_run_id: str) -> str:
+    """The id of the parent run that ``start-tracking`` tagged with ``pipeline_run_id`` ('' if none)."""
+    if not uri or not pipeline_run_id:
+        return ""
     import mlflow
 
-    mlflow.MlflowClient(tracking_uri=uri).set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return ""
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{TAG_PIPELINE_RUN}` = '{pipeline_run_id}' and tags.`{TAG_STEP}` = 'pipeline'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else ""
+
+
+def close_parent_run(uri: str, run_id: str, state: str, message: str = "") -> str:
+    """End the pipeline's parent MLflow run as the pipeline ended; returns the status set ('' = nothing to do).
+
+    The one place a parent run is closed: the DAG's exit-handler task (``close-tracking``, every backend,
+    with KFP's final state) and ``fewframes run`` (after kfp.local returns, on an error, on Ctrl-C/SIGTERM)
+    both call it. Only a RUNNING parent changes, so the first to close it wins and a second call (the local
+    runner after its exit task) leaves the status alone. ``message`` (the failure) goes in a tag.
+    """
+    if not uri or not run_id:
+        return ""
+    import mlflow
+
+    status = parent_run_status(state)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if client.get_run(run_id).info.status != "RUNNING":
+        return ""
+    if message and status != "FINISHED":
+        client.set_tag(run_id, TAG_FAILURE, message[:4000])
+    client.set_terminated(run_id, status=status)
+    return status
 
 
 @contextlib.contextmanager
@@ -286,10 +344,13 @@ __all__ = [
     "TAG_STEP",
     "TrackingContext",
     "check_tracking",
+    "close_parent_run",
     "compare_rows",
     "end_parent_run",
+    "find_parent_run",
     "local_artifact_root",
     "local_tracking_uri",
+    "parent_run_status",
     "log_metrics_to_run",
     "start_parent_run",
     "step_run",

@@ -113,6 +113,35 @@ def apply_gpu(task: Any, gpu: GpuSettings) -> Any:
     return task
 
 
+def _inside_exit_handler(steps: Callable, close_tracking: Callable) -> Callable:
+    """``steps`` (the DAG) inside a ``dsl.ExitHandler`` whose exit task, ``close-tracking``, ends the MLflow
+    parent run FINISHED or FAILED from KFP's final status, on every backend. The exit task may take only
+    pipeline parameters (KFP forbids it to depend on a task), so it finds the parent by run id or tag."""
+    import functools
+    import inspect
+
+    from kfp import dsl
+
+    signature = inspect.signature(steps)
+
+    @functools.wraps(steps)
+    def dag(*args: Any, **kwargs: Any) -> None:
+        arguments = signature.bind(*args, **kwargs).arguments
+        exit_task = close_tracking(
+            tracking_uri=arguments["tracking_uri"],
+            experiment=arguments["experiment"],
+            parent_run_id=arguments["parent_run_id"],
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_caching_options(False)
+        with dsl.ExitHandler(exit_task, name="fewframes-steps"):
+            steps(*args, **kwargs)
+
+    # KFP reads the parameters and their annotations from here. No pipeline output: KFP allows none from
+    # inside an exit handler; the report is the `report` task's Markdown/HTML artifacts in the UI.
+    dag.__signature__ = signature.replace(return_annotation=inspect.Signature.empty)  # type: ignore[attr-defined]
+    return dag
+
+
 def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY) -> Callable:
     """The KFP pipeline function ``fewframes-<name>`` with defaults from ``preset`` and ``gpu`` applied."""
     from typing import List
@@ -273,6 +302,7 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
         )
         return report_task.outputs["markdown"]
 
+    dag = _inside_exit_handler(dag, c.close_tracking)
     dag.__name__ = name
     description = (
         "fewframes: distil k-frame video classifiers from a hierarchical-LSTM teacher "

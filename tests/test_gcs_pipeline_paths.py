@@ -29,7 +29,7 @@ def test_compile_writes_the_ir_yaml_to_gcs(emulator: str, capsys: pytest.Capture
     assert fewframes_main(["compile", "--pipeline", "distill", "--preset", "tiny", "--out", target]) == 0
     spec, *platform = yaml.safe_load_all(io.BytesIO(fsio.read_bytes(target)))  # + the GPU platform spec
     assert spec["pipelineInfo"]["name"] == "fewframes-distill"
-    assert "train-teacher" in spec["root"]["dag"]["tasks"]
+    assert "exec-train-teacher" in spec["deploymentSpec"]["executors"]
     assert platform, "a cluster compile carries the kubernetes platform spec (node selector, toleration)"
 
 

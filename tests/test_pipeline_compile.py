@@ -47,10 +47,17 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
     return results
 
 
+def _steps(spec: dict) -> dict[str, dict]:
+    """The tasks of the DAG inside the exit handler (everything but the exit task, close-tracking)."""
+    root = spec["root"]["dag"]["tasks"]
+    (handler,) = [task for name, task in root.items() if name != "close-tracking"]
+    return spec["components"][handler["componentRef"]["name"]]["dag"]["tasks"]
+
+
 def _loop_bodies(spec: dict) -> dict[str, dict]:
     """ParallelFor sub-DAGs keyed by the plan task that feeds their iterator."""
     bodies = {}
-    for name, task in spec["root"]["dag"]["tasks"].items():
+    for name, task in _steps(spec).items():
         iterator = task.get("parameterIterator")
         if iterator:
             producer = task["inputs"]["parameters"][iterator["items"]["inputParameter"]]["taskOutputParameter"]
@@ -62,9 +69,9 @@ def _loop_bodies(spec: dict) -> dict[str, dict]:
 def test_every_component_and_the_dag_edges(compiled, pipeline):
     spec, _ = compiled[(pipeline, "cpu")]
     assert spec["pipelineInfo"]["name"] == f"fewframes-{pipeline}"
-    root = spec["root"]["dag"]["tasks"]
+    root = _steps(spec)
     executors = {name.removeprefix("exec-").rstrip("-0123456789") for name in spec["deploymentSpec"]["executors"]}
-    assert executors == STEP_COMPONENTS
+    assert executors == STEP_COMPONENTS | {"close-tracking"}
 
     def deps(task: str) -> set[str]:
         return set(root[task].get("dependentTasks", []))
@@ -95,8 +102,16 @@ def test_every_component_and_the_dag_edges(compiled, pipeline):
     assert {"teacher_evaluation", "student_evaluations", "baseline_evaluations", "benchmark_results"} <= set(
         report_inputs
     )
-    # The report is the pipeline's output, so the Kubeflow UI shows it on the run page.
-    assert "Output" in spec["root"]["outputDefinitions"]["artifacts"]
+    # Everything runs inside one exit handler whose exit task closes the MLflow parent run from KFP's
+    # final status, after success or failure (no pipeline output: KFP allows none from inside it).
+    top = spec["root"]["dag"]["tasks"]
+    assert set(top) == {"exit-handler-1", "close-tracking"}
+    close = top["close-tracking"]
+    assert close["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert close["dependentTasks"] == ["exit-handler-1"]
+    assert close["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
+    assert close["inputs"]["parameters"]["pipeline_run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    assert "outputDefinitions" not in spec["root"]
 
 
 def test_parameters_and_defaults_differ_by_grid(compiled):
@@ -122,7 +137,7 @@ def _executor_of(spec: dict, task_component: str) -> str:
 
 
 def _task_component(spec: dict, task: str) -> str:
-    root = spec["root"]["dag"]["tasks"]
+    root = _steps(spec)
     if task in root:
         return root[task]["componentRef"]["name"]
     for body in _loop_bodies(spec).values():
@@ -177,19 +192,21 @@ def test_components_are_lightweight_and_import_fewframes(compiled):
     for executor in spec["deploymentSpec"]["executors"].values():
         program = " ".join(executor["container"]["command"])
         assert "pip install" not in program  # the image already has fewframes and kfp
-        assert "from fewframes.components.steps import" in program
+        assert "from fewframes." in program  # thin: the work is in the package (steps, runs)
     # start-tracking creates a new parent run every time: never served from the cache.
-    assert spec["root"]["dag"]["tasks"]["start-tracking"]["cachingOptions"] == {}
-    assert spec["root"]["dag"]["tasks"]["train-teacher"]["cachingOptions"] == {"enableCache": True}
+    assert _steps(spec)["start-tracking"]["cachingOptions"] == {}
+    assert spec["root"]["dag"]["tasks"]["close-tracking"]["cachingOptions"] == {}
+    assert _steps(spec)["train-teacher"]["cachingOptions"] == {"enableCache": True}
 
 
 @pytest.mark.parametrize("pipeline", ["distill", "paper"])
 def test_mlflow_runs_are_tagged_with_the_kfp_run_id(compiled, pipeline):
     spec, _ = compiled[(pipeline, "cpu")]
-    inputs = spec["root"]["dag"]["tasks"]["start-tracking"]["inputs"]["parameters"]
+    inputs = _steps(spec)["start-tracking"]["inputs"]["parameters"]
     # KFP fills this in with the run's id; start-tracking puts it on the parent run and every child run.
     assert inputs["pipeline_run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
-    assert inputs["tracking_uri"] == {"componentInputParameter": "tracking_uri"}
+    # The pipeline parameter, passed down through the exit handler's DAG.
+    assert inputs["tracking_uri"] == {"componentInputParameter": "pipelinechannel--tracking_uri"}
 
 
 def test_cli_compile_flags_set_the_gpu(tmp_path, capsys):
@@ -226,15 +243,16 @@ def test_cli_compile_output_is_ir_yaml_kfp_loads_with_a_caching_policy_per_task(
     # Caching: every step may reuse results except start-tracking (a new MLflow parent run each time),
     # inside the ParallelFor bodies as well.
     spec, _ = _load(out)
-    dags = {"root": spec["root"]["dag"]["tasks"]}
+    dags = {"root": spec["root"]["dag"]["tasks"]}  # (the exit handler's own DAG is among the components)
     dags.update({name: c["dag"]["tasks"] for name, c in spec["components"].items() if "dag" in c})
     policy = {
         task: body.get("cachingOptions")
         for dag in dags.values()
         for task, body in dag.items()
-        if "parameterIterator" not in body  # a loop itself runs nothing
-    }
+        if "parameterIterator" not in body and "dag" not in spec["components"][body["componentRef"]["name"]]
+    }  # a loop or the exit handler's group itself runs nothing
     assert policy.pop("start-tracking") == {}
+    assert policy.pop("close-tracking") == {}  # it closes this run's parent: never from the cache
     assert set(policy) >= {"ingest-split", "train-teacher", "distill-student", "train-baseline", "benchmark", "report"}
     assert all(option == {"enableCache": True} for option in policy.values()), policy
 

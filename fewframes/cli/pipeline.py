@@ -98,8 +98,8 @@ def _expected_tasks(params: dict[str, Any]) -> int:
     baselines = plan_baselines(
         params["ks"], params["baselines"], params["fraction_k"], params["train_fractions"], *repeats
     )
-    # start-tracking, ingest-split, 2 plans, train-teacher, evaluate(teacher), benchmark, report
-    return 8 + 2 * len(students) + 2 * len(baselines)
+    # start-tracking, ingest-split, 2 plans, train-teacher, evaluate(teacher), benchmark, report, close-tracking
+    return 9 + 2 * len(students) + 2 * len(baselines)
 
 
 def check_arguments(arguments: dict[str, Any]) -> None:
@@ -198,7 +198,7 @@ def run_local(
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
     from fewframes.fsio import check_output_dir, is_gcs, write_bytes_atomic
-    from fewframes.runs import TrackingContext, check_tracking, end_parent_run, local_tracking_uri, start_parent_run
+    from fewframes.runs import TrackingContext, check_tracking, close_parent_run, local_tracking_uri, start_parent_run
 
     preset_config = get_preset(preset)
     defaults = parameter_defaults(pipeline, preset_config)
@@ -242,7 +242,6 @@ def run_local(
 
     started = time.perf_counter()
     failure: str | None = None
-    task = None
     terminal = sys.stderr
     # kfp.local indents output by swapping builtins.print; with parallel loop iterations the swaps can
     # unwind out of order and leave it swapped, so put the real one back afterwards.
@@ -254,21 +253,25 @@ def run_local(
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
             with redirect, _quiet_kfp_warnings():
                 try:
-                    task = dag(**arguments)
+                    dag(**arguments)
                 except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
                     failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except BaseException:  # Ctrl-C (SIGINT/SIGTERM) while the DAG runs: its exit task never ran
+        close_parent_run(uri, parent_run_id, "KILLED", "interrupted")
+        raise
     finally:  # also after Ctrl-C: the caller's print and environment as they were
         builtins.print = real_print
         os.environ.pop(ERROR_FILE_ENV, None)
         os.environ.pop(TORCH_THREADS_ENV, None)
     seconds = time.perf_counter() - started
-    end_parent_run(uri, parent_run_id, failed=failure is not None)
+    # The DAG's exit task (close-tracking) has closed the parent already; this covers a failure before it.
+    close_parent_run(uri, parent_run_id, "FAILED" if failure is not None else "SUCCEEDED", failure or "")
     if failure is not None:
         cause = error_file.read_text().strip().splitlines()[0] if error_file.is_file() else ""
         raise PipelineError(cause or f"{failure} (task logs: {log_path})")
 
-    markdown = Path(task.outputs["Output"].path)
-    html = markdown.parent / "html"
+    markdown = _report_output(pipeline_root, "markdown")
+    html = _report_output(pipeline_root, "html")
     _atomic_copy(markdown, run_dir / "report.md")
     _atomic_copy(html, run_dir / "report.html")
     # report.md names its figures by file name: they (and summary.json) go beside it.
@@ -296,6 +299,15 @@ def run_local(
     }
     write_bytes_atomic(run_dir / "run.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
+
+
+def _report_output(pipeline_root: Path, name: str) -> Path:
+    """The report task's output file under kfp.local's root (``<root>/<pipeline run>/report/<name>``): the
+    pipeline has no output of its own, since KFP allows none from inside its exit handler."""
+    found = sorted(pipeline_root.glob(f"*/report/{name}"), key=lambda path: path.stat().st_mtime)
+    if not found:
+        raise PipelineError(f"the report task wrote no {name} under {pipeline_root}")
+    return found[-1]
 
 
 @contextlib.contextmanager

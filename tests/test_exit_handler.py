@@ -1,0 +1,81 @@
+"""The DAG's exit handler closes the MLflow parent run as the pipeline ended, on the path a cluster takes.
+
+The compiled pipeline runs under kfp.local (which runs ``dsl.ExitHandler`` exit tasks after the body, with
+a ``PipelineTaskFinalStatus``, since kfp 2.16) against a real MLflow server, with ``parent_run_id`` left
+empty as ``fewframes submit`` leaves it: ``start-tracking`` creates the parent run and tags it with KFP's
+run id, and the exit task ``close-tracking`` finds it by that id and ends it FINISHED or FAILED. The local
+``fewframes run`` goes through the same function (``fewframes.runs.close_parent_run``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+from fewframes.runs import TAG_FAILURE, TAG_PIPELINE_RUN, TAG_STEP, close_parent_run, parent_run_status
+
+
+def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **arguments: Any) -> Exception | None:
+    from kfp import local
+
+    from fewframes.pipelines.dag import make_pipeline
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    dag = make_pipeline("distill", "tiny")
+    try:
+        dag(tracking_uri=tracking_uri, experiment=experiment, parent_run_id="", **arguments)
+    except RuntimeError as exc:  # kfp.local names the failed task
+        return exc
+    return None
+
+
+def _parent(tracking_uri: str, experiment: str) -> Any:
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    (parent,) = client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG_STEP}` = 'pipeline'")
+    return parent
+
+
+def test_a_failed_step_leaves_the_parent_failed_with_the_cause(mlflow_server: str, tmp_path: Path) -> None:
+    experiment = f"exit-failed-{uuid.uuid4().hex[:8]}"
+    error = _run_cluster_shaped(tmp_path, mlflow_server, experiment, source=str(tmp_path / "missing" / "*.tfrecord"))
+    assert error is not None and "ingest-split" in str(error)
+    parent = _parent(mlflow_server, experiment)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags[TAG_PIPELINE_RUN]  # the KFP run id the exit task found it by
+    assert parent.data.tags[TAG_FAILURE]  # what KFP said failed
+
+
+@pytest.mark.slow  # the tiny DAG on a one-k, one-loss, two-epoch grid: about a minute on 2 cores
+def test_a_successful_run_leaves_the_parent_finished(mlflow_server: str, tmp_path: Path) -> None:
+    experiment = f"exit-finished-{uuid.uuid4().hex[:8]}"
+    error = _run_cluster_shaped(tmp_path, mlflow_server, experiment, ks=[4], losses=["rep"], epochs=2)
+    assert error is None
+    parent = _parent(mlflow_server, experiment)
+    assert parent.info.status == "FINISHED"
+    assert TAG_FAILURE not in parent.data.tags
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert {child.data.tags[TAG_STEP] for child in children} >= {"ingest-split", "train-teacher", "evaluate", "report"}
+    assert all(child.info.status == "FINISHED" for child in children)
+
+
+def test_final_states_map_to_mlflow_statuses_and_the_first_close_wins(mlflow_server: str) -> None:
+    # KFP's states (v2 backend, older MLMD releases, kfp.local) and MLflow's own; unknown counts as failed.
+    assert [parent_run_status(s) for s in ("SUCCEEDED", "COMPLETE", "CACHED", "FINISHED")] == ["FINISHED"] * 4
+    assert [parent_run_status(s) for s in ("FAILED", "SKIPPED", "", "whatever")] == ["FAILED"] * 4
+    assert [parent_run_status(s) for s in ("CANCELED", "KILLED")] == ["KILLED"] * 2
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment_id = client.create_experiment(f"close-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(experiment_id).info.run_id
+    assert close_parent_run(mlflow_server, run_id, "FAILED", "train-teacher: out of memory") == "FAILED"
+    assert close_parent_run(mlflow_server, run_id, "SUCCEEDED") == ""  # already closed: left alone
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags[TAG_FAILURE] == "train-teacher: out of memory"
+    assert close_parent_run("", run_id, "FAILED") == "" and close_parent_run(mlflow_server, "", "FAILED") == ""
