@@ -143,8 +143,8 @@ class TrainConfig(_DictMixin):
             raise ConfigError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 < self.learning_rate < float("inf"):  # written so that NaN fails too
-            raise ConfigError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.learning_rate < float("inf"):  # written so that NaN fails too; 0 freezes (a probe)
+            raise ConfigError(f"TrainConfig.learning_rate must be >= 0 and finite, got {self.learning_rate}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"TrainConfig.lr_decay must be in (0, 1], got {self.lr_decay}")
         if not self.weight_decay >= 0.0:

@@ -212,7 +212,7 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, tiny_tfrecords
 def test_parameters_are_checked_before_any_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for param, fragment in (
         ("epochs=0", "--param epochs=0: must be >= 1"),
-        ("learning_rate=-0.01", "--param learning_rate=-0.01: must be > 0"),
+        ("learning_rate=-0.01", "--param learning_rate=-0.01: must be >= 0"),
         ("batch_size=0", "--param batch_size=0"),
         ("hidden_size=0", "--param hidden_size=0"),
         ("teacher_block_length=0", "--param teacher_block_length=0"),
@@ -406,3 +406,93 @@ def test_unlabelled_shards_ingest_predict_and_are_refused_by_training_and_evalua
         open_training_data(str(store), TrainConfig(epochs=1, batch_size=2))
     with pytest.raises(StoreError, match="cannot be used for the test split"):
         evaluate(load_model(model_file), str(store), split="test", strategy="uniform", k=6)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. model files: checksum, configuration limits, architecture mismatch, not a model at all
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _predict_args(model: Path, store: Path, out: Path) -> list[str]:
+    return ["predict", "--model", str(model), "--src", str(store), "--out", str(out)]
+
+
+def _crafted(model_file: Path, target: Path, *, checksum: bool = True, **config_changes: int) -> Path:
+    """``model_file``'s payload with ``config_changes``, re-checksummed (as a crafting attacker would) or not."""
+    from fewframes.training.results import CHECKSUM_KEY, payload_checksum
+
+    payload = torch.load(model_file, weights_only=True)
+    payload["model_config"].update(config_changes)
+    payload.pop(CHECKSUM_KEY)
+    if checksum:
+        payload[CHECKSUM_KEY] = payload_checksum(payload)
+    torch.save(payload, target)
+    return target
+
+
+def test_model_file_with_flipped_bytes_is_refused(tmp_path: Path, model_file: Path, tiny_store: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    data = bytearray(model_file.read_bytes())
+    weights = torch.load(model_file, weights_only=True)["state_dict"]
+    largest = max(weights.values(), key=lambda t: t.numel()).contiguous().view(torch.uint8).numpy().tobytes()
+    start = bytes(data).find(largest[:256])
+    assert start > 0
+    for i in range(64):  # 64 flipped bytes inside the largest weight
+        data[start + 100 + i] ^= 0xFF
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "p.csv"
+    in_process_error(capsys, _predict_args(damaged, tiny_store, out),
+                     f"model file {damaged} is damaged: its content does not match its checksum")
+    assert not out.exists()
+    # 64 flipped bytes anywhere else (zip headers, the pickle): always one line, exit 2
+    size = len(model_file.read_bytes())
+    for position in (0, size // 7, size // 3, size - 200):
+        data = bytearray(model_file.read_bytes())
+        for i in range(64):
+            data[min(position + i, size - 1)] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+        line = in_process_error(capsys, _predict_args(damaged, tiny_store, out), f"model file {damaged}")
+        assert "weights_only" not in line
+
+
+def test_crafted_model_configuration_is_refused_before_any_allocation(tmp_path: Path, model_file: Path, tiny_store: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    huge = _crafted(model_file, tmp_path / "huge.pt", num_classes=10**9)
+    in_process_error(capsys, _predict_args(huge, tiny_store, tmp_path / "p.csv"),
+                     f"model file {huge}: model_config.num_classes = 1000000000 is over the limit 100,000")
+    # each size within its limit, together far too many weights (hidden 60,000: ~15 billion)
+    wide = _crafted(model_file, tmp_path / "wide.pt", hidden_size=60_000)
+    in_process_error(capsys, _predict_args(wide, tiny_store, tmp_path / "p.csv"),
+                     f"model file {wide}: its model_config describes", "weights, over the limit 2,000,000,000")
+
+
+def test_architecture_mismatch_is_one_line(tmp_path: Path, model_file: Path, tiny_store: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    other = _crafted(model_file, tmp_path / "other.pt", hidden_size=16)
+    line = in_process_error(capsys, _predict_args(other, tiny_store, tmp_path / "p.csv"),
+                            f"model file {other}: weights do not fit its model_config: ",
+                            "in the file,", "for its model_config (and")
+    assert "[32, 1152] in the file, [64, 1152]" in line  # the LSTM's first weight: 4 gates x hidden
+
+
+def test_a_file_that_is_not_a_model_is_one_line_without_unsafe_advice(tmp_path: Path, tiny_store: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "picture.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    line = in_process_error(capsys, _predict_args(png, tiny_store, tmp_path / "p.csv"),
+                            f"model file {png} is damaged or not a fewframes model file")
+    assert "weights_only" not in line
+    pickle_file = tmp_path / "other.pt"
+    torch.save({"some": "dict"}, pickle_file)
+    in_process_error(capsys, _predict_args(pickle_file, tiny_store, tmp_path / "p.csv"), "is not a fewframes model")
+
+
+def test_model_file_without_checksum_loads_with_a_warning(tmp_path: Path, model_file: Path, tiny_store: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    old = _crafted(model_file, tmp_path / "old.pt", checksum=False)
+    out = tmp_path / "p.csv"
+    assert main(_predict_args(old, tiny_store, out)) == 0
+    err = capsys.readouterr().err
+    assert f"fewframes: warning: model file {old} has no checksum" in err
+    assert len(out.read_text().splitlines()) == 1 + 160
