@@ -51,6 +51,19 @@ class GpuSettings(_DictMixin):
     taint_key: str = "nvidia.com/gpu"
     taint_value: str = "present"
     taint_effect: str = "NoSchedule"
+    # Spot or on-demand GPU nodes, chosen per run (--spot): two pools carry this node label with either value.
+    spot: bool = False
+    spot_node_pool: str = "gpu-spot-pool"
+    capacity_label_key: str = "fewframes-capacity"
+
+    @property
+    def capacity(self) -> str:
+        """The value of ``capacity_label_key`` on the pool the GPU tasks go to."""
+        return "spot" if self.spot else "on-demand"
+
+    def node_selector(self) -> dict[str, str]:
+        """The node labels a GPU task selects: the GPU model (GKE's label) and spot or on-demand capacity."""
+        return {self.node_selector_key: self.accelerator_type, self.capacity_label_key: self.capacity}
 
     @property
     def enabled(self) -> bool:
@@ -79,3 +92,83 @@ MLFLOW_SERVICE_ACCOUNT = "mlflow"
 def mlflow_server_image() -> str:
     """The MLflow tracking server image (MLflow + PostgreSQL driver + GCS client), built by containers/build.sh."""
     return f"{IMAGE_REPOSITORY}-mlflow:{IMAGE_TAG}"
+
+
+# --- Sizing, retries and timeouts of every task, by preset ---
+
+
+@dataclass(frozen=True)
+class TaskSizing(_DictMixin):
+    """CPU/memory requests and limits, the pod's timeout and the retries of one kind of task.
+
+    ``timeout_s`` is the pod's ``activeDeadlineSeconds`` (kfp-kubernetes ``set_timeout``; the v2 SDK has no
+    task timeout of its own). Retries wait ``retry_backoff``, doubling each time. The backoff's maximum
+    duration (KFP's default is one hour) counts from the first attempt, so it is set to the timeout times the
+    attempts: a long training task preempted late is still retried (and resumes from its checkpoint)."""
+
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    timeout_s: int
+    retries: int
+    retry_backoff: str = "60s"
+
+    @property
+    def retry_max_duration(self) -> str:
+        return f"{self.timeout_s * (self.retries + 1)}s"
+
+
+# What each task does, for its sizing: bookkeeping (tracking, plans), ingest, training, evaluation,
+# benchmark (all models, latency), report. GPU tasks take CPU and memory from GpuSettings instead.
+TASK_KINDS: dict[str, str] = {
+    "start-tracking": "control",
+    "close-tracking": "control",
+    "plan-students": "control",
+    "plan-baselines": "control",
+    "ingest-split": "ingest",
+    "train-teacher": "train",
+    "distill-student": "train",
+    "train-baseline": "train",
+    "evaluate": "evaluate",
+    "benchmark": "benchmark",
+    "report": "report",
+}
+
+_HOUR = 3600
+# Small presets (tiny, demo: minutes on a laptop) and the larger ones (report: an hour on 2 cores; paper:
+# YouTube-8M-sized, many hours). CPU tasks fit the CPU pool's e2-standard-8 (8 vCPU, 32 GB) with room left.
+_SIZING: dict[str, dict[str, TaskSizing]] = {
+    "small": {
+        "control": TaskSizing("250m", "1", "512Mi", "1Gi", 15 * 60, 2),
+        "ingest": TaskSizing("1", "2", "2Gi", "4Gi", _HOUR, 2),
+        "train": TaskSizing("2", "4", "4Gi", "8Gi", 2 * _HOUR, 3),
+        "evaluate": TaskSizing("1", "2", "2Gi", "4Gi", _HOUR, 2),
+        "benchmark": TaskSizing("2", "4", "4Gi", "8Gi", _HOUR, 2),
+        "report": TaskSizing("500m", "2", "2Gi", "4Gi", 30 * 60, 2),
+    },
+    "large": {
+        "control": TaskSizing("250m", "1", "512Mi", "1Gi", 30 * 60, 2),
+        "ingest": TaskSizing("4", "7", "8Gi", "24Gi", 12 * _HOUR, 2),
+        "train": TaskSizing("4", "7", "12Gi", "24Gi", 24 * _HOUR, 3),
+        "evaluate": TaskSizing("2", "4", "8Gi", "16Gi", 6 * _HOUR, 2),
+        "benchmark": TaskSizing("4", "7", "8Gi", "24Gi", 6 * _HOUR, 2),
+        "report": TaskSizing("1", "2", "4Gi", "8Gi", _HOUR, 2),
+    },
+}
+_PRESET_SIZING = {"tiny": "small", "demo": "small", "report": "large", "paper": "large"}
+# start-tracking makes a new parent run each attempt: a retry would leave a second, orphaned one.
+_NO_RETRY = {"start-tracking"}
+
+
+def task_sizing(task: str, preset: str) -> TaskSizing:
+    """The sizing of ``task`` (a component name, e.g. ``train-teacher``) for ``preset``."""
+    sizing = _SIZING[_PRESET_SIZING.get(preset, "large")][TASK_KINDS[task]]
+    return sizing.replace(retries=0) if task in _NO_RETRY else sizing
+
+
+# --- Where KFP keeps the artifacts of a cluster run ---
+# gs://BUCKET/kfp (Terraform output `pipeline_root`) puts them on the project's bucket instead of the
+# backend's in-cluster object store; empty = the backend's default.
+PIPELINE_ROOT = os.environ.get("FEWFRAMES_PIPELINE_ROOT", "")
+PIPELINE_ROOT_SCHEMES = ("gs://", "s3://", "minio://")

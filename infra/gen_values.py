@@ -104,6 +104,8 @@ def terraform_values(settings: GpuSettings = DEFAULT_GPU) -> dict[str, object]:
         )
     return {
         "gpu_node_pool_name": settings.node_pool,
+        "gpu_spot_node_pool_name": settings.spot_node_pool,
+        "gpu_capacity_label": settings.capacity_label_key,
         "gpu_accelerator_type": settings.accelerator_type,
         "gpu_accelerator_count": settings.gpus,
         "gpu_machine_type": gpu_machine_type(settings).name,

@@ -23,7 +23,7 @@ and cannot parse postponed (string) ones.
 
 from typing import Any, Callable, Dict, Union
 
-from fewframes.cluster import CPU_ONLY, GpuSettings, image
+from fewframes.cluster import CPU_ONLY, GpuSettings, TaskSizing, image, task_sizing
 from fewframes.config import BASELINE_SELECTIONS, DISTILL_LOSSES, Preset, get_preset
 from fewframes.errors import PipelineError
 
@@ -106,14 +106,41 @@ def apply_gpu(task: Any, gpu: GpuSettings) -> Any:
     task.set_container_image(image("cuda"))
     # torchrun launches one training process per GPU on multi-GPU tasks (see fewframes.components.steps).
     task.set_env_variable("FEWFRAMES_GPUS", str(gpu.gpus))
-    kubernetes.add_node_selector(task, label_key=gpu.node_selector_key, label_value=gpu.accelerator_type)
+    for key, value in gpu.node_selector().items():  # the GPU model, and spot or on-demand nodes
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
     kubernetes.add_toleration(
         task, key=gpu.taint_key, operator="Equal", value=gpu.taint_value, effect=gpu.taint_effect
     )
     return task
 
 
-def _inside_exit_handler(steps: Callable, close_tracking: Callable) -> Callable:
+def apply_sizing(task: Any, sizing: TaskSizing, *, on_gpu: bool) -> Any:
+    """CPU/memory requests and limits (GPU tasks have theirs from GpuSettings), the pod's timeout and the
+    retry policy. Training resumes from its checkpoint, so a retried training task loses little."""
+    from kfp import kubernetes
+
+    if not on_gpu:
+        task.set_cpu_request(sizing.cpu_request).set_cpu_limit(sizing.cpu_limit)
+        task.set_memory_request(sizing.memory_request).set_memory_limit(sizing.memory_limit)
+    if sizing.retries:
+        task.set_retry(
+            num_retries=sizing.retries, backoff_duration=sizing.retry_backoff, backoff_factor=2.0,
+            backoff_max_duration=sizing.retry_max_duration,
+        )  # fmt: skip
+    kubernetes.set_timeout(task, sizing.timeout_s)
+    return task
+
+
+def _size_every_task(preset: str, gpu: GpuSettings) -> None:
+    """apply_sizing on every task of the pipeline being built, by its component's name."""
+    from kfp.dsl import pipeline_context
+
+    for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
+        component = task.component_spec.name.replace("_", "-")
+        apply_sizing(task, task_sizing(component, preset), on_gpu=gpu.enabled and component in GPU_TASKS)
+
+
+def _inside_exit_handler(steps: Callable, close_tracking: Callable, preset: str, gpu: GpuSettings) -> Callable:
     """``steps`` (the DAG) inside a ``dsl.ExitHandler`` whose exit task, ``close-tracking``, ends the MLflow
     parent run FINISHED or FAILED from KFP's final status, on every backend. The exit task may take only
     pipeline parameters (KFP forbids it to depend on a task), so it finds the parent by run id or tag."""
@@ -135,6 +162,7 @@ def _inside_exit_handler(steps: Callable, close_tracking: Callable) -> Callable:
         ).set_caching_options(False)
         with dsl.ExitHandler(exit_task, name="fewframes-steps"):
             steps(*args, **kwargs)
+        _size_every_task(preset, gpu)
 
     # KFP reads the parameters and their annotations from here. No pipeline output: KFP allows none from
     # inside an exit handler; the report is the `report` task's Markdown/HTML artifacts in the UI.
@@ -142,7 +170,9 @@ def _inside_exit_handler(steps: Callable, close_tracking: Callable) -> Callable:
     return dag
 
 
-def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY) -> Callable:
+def make_pipeline(
+    name: str = "distill", preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY, pipeline_root: str = ""
+) -> Callable:
     """The KFP pipeline function ``fewframes-<name>`` with defaults from ``preset`` and ``gpu`` applied."""
     from typing import List
 
@@ -302,17 +332,31 @@ def make_pipeline(name: str = "distill", preset: Union[Preset, str] = "demo", gp
         )
         return report_task.outputs["markdown"]
 
-    dag = _inside_exit_handler(dag, c.close_tracking)
+    dag = _inside_exit_handler(dag, c.close_tracking, preset.name, gpu)
     dag.__name__ = name
     description = (
         "fewframes: distil k-frame video classifiers from a hierarchical-LSTM teacher "
         f"({name} grid, {preset.name} sizes{', GPU x%d %s' % (gpu.gpus, gpu.accelerator_type) if gpu.enabled else ''})."
     )
-    return dsl.pipeline(name=f"fewframes-{name}", description=description)(dag)
+    root = check_pipeline_root(pipeline_root) or None  # None: the backend's default store
+    return dsl.pipeline(name=f"fewframes-{name}", description=description, pipeline_root=root)(dag)
+
+
+def check_pipeline_root(pipeline_root: str) -> str:
+    """``--pipeline-root``: an object-store URI KFP can write artifacts under ('' = the backend's default)."""
+    from fewframes.cluster import PIPELINE_ROOT_SCHEMES
+
+    root = (pipeline_root or "").strip()
+    if root and (not root.startswith(PIPELINE_ROOT_SCHEMES) or root.rstrip("/") in PIPELINE_ROOT_SCHEMES):
+        raise PipelineError(
+            f"--pipeline-root {pipeline_root}: must be a bucket URI ({', '.join(PIPELINE_ROOT_SCHEMES)}...), "
+            "e.g. gs://BUCKET/kfp"
+        )
+    return root.rstrip("/")
 
 
 def compile_pipeline(
-    name: str, out_path: str, preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY
+    name: str, out_path: str, preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY, pipeline_root: str = ""
 ) -> str:
     """Compile ``name`` to the IR YAML a Kubeflow UI accepts, at a local path or ``gs://``, atomically."""
     import shutil
@@ -329,7 +373,7 @@ def compile_pipeline(
     # KFP picks YAML or JSON from the file name, so compile under a name with the right suffix first.
     with tempfile.TemporaryDirectory(prefix="fewframes-compile-") as scratch:
         compiled = f"{scratch}/pipeline{suffix}"
-        compiler.Compiler().compile(make_pipeline(name, preset, gpu), compiled)
+        compiler.Compiler().compile(make_pipeline(name, preset, gpu, pipeline_root), compiled)
         with fsio.staged_output_file(out_path) as staged:
             shutil.copyfile(compiled, staged)
     return str(out_path)

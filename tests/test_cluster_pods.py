@@ -63,7 +63,8 @@ def test_every_task_pod_is_one_the_api_server_accepts(gpu_pods, pipeline):
         assert requests == {"cpu": DEFAULT_GPU.cpu_request, "memory": DEFAULT_GPU.memory_request}, name
         assert limits["cpu"] == DEFAULT_GPU.cpu_limit and limits["memory"] == DEFAULT_GPU.memory_limit, name
         # The GPU model comes from the node selector on GKE's label; the pool's taint is tolerated.
-        assert pod["spec"]["nodeSelector"] == {DEFAULT_GPU.node_selector_key: DEFAULT_GPU.accelerator_type}
+        assert pod["spec"]["nodeSelector"] == DEFAULT_GPU.node_selector()
+        assert pod["spec"]["nodeSelector"][DEFAULT_GPU.node_selector_key] == DEFAULT_GPU.accelerator_type
         assert {"key": DEFAULT_GPU.taint_key, "operator": "Equal", "value": DEFAULT_GPU.taint_value,
                 "effect": DEFAULT_GPU.taint_effect} in pod["spec"]["tolerations"]  # fmt: skip
 

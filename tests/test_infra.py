@@ -205,6 +205,40 @@ def test_gpu_node_pool_is_the_one_fewframes_cluster_describes() -> None:
     assert "taint" not in cpu_node and "guest_accelerator" not in cpu_node
 
 
+def test_spot_and_on_demand_gpu_pools_differ_only_in_capacity() -> None:
+    """`fewframes submit --spot` selects the spot pool by its capacity label, otherwise the on-demand one;
+    both carry the same GPU, taint and scale-from-zero, so the same GPU tasks run on either."""
+    pools = _terraform()["resource"]["google_container_node_pool"]
+    values = json.loads(TFVARS.read_text())
+    on_demand, spot = _one(pools["gpu"]["node_config"]), _one(pools["gpu_spot"]["node_config"])
+    assert _resolve(pools["gpu_spot"]["name"], values) == DEFAULT_GPU.spot_node_pool
+    assert spot.get("spot") is True and "spot" not in on_demand
+    assert _one(pools["gpu_spot"]["autoscaling"])["min_node_count"] == 0
+    for key in ("guest_accelerator", "taint", "machine_type"):
+        assert spot[key] == on_demand[key], key
+    assert values["gpu_capacity_label"] == DEFAULT_GPU.capacity_label_key
+    label = "${(var.gpu_capacity_label)}"  # a key computed from the variable, as HCL writes it
+    assert on_demand["labels"][label] == DEFAULT_GPU.capacity == "on-demand"
+    assert spot["labels"][label] == DEFAULT_GPU.replace(spot=True).capacity == "spot"
+    assert DEFAULT_GPU.replace(spot=True).node_selector()[DEFAULT_GPU.capacity_label_key] == "spot"
+
+
+def test_cheap_hardening_private_shielded_nodes_and_bucket_versioning() -> None:
+    """checkov's findings that cost little: nodes without public IPs (egress through Cloud NAT), shielded
+    nodes with secure boot, a versioned bucket (old versions kept 30 days)."""
+    resources = _terraform()["resource"]
+    (gke,) = resources["google_container_cluster"].values()
+    private = _one(gke["private_cluster_config"])
+    assert private["enable_private_nodes"] is True and private["enable_private_endpoint"] is False
+    assert gke["enable_shielded_nodes"] is True
+    assert "google_compute_router_nat" in resources  # private nodes still pull public images
+    for name, pool in resources["google_container_node_pool"].items():
+        shielded = _one(_one(pool["node_config"])["shielded_instance_config"])
+        assert shielded == {"enable_secure_boot": True, "enable_integrity_monitoring": True}, name
+    bucket = resources["google_storage_bucket"]["data"]
+    assert _one(bucket["versioning"])["enabled"] is True
+
+
 def test_workload_identity_binds_the_service_accounts_the_cluster_uses() -> None:
     config = _terraform()
     resources = config["resource"]
@@ -484,7 +518,8 @@ def test_compiled_gpu_tasks_tolerate_exactly_the_terraform_taint(compiled_gpu_pi
     selectors = [spec["nodeSelector"] for spec in executors.values() if "nodeSelector" in spec]
     assert selectors, "no GPU task selects the GPU node pool"
     for selector in selectors:
-        assert selector["labels"] == {DEFAULT_GPU.node_selector_key: values["gpu_accelerator_type"]}
+        assert selector["labels"][DEFAULT_GPU.node_selector_key] == values["gpu_accelerator_type"]
+        assert selector["labels"][values["gpu_capacity_label"]] == "on-demand"  # the on-demand pool's label
     # Every tolerating task asks for the accelerator the pool carries, and runs the CUDA image.
     spec = next(d for d in compiled_gpu_pipeline if "deploymentSpec" in d)
     tolerating = {name for name, executor in executors.items() if executor.get("tolerations")}

@@ -152,7 +152,7 @@ def test_gpu_settings_on_training_and_benchmark_tasks_only(compiled, pipeline):
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     gpu_executors = {_executor_of(spec, _task_component(spec, task)) for task in GPU_TASKS}
-    assert set(k8s) == gpu_executors
+    assert {name for name, config in k8s.items() if "nodeSelector" in config} == gpu_executors
     for name, executor in executors.items():
         container = executor["container"]
         if name in gpu_executors:
@@ -165,7 +165,10 @@ def test_gpu_settings_on_training_and_benchmark_tasks_only(compiled, pipeline):
             assert container["resources"]["resourceMemoryRequest"] == DEFAULT_GPU.memory_request
             assert container["resources"]["resourceMemoryLimit"] == DEFAULT_GPU.memory_limit
             assert container["image"] == image("cuda")
-            assert k8s[name]["nodeSelector"]["labels"] == {DEFAULT_GPU.node_selector_key: DEFAULT_GPU.accelerator_type}
+            assert k8s[name]["nodeSelector"]["labels"] == {
+                DEFAULT_GPU.node_selector_key: DEFAULT_GPU.accelerator_type,
+                DEFAULT_GPU.capacity_label_key: "on-demand",  # --spot selects the spot pool instead
+            }
             (toleration,) = k8s[name]["tolerations"]
             assert toleration == {
                 "key": DEFAULT_GPU.taint_key,
@@ -176,15 +179,50 @@ def test_gpu_settings_on_training_and_benchmark_tasks_only(compiled, pipeline):
         else:
             assert "accelerator" not in container.get("resources", {})
             assert container["image"] == image("cpu")
+            assert "nodeSelector" not in k8s[name] and "tolerations" not in k8s[name]
 
 
 @pytest.mark.parametrize("pipeline", ["distill", "paper"])
 def test_cpu_only_compile_has_no_gpu_settings(compiled, pipeline):
     spec, platform = compiled[(pipeline, "cpu")]
-    assert not platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors")
-    for executor in spec["deploymentSpec"]["executors"].values():
-        assert "resources" not in executor["container"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        assert "accelerator" not in executor["container"]["resources"]  # CPU and memory only
         assert executor["container"]["image"] == image("cpu")
+        assert set(k8s[name]) == {"activeDeadlineSeconds"}  # no node selector, no toleration
+
+
+@pytest.mark.parametrize("pipeline", ["distill", "paper"])
+def test_every_task_has_a_retry_policy_a_timeout_and_resources_sized_by_preset(compiled, pipeline):
+    from fewframes.cluster import TASK_KINDS, task_sizing
+
+    preset = "demo" if pipeline == "distill" else "paper"
+    spec, platform = compiled[(pipeline, "cpu")]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tasks = {**_steps(spec), **{name: t for body in _loop_bodies(spec).values() for name, t in body.items()}}
+    tasks["close-tracking"] = spec["root"]["dag"]["tasks"]["close-tracking"]
+    seen = set()
+    for task in tasks.values():
+        if "parameterIterator" in task:
+            continue
+        component = task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
+        sizing = task_sizing(component, preset)
+        seen.add(component)
+        executor = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        assert (resources["resourceCpuRequest"], resources["resourceCpuLimit"]) == (sizing.cpu_request, sizing.cpu_limit)
+        assert (resources["resourceMemoryRequest"], resources["resourceMemoryLimit"]) == (
+            sizing.memory_request, sizing.memory_limit)  # fmt: skip
+        assert int(k8s[executor]["activeDeadlineSeconds"]) == sizing.timeout_s
+        if component == "start-tracking":  # a retry would make a second parent run
+            assert "retryPolicy" not in task
+        else:
+            assert task["retryPolicy"]["maxRetryCount"] == sizing.retries >= 2
+            # Argo counts the backoff's limit from the first attempt: it must outlast every attempt.
+            assert task["retryPolicy"]["backoffMaxDuration"] == f"{sizing.timeout_s * (sizing.retries + 1)}s"
+    assert seen == set(TASK_KINDS)
+    # Bigger presets get more: the paper grid trains for longer than the demo's.
+    assert task_sizing("train-teacher", "paper").timeout_s > task_sizing("train-teacher", "demo").timeout_s
 
 
 def test_components_are_lightweight_and_import_fewframes(compiled):
@@ -273,3 +311,26 @@ def test_params_are_typed_and_unknown_ones_named():
         parse_params(["epochs=many"], defaults)
     with pytest.raises(PipelineError, match="key=value"):
         parse_params(["epochs"], defaults)
+
+
+def test_pipeline_root_and_spot_flags(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--preset", "tiny", "--out", str(out), "--pipeline-root", "gs://acme-fewframes/kfp/",
+                 "--spot"]) == 0  # fmt: skip
+    spec, platform = _load(out)
+    assert spec["defaultPipelineRoot"] == "gs://acme-fewframes/kfp"  # artifacts on the project's bucket
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-teacher"]
+    assert k8s["nodeSelector"]["labels"][DEFAULT_GPU.capacity_label_key] == "spot"
+    # The default comes from the environment (fewframes.cluster.PIPELINE_ROOT); none: the backend's store.
+    monkeypatch.setattr("fewframes.cluster.PIPELINE_ROOT", "gs://from-env/kfp")
+    assert main(["compile", "--preset", "tiny", "--out", str(out)]) == 0
+    assert _load(out)[0]["defaultPipelineRoot"] == "gs://from-env/kfp"
+    monkeypatch.setattr("fewframes.cluster.PIPELINE_ROOT", "")
+    assert main(["compile", "--preset", "tiny", "--out", str(out)]) == 0
+    assert "defaultPipelineRoot" not in _load(out)[0]
+    capsys.readouterr()
+    for bad in ("/local/folder", "gs://", "http://x/y"):
+        assert main(["compile", "--preset", "tiny", "--out", str(tmp_path / "bad.yaml"), "--pipeline-root", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "--pipeline-root" in err, err
+        assert not (tmp_path / "bad.yaml").exists()

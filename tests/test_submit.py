@@ -57,7 +57,7 @@ def test_submit_and_watch_against_kfp_api_standin(standin, capsys):
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "fewframes-distill"
     platform = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     teacher = platform["exec-train-teacher"]
-    assert teacher["nodeSelector"]["labels"] == {DEFAULT_GPU.node_selector_key: "nvidia-l4"}
+    assert teacher["nodeSelector"]["labels"] == {DEFAULT_GPU.node_selector_key: "nvidia-l4", DEFAULT_GPU.capacity_label_key: "on-demand"}
     assert teacher["tolerations"][0]["key"] == DEFAULT_GPU.taint_key
     resources = spec["pipeline_spec"]["deploymentSpec"]["executors"]["exec-train-teacher"]["container"]["resources"]
     assert resources["accelerator"]["resourceCount"] == "2"

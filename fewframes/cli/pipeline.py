@@ -398,6 +398,8 @@ def gpu_settings_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, flag, None)
         if value is not None:
             changes[field] = value
+    if getattr(args, "spot", False):
+        changes["spot"] = True
     if changes.get("gpus", DEFAULT_GPU.gpus) < 0:
         raise PipelineError(f"--gpus must be >= 0, got {changes['gpus']}")
     return DEFAULT_GPU.replace(**changes)
@@ -411,6 +413,25 @@ def _add_gpu_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--accelerator", help=f"GKE accelerator type (default {DEFAULT_GPU.accelerator_type})")
     group.add_argument("--cpu-request", help=f"CPU request per GPU task (default {DEFAULT_GPU.cpu_request})")
     group.add_argument("--memory-request", help=f"memory request per GPU task (default {DEFAULT_GPU.memory_request})")
+    group.add_argument(
+        "--spot", action="store_true",
+        help=f"run GPU tasks on the spot pool ({DEFAULT_GPU.spot_node_pool}; cheaper, preemptible: retried tasks "
+        f"resume from their checkpoints) instead of the on-demand one ({DEFAULT_GPU.node_pool})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pipeline-root",
+        default=None,
+        help="where KFP keeps the run's artifacts, e.g. gs://BUCKET/kfp (Terraform output pipeline_root; "
+        "default $FEWFRAMES_PIPELINE_ROOT, else the backend's in-cluster store)",
+    )
+
+
+def _pipeline_root(args: argparse.Namespace) -> str:
+    """--pipeline-root, else $FEWFRAMES_PIPELINE_ROOT (fewframes.cluster.PIPELINE_ROOT), checked."""
+    from fewframes.cluster import PIPELINE_ROOT
+    from fewframes.pipelines.dag import check_pipeline_root
+
+    return check_pipeline_root(args.pipeline_root if args.pipeline_root is not None else PIPELINE_ROOT)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -419,7 +440,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, "--out")
     gpu = gpu_settings_from_args(args)
-    path = compile_pipeline(args.pipeline, args.out, args.preset, gpu)
+    path = compile_pipeline(args.pipeline, args.out, args.preset, gpu, _pipeline_root(args))
     where = f"GPU x{gpu.gpus} {gpu.accelerator_type}" if gpu.enabled else "CPU only"
     print(f"compiled pipeline {args.pipeline!r} ({args.preset} sizes, {where}) to {path}")
     return 0
@@ -465,12 +486,14 @@ def submit(
     poll_s: float = 10.0,
     timeout_s: float | None = None,
     on_submitted: Any = None,
+    pipeline_root: str | None = None,
 ) -> dict[str, Any]:
     """Compile and submit a run to the KFP host; returns ``run_id``, ``url``, ``tracking_uri`` and (with
     ``watch``) ``state``.
 
     MLflow: ``tracking_uri`` as the cluster's pods see it; by default the project's in-cluster server
     (``fewframes.cluster.MLFLOW_TRACKING_URI``, deployed by ``infra/``), '' switches tracking off.
+    ``pipeline_root``: where KFP keeps the artifacts (``gs://BUCKET/kfp``; None: ``FEWFRAMES_PIPELINE_ROOT``).
     ``on_submitted(outcome)`` is called as soon as the run exists, before any watching, so the run's link
     is shown while a long run is followed.
     """
@@ -489,12 +512,18 @@ def submit(
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = run_name or f"{pipeline}-{preset}-{stamp}"
     arguments.setdefault("run_name", name)
+    if pipeline_root is None:
+        from fewframes.cluster import PIPELINE_ROOT
+
+        pipeline_root = PIPELINE_ROOT
     check_host(host)
 
     import kfp
 
     with tempfile.TemporaryDirectory() as scratch:
-        package = compile_pipeline(pipeline, os.path.join(scratch, f"{pipeline}.yaml"), preset, gpu or DEFAULT_GPU)
+        package = compile_pipeline(
+            pipeline, os.path.join(scratch, f"{pipeline}.yaml"), preset, gpu or DEFAULT_GPU, pipeline_root
+        )
         try:
             client = kfp.Client(host=host, existing_token=token)
             with contextlib.redirect_stdout(sys.stderr):  # kfp prints its own links; ours go to stdout
@@ -566,6 +595,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         watch=args.watch,
         poll_s=args.poll,
         on_submitted=_print_submitted,
+        pipeline_root=_pipeline_root(args),
     )
     if args.watch:
         print(f"  finished: {outcome['state']}")

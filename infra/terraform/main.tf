@@ -10,6 +10,7 @@ locals {
 resource "google_project_service" "apis" {
   for_each = toset([
     "artifactregistry.googleapis.com",
+    "compute.googleapis.com",
     "container.googleapis.com",
     "iam.googleapis.com",
     "storage.googleapis.com",
@@ -49,6 +50,14 @@ resource "google_container_cluster" "main" {
 
   networking_mode = "VPC_NATIVE"
   ip_allocation_policy {}
+  # Nodes get no public IP (they reach the internet through Cloud NAT below); the control plane keeps its
+  # public endpoint so kubectl works from a workstation.
+  private_cluster_config {
+    enable_private_nodes    = true
+    enable_private_endpoint = false
+    master_ipv4_cidr_block  = var.master_ipv4_cidr_block
+  }
+  enable_shielded_nodes = true
   # Dataplane V2 enforces NetworkPolicy (infra/k8s/mlflow/networkpolicy.yaml) without an add-on.
   datapath_provider = "ADVANCED_DATAPATH"
 
@@ -61,6 +70,23 @@ resource "google_container_cluster" "main" {
   }
 
   depends_on = [google_project_service.apis]
+}
+
+# Private nodes pull images from ghcr.io, Docker Hub and GitHub (the KFP manifests) through Cloud NAT.
+resource "google_compute_router" "nat" {
+  name    = "${var.cluster_name}-nat"
+  region  = var.region
+  network = "default"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_compute_router_nat" "nat" {
+  name                               = "${var.cluster_name}-nat"
+  router                             = google_compute_router.nat.name
+  region                             = var.region
+  nat_ip_allocate_option             = "AUTO_ONLY"
+  source_subnetwork_ip_ranges_to_nat = "ALL_SUBNETWORKS_ALL_IP_RANGES"
 }
 
 resource "google_container_node_pool" "cpu" {
@@ -87,12 +113,20 @@ resource "google_container_node_pool" "cpu" {
       "fewframes-pool" = "cpu"
     }
 
+    shielded_instance_config {
+      enable_secure_boot          = true
+      enable_integrity_monitoring = true
+    }
+
     workload_metadata_config {
       mode = "GKE_METADATA"
     }
   }
 }
 
+# Two GPU pools, the same but for capacity: on-demand, and spot (cheaper, preemptible). A run picks one with
+# `fewframes submit --spot`: GPU tasks select the pool's var.gpu_capacity_label. Training resumes from its
+# checkpoint on GCS when a spot node is reclaimed and KFP retries the task.
 resource "google_container_node_pool" "gpu" {
   name     = var.gpu_node_pool_name
   cluster  = google_container_cluster.main.id
@@ -116,7 +150,8 @@ resource "google_container_node_pool" "gpu" {
     service_account = google_service_account.nodes.email
     oauth_scopes    = local.node_scopes
     labels = {
-      "fewframes-pool" = "gpu"
+      "fewframes-pool"         = "gpu"
+      (var.gpu_capacity_label) = "on-demand"
     }
 
     # GKE labels these nodes <gpu_node_selector_key>=<accelerator type>; the pipeline selects on that label.
@@ -136,6 +171,64 @@ resource "google_container_node_pool" "gpu" {
       effect = var.gpu_taint.effect
     }
 
+    shielded_instance_config {
+      enable_secure_boot          = true
+      enable_integrity_monitoring = true
+    }
+
+    workload_metadata_config {
+      mode = "GKE_METADATA"
+    }
+  }
+}
+
+resource "google_container_node_pool" "gpu_spot" {
+  name     = var.gpu_spot_node_pool_name
+  cluster  = google_container_cluster.main.id
+  location = var.zone
+
+  initial_node_count = 0
+  autoscaling {
+    min_node_count = 0
+    max_node_count = var.gpu_spot_max_nodes
+  }
+
+  management {
+    auto_repair  = true
+    auto_upgrade = true
+  }
+
+  node_config {
+    spot            = true
+    machine_type    = var.gpu_machine_type
+    disk_size_gb    = 200
+    service_account = google_service_account.nodes.email
+    oauth_scopes    = local.node_scopes
+    labels = {
+      "fewframes-pool"         = "gpu"
+      (var.gpu_capacity_label) = "spot"
+    }
+
+    guest_accelerator {
+      type  = var.gpu_accelerator_type
+      count = var.gpu_accelerator_count
+
+      gpu_driver_installation_config {
+        gpu_driver_version = var.gpu_driver_version
+      }
+    }
+
+    taint {
+      key    = var.gpu_taint.key
+      value  = var.gpu_taint.value
+      effect = var.gpu_taint.effect
+    }
+
+    shielded_instance_config {
+      enable_secure_boot          = true
+      enable_integrity_monitoring = true
+    }
+
     workload_metadata_config {
       mode = "GKE_METADATA"
     }
@@ -150,6 +243,19 @@ resource "google_storage_bucket" "data" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
   force_destroy               = false
+
+  # An overwritten or deleted object (a model, a frame store) can be restored for 30 days.
+  versioning {
+    enabled = true
+  }
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 30
+    }
+    action {
+      type = "Delete"
+    }
+  }
 
   depends_on = [google_project_service.apis]
 }

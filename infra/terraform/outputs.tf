@@ -11,6 +11,11 @@ output "bucket" {
   value       = "gs://${google_storage_bucket.data.name}"
 }
 
+output "pipeline_root" {
+  description = "Set FEWFRAMES_PIPELINE_ROOT to this (or pass --pipeline-root): KFP keeps run artifacts on the bucket."
+  value       = "gs://${google_storage_bucket.data.name}/kfp"
+}
+
 output "image_repository" {
   description = "Set FEWFRAMES_IMAGE_REPOSITORY to this before containers/build.sh and fewframes compile/submit."
   value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/fewframes"

@@ -48,9 +48,21 @@ variable "cpu_max_nodes" {
 }
 
 variable "gpu_max_nodes" {
-  description = "Maximum GPU nodes; the pool scales from zero, so idle GPUs cost nothing."
+  description = "Maximum on-demand GPU nodes; the pool scales from zero, so idle GPUs cost nothing."
   type        = number
   default     = 2
+}
+
+variable "gpu_spot_max_nodes" {
+  description = "Maximum spot GPU nodes (fewframes submit --spot); also scales from zero."
+  type        = number
+  default     = 4
+}
+
+variable "master_ipv4_cidr_block" {
+  description = "Private /28 range of the GKE control plane (private nodes); must not overlap the VPC's ranges."
+  type        = string
+  default     = "172.16.0.0/28"
 }
 
 variable "gpu_driver_version" {
@@ -63,6 +75,16 @@ variable "gpu_driver_version" {
 
 variable "gpu_node_pool_name" {
   description = "GPU node pool name (fewframes.cluster.GpuSettings.node_pool)."
+  type        = string
+}
+
+variable "gpu_spot_node_pool_name" {
+  description = "Spot GPU node pool name (fewframes.cluster.GpuSettings.spot_node_pool)."
+  type        = string
+}
+
+variable "gpu_capacity_label" {
+  description = "Node label whose value (on-demand or spot) GPU tasks select (GpuSettings.capacity_label_key)."
   type        = string
 }
 
