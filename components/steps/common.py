@@ -42,6 +42,12 @@ def reports_errors(step: str) -> Callable[[_F], _F]:
     def decorate(function: _F) -> _F:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from . import warm
+
+            if warm.enabled():  # a local run's warm server: the step runs in a fork of it (warm.py)
+                done, result = warm.call(wrapper, args, kwargs)
+                if done:
+                    return result
             try:
                 return function(*args, **kwargs)
             except (FewframesError, ConfigError) as exc:

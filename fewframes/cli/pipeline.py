@@ -195,6 +195,7 @@ def run_local(
 ) -> dict[str, Any]:
     """Run the whole DAG with kfp.local in this environment; returns the run's summary (also RUN_DIR/run.json)."""
     from fewframes.components.steps import ERROR_FILE_ENV, TORCH_THREADS_ENV, read_model_info
+    from fewframes.components.steps.warm import warm_steps
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
     from fewframes.fsio import check_output_dir, is_gcs, write_bytes_atomic
@@ -249,7 +250,8 @@ def run_local(
 
     real_print = builtins.print
     try:
-        with log_path.open("w") as log, _TaskProgress(pipeline_root, expected, terminal):
+        # warm_steps: every step runs in a fork of one process that imported torch and mlflow once.
+        with warm_steps(), log_path.open("w") as log, _TaskProgress(pipeline_root, expected, terminal):
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
             with redirect, _quiet_kfp_warnings():
                 try:
