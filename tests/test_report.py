@@ -64,6 +64,13 @@ def test_report_files_tables_and_figures(rebuilt):
     paper = [t.split(":")[0] for t in titles if t.startswith("Table")]
     assert paper == ["Table 1 (GAP)", "Table 1 (mAP)", "Table 2", "Table 3", "Table 4"]
     assert titles[-1] == "All evaluated models" and any(t.startswith("Every configuration") for t in titles)
+    # The information bounds of the tiny synthetic data, beside Table 1, with what the run measured.
+    assert titles[2].startswith("Information bounds of the benchmark")
+    bounds = summary["tables"][2]
+    teacher_gap = next(c for c in summary["configurations"] if c["role"] == "teacher")["gap"][0]
+    assert bounds["rows"][0][0] == "all frames (teacher)" and bounds["rows"][0][-1] == f"{teacher_gap:.4f}"
+    assert [row[0] for row in bounds["rows"][1:]] == ["Uniform-k k=6", "Uniform-k k=30"]
+    assert summary["bounds"]["rows"][0]["selection"] == "all" and 0 < summary["bounds"]["prior_gap"] < 1
     markdown, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     for title in titles:
         assert f"**{title}**" in markdown

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fewframes import fsio
+from fewframes.config import BASELINE_SELECTIONS
 from fewframes.errors import PipelineError
 from fewframes.report.claims import NOT_MEASURED, PAPER_K, all_claims, recommendation, seed_noise
 from fewframes.report.configs import FAMILY_NAMES, Grid, families
@@ -134,6 +135,32 @@ def run_description(pipeline: str, preset: str, run_id: str, arguments: dict[str
     return info
 
 
+def synthetic_bounds(arguments: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The information bounds of the run's data (``fewframes.data.bounds``), for the run's ks and baseline
+    selections, when the data is the bundled synthetic benchmark with its own vocabulary; else None."""
+    source, preset = str(arguments.get("source") or ""), str(arguments.get("preset") or "")
+    if source and not source.startswith("synth:"):
+        return None
+    name = source.split(":", 1)[1] if source else preset
+    ks = sorted({int(r["k"]) for r in rows if r.get("k") not in (None, "")})
+    found = {str(r.get("frame_selection")) for r in rows if r.get("role") == "baseline"} | {"uniform"}
+    selections = [s for s in BASELINE_SELECTIONS if s in found]
+    if not name or not ks:
+        return None
+    from fewframes.config import get_preset
+    from fewframes.data.bounds import information_bounds
+
+    try:
+        data = get_preset(name).data
+    except Exception:  # a preset this version does not know: no bounds rather than wrong ones
+        return None
+    if int(arguments.get("num_classes") or data.classes) != data.classes:
+        return None
+    data = data.replace(validation_fraction=float(arguments.get("validation_fraction", data.validation_fraction)),
+                        test_fraction=float(arguments.get("test_fraction", data.test_fraction)))
+    return information_bounds(data, ks=ks, selections=selections)
+
+
 def report_of_run(
     evaluation_dirs: list[str],
     benchmark_dir: str | None,
@@ -150,7 +177,10 @@ def report_of_run(
     from fewframes.components.steps import benchmark_machine, report_rows
 
     rows = report_rows(evaluation_dirs, benchmark_dir)
-    intermediate_k, fraction_k = grid_ks(run_info.get("arguments", {}))
+    arguments = run_info.get("arguments", {})
+    intermediate_k, fraction_k = grid_ks(arguments)
+    if bounds is None:
+        bounds = synthetic_bounds(arguments, rows)
     return build_report(rows, out_dir, tolerance=tolerance, histories=training_histories(tracking_uri, rows),
                         machine=benchmark_machine(benchmark_dir), run_info=run_info, intermediate_k=intermediate_k,
                         fraction_k=fraction_k, notes=notes, bounds=bounds)
@@ -301,7 +331,7 @@ def build_report(
     for grid in grids:
         suffix = f", {FAMILY_NAMES.get(grid.family, grid.family)}" if several else ""
         tables += [table1(grid, "gap", suffix), table1(grid, "map", suffix)]
-    bounds_tab = bounds_table(bounds)
+    bounds_tab = bounds_table(bounds, main)
     tables += [bounds_tab] if bounds_tab is not None else []
     for grid in grids:
         control_tab = controls_table(grid, intervals)

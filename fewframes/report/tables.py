@@ -144,21 +144,32 @@ def controls_table(grid: Grid, intervals: Intervals) -> Table | None:
                  "L_CE only, same stopping rule. Differences: seed means, 95 % paired bootstrap interval.")
 
 
-def bounds_table(bounds: dict[str, Any] | None) -> Table | None:
-    """The benchmark's information bounds (``bounds.json``: ``rows`` of ``frame_selection``, ``k`` and
-    numeric columns), beside Table 1. None when the run has none."""
+def bounds_table(bounds: dict[str, Any] | None, grid: Grid | None = None) -> Table | None:
+    """The benchmark's information bounds (``fewframes.data.bounds.information_bounds``: ``rows`` of
+    ``selection``, ``k``, ``label_coverage``, ``oracle_gap``, ``oracle_map``; ``prior_gap``) beside the GAP the
+    run's teacher or baseline measured at the same frames. None when the run has none."""
     if not bounds or not bounds.get("rows"):
         return None
     rows = bounds["rows"]
-    columns = [c for c in dict.fromkeys(key for row in rows for key in row) if c not in ("frame_selection", "k")]
+    skip = ("selection", "frame_selection", "k")
+    columns = [c for c in dict.fromkeys(key for row in rows for key in row) if c not in skip]
     body = []
     for row in rows:
-        selection = row.get("frame_selection", "")
-        name = "all frames" if selection == "all" else f"{BASELINE_NAMES.get(selection, selection)} k={row.get('k')}"
+        selection, k = row.get("selection", row.get("frame_selection", "")), row.get("k")
+        if selection == "all":
+            name, measured = "all frames (teacher)", grid.teacher() if grid is not None else None
+        else:
+            name = f"{BASELINE_NAMES.get(selection, selection)} k={k}"
+            measured = grid.baseline(selection, int(k)) if grid is not None and k is not None else None
         body.append([name] + [fmt(row.get(c)) if isinstance(row.get(c), (int, float)) else str(row.get(c, "–"))
-                              for c in columns])
+                              for c in columns] + [fmt_config(measured, "gap")])
+    note = " ".join(str(part) for part in (
+        bounds.get("what", bounds.get("description", "")),
+        f"Label-prior GAP (a model that learned nothing from the frames): {bounds['prior_gap']:.4f}."
+        if isinstance(bounds.get("prior_gap"), (int, float)) else "",
+        f"{bounds['videos']} test videos." if bounds.get("videos") else "") if part)
     return Table("Information bounds of the benchmark (from the generator, before any training)",
-                 ["frames"] + [c.replace("_", " ") for c in columns], body, str(bounds.get("description", "")))
+                 ["frames"] + [c.replace("_", " ") for c in columns] + ["GAP measured (this run)"], body, note)
 
 
 def configurations_table(grid: Grid, intervals: Intervals) -> Table:
