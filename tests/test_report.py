@@ -354,3 +354,42 @@ def test_report_from_rows_without_teacher_or_figures_lists_claims_not_measured(t
     configuration = next(c for c in report.summary["configurations"] if c["frame_selection"] == "first")
     assert configuration["role"] == "baseline" and configuration["gap"] == [rows[1]["gap"]]
     assert configuration["interval"]["low"] < configuration["gap_mean"] < configuration["interval"]["high"]
+
+
+def test_summary_schema_and_controls_table(tmp_path):
+    # A run with a teacher and Serial (c) at three seeds each, a Uniform-k baseline, and both controls at k=10.
+    rows = []
+    for seed in range(3):
+        rows.append(_row("teacher", seed=seed, repeat=seed > 0, folder=tmp_path, signal=0.7, noise_seed=seed))
+        rows.append(_student(10, seed=seed, repeat=seed > 0, folder=tmp_path, signal=0.55, noise_seed=seed + 3))
+    rows += [_row("baseline", 10, folder=tmp_path, signal=0.2, noise_seed=7),
+             _row("control", 10, control="warm_start", folder=tmp_path, signal=0.4, noise_seed=8),
+             _row("control", 10, control="teacher_on_k", folder=tmp_path, signal=0.35, noise_seed=9)]
+    report = build_report(rows, tmp_path / "r", resamples=200)
+    summary = report.summary
+
+    claims = {c["key"]: c for c in summary["claims"]}
+    assert list(claims) == list(CLAIM_ORDER)
+    for claim in claims.values():
+        assert claim["verdict"] in (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED)
+        assert {"key", "claim", "verdict", "evidence", "family", "kind", "margin", "estimate", "interval", "parts"} <= set(claim)
+    warm = claims["distillation_beats_warm_start"]
+    assert [p["label"] for p in warm["parts"]] == ["Serial (c) − warm start k=10"]
+    assert warm["interval"]["low"] <= warm["estimate"] <= warm["interval"]["high"]
+    assert claims["teacher_skyline"]["parts"][0]["label"] == "Teacher − Uniform-k k=10"
+
+    configurations = {(c["role"], c["control"], c["k"]): c for c in summary["configurations"]}
+    teacher = configurations[("teacher", None, None)]
+    assert teacher["family"] == "hrnn" and teacher["frame_selection"] == "all" and len(teacher["gap"]) == 3
+    assert teacher["seeds"] == [0, 1, 2] and teacher["gap_mean"] == pytest.approx(statistics.fmean(teacher["gap"]))
+    assert teacher["interval"]["low"] < teacher["gap_mean"] < teacher["interval"]["high"]
+    assert configurations[("control", "warm_start", 10)]["frame_selection"] == "uniform"
+
+    controls = next(t for t in summary["tables"] if t["title"].startswith("Controls"))
+    (row,) = controls["rows"]
+    assert row[0] == "k=10" and row[2] == f"{rows[-1]['gap']:.4f}" and row[3] == f"{rows[-2]['gap']:.4f}"
+    estimate = statistics.fmean(r["gap"] for r in rows if r["role"] == "student") - rows[-2]["gap"]
+    assert row[7].startswith(f"{estimate:+.4f} [")  # Serial (c) − warm start, with its interval
+    text = report.markdown.read_text()
+    assert "**Controls: what the teacher and a warm start give without distillation**" in text
+    assert "| `distillation_beats_warm_start` |" in text
