@@ -8,10 +8,12 @@ The official frame-level shards hold one ``tf.train.SequenceExample`` per video:
 
 Features are dequantised exactly as the official starter code does: ``x = q * 4/255 + (4/512 - 2)``.
 
-tensorflow is imported inside the functions that need it (``tf.data.TFRecordDataset`` and ``tf.io.gfile``,
-so local paths, globs and ``gs://`` all work); the rest of the library never pays for it. TensorFlow's GCS
-file system always talks to googleapis.com, so with ``STORAGE_EMULATOR_HOST`` set (a local GCS emulator,
-as ``fewframes.fsio`` supports) ``gs://`` shards are listed, fetched and uploaded through ``fewframes.fsio``
+Local shards are read, parsed and written without TensorFlow (``fewframes.data.tfrecord``: the TFRecord
+framing with its CRCs, and the SequenceExample message in protobuf's C parser; canonical frame lists, as
+every official shard holds them, become numpy arrays in one step). tensorflow is imported only for
+``gs://`` paths (``tf.io.gfile``); the rest of the library never pays for it. TensorFlow's GCS file system
+always talks to googleapis.com, so with ``STORAGE_EMULATOR_HOST`` set (a local GCS emulator, as
+``fewframes.fsio`` supports) ``gs://`` shards are listed, fetched and uploaded through ``fewframes.fsio``
 instead, each shard read from a local temp copy.
 
 Contract details chosen here (not in the issue; the fault catalogue is docs/faults.md):
@@ -21,10 +23,10 @@ Contract details chosen here (not in the issue; the fault catalogue is docs/faul
   ``ReadStats.duplicate_labels``).
 - Video ids must be non-empty, valid UTF-8, printable and hold no whitespace or comma: they become the first
   column of the submission CSV, and the official ids (4 characters of [A-Za-z0-9_-]) all qualify.
-- A corrupt record (CRC mismatch / truncation: TensorFlow's ``DataLossError``) ends what can be read of
+- A corrupt record (CRC mismatch / truncation, as TensorFlow's reader finds them) ends what can be read of
   that shard, because the record framing after it cannot be trusted. With ``skip_invalid=True`` it counts
   as one invalid record and the rest of that shard is skipped (``ReadStats.truncated_shards``). Bytes after
-  the last whole record (a shard cut inside a record header, which TensorFlow reads as a clean end) are the
+  the last whole record (a shard cut inside a record header, which the reader, like TensorFlow's, ends at) are the
   same fault, reported with their byte offset.
 - A shard with no records is an error unless ``allow_empty``.
 - Video-level records (context ``mean_rgb``/``mean_audio``) and frames stored as floats are named as such.
@@ -32,6 +34,7 @@ Contract details chosen here (not in the issue; the fault catalogue is docs/faul
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -44,6 +47,15 @@ import numpy as np
 
 from fewframes import fsio
 from fewframes.config import AUDIO_DIM, MAX_FRAMES, RGB_DIM
+from fewframes.data.tfrecord import (
+    CorruptRecord,
+    encode_feature_lists,
+    encode_frame_list,
+    frame_record,
+    frame_rows,
+    read_records,
+    sequence_example_class,
+)
 from fewframes.errors import DataError
 
 # Official quantisation range and offsets (youtube-8m starter code, utils.Dequantize).
@@ -126,19 +138,17 @@ class ReadStats:
 
 
 def serialize_video(video: Video) -> bytes:
-    """One ``Video`` -> a serialised ``tf.train.SequenceExample`` in the official schema (2018+ keys)."""
-    tf = _quiet_tensorflow()
+    """One ``Video`` -> a serialised ``tf.train.SequenceExample`` in the official schema (2018+ keys).
+
+    The frame lists are written with numpy (``fewframes.data.tfrecord``): the bytes TensorFlow's own
+    serialiser gives for the same message."""
     _check_video_arrays(video)
-    example = tf.train.SequenceExample()
+    example = sequence_example_class()()
     context = example.context.feature
     context["id"].bytes_list.value.append(video.id.encode("utf-8"))
     context["labels"].int64_list.value.extend(int(label) for label in video.labels)
-    lists = example.feature_lists.feature_list
-    rgb_list, audio_list = lists["rgb"].feature, lists["audio"].feature
-    for rgb_row, audio_row in zip(video.rgb, video.audio):
-        rgb_list.add().bytes_list.value.append(rgb_row.tobytes())
-        audio_list.add().bytes_list.value.append(audio_row.tobytes())
-    return example.SerializeToString()
+    lists = {"rgb": encode_frame_list(np.asarray(video.rgb)), "audio": encode_frame_list(np.asarray(video.audio))}
+    return example.SerializeToString() + encode_feature_lists(lists)
 
 
 def _check_video_arrays(video: Video) -> None:
@@ -167,21 +177,33 @@ def write_tfrecord(path: str | os.PathLike[str], videos: Iterable[Video]) -> int
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return count
-    tf = _quiet_tensorflow()
     directory = os.path.dirname(path)
-    if directory:
-        tf.io.gfile.makedirs(directory)
     temp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
     count = 0
+    if fsio.is_gcs(path):  # real GCS: TensorFlow's file system
+        tf = _quiet_tensorflow()
+        try:
+            with tf.io.TFRecordWriter(temp_path) as writer:
+                for video in videos:
+                    writer.write(serialize_video(video))
+                    count += 1
+            tf.io.gfile.rename(temp_path, path, overwrite=True)
+        except BaseException:
+            if tf.io.gfile.exists(temp_path):
+                tf.io.gfile.remove(temp_path)
+            raise
+        return count
+    if directory:
+        os.makedirs(directory, exist_ok=True)
     try:
-        with tf.io.TFRecordWriter(temp_path) as writer:
+        with open(temp_path, "wb") as handle:
             for video in videos:
-                writer.write(serialize_video(video))
+                handle.write(frame_record(serialize_video(video)))
                 count += 1
-        tf.io.gfile.rename(temp_path, path, overwrite=True)
+        os.replace(temp_path, path)
     except BaseException:
-        if tf.io.gfile.exists(temp_path):
-            tf.io.gfile.remove(temp_path)
+        with contextlib.suppress(OSError):
+            os.remove(temp_path)
         raise
     return count
 
@@ -201,10 +223,16 @@ def list_shards(path_or_glob: str | os.PathLike[str]) -> list[str]:
         if not shards:
             raise DataError(f"no TFRecord shards match {pattern!r}")
         return shards
-    tf = _quiet_tensorflow()
-    if tf.io.gfile.isdir(pattern):
+    if fsio.is_gcs(pattern):  # real GCS: TensorFlow's file system
+        gfile = _quiet_tensorflow().io.gfile
+        isdir, glob = gfile.isdir, gfile.glob
+    else:
+        import glob as globbing
+
+        isdir, glob = os.path.isdir, globbing.glob
+    if isdir(pattern):
         pattern = os.path.join(pattern, "*.tfrecord")
-    shards = sorted(p for p in tf.io.gfile.glob(pattern) if not os.path.basename(p).startswith("."))
+    shards = sorted(p for p in glob(pattern) if not os.path.basename(p).startswith("."))
     if not shards:
         raise DataError(f"no TFRecord shards match {os.fspath(path_or_glob)!r}")
     return shards
@@ -218,7 +246,9 @@ def shard_size(shard: str) -> int:
             return int(handle.size())
         finally:
             handle.close()
-    return int(_quiet_tensorflow().io.gfile.stat(shard).length)
+    if fsio.is_gcs(shard):
+        return int(_quiet_tensorflow().io.gfile.stat(shard).length)
+    return os.path.getsize(shard)
 
 
 def check_video_id(video_id: str) -> str | None:
@@ -242,10 +272,9 @@ def parse_video(
 
     ``labelled=False``: the record's labels, if any, are ignored (an unlabelled set such as the official test
     partition); otherwise a missing ``labels`` feature is an error."""
-    tf = _quiet_tensorflow()
     where = f"{shard} record {index}"
     try:
-        example = tf.train.SequenceExample.FromString(serialized)
+        example = sequence_example_class().FromString(serialized)
     except Exception as exc:  # protobuf DecodeError
         raise DataError(f"{where}: not a tf.train.SequenceExample ({exc})") from None
     context = example.context.feature
@@ -287,7 +316,11 @@ def parse_video(
     for name, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
         if name not in lists:
             raise DataError(f"{where}: missing feature list '{name}'")
-        rows = lists[name].feature
+        regular = frame_rows(lists[name].SerializeToString(), width)  # all frames at once, when canonical
+        if regular is not None:
+            frames[name] = regular
+            continue
+        rows = lists[name].feature  # one by one: finds and names the first bad frame
         for position, row in enumerate(rows):
             values = row.bytes_list.value
             if not values and len(row.float_list.value):
@@ -342,16 +375,25 @@ def _read_local_shard(
     labelled: bool = True,
     allow_empty: bool = False,
 ) -> Iterator[Video]:
-    """Read ``source`` with TensorFlow; messages name ``shard`` (the user's path)."""
-    tf = _quiet_tensorflow()
+    """Read ``source`` (a local file, or gs:// through TensorFlow's file system); messages name ``shard``
+    (the user's path). Records are read and checked by ``fewframes.data.tfrecord`` (TensorFlow's rules)."""
     stats = stats if stats is not None else ReadStats()
     stats.shards += 1
-    if not tf.io.gfile.exists(source):
-        raise DataError(f"{shard}: no such TFRecord shard")
-    size = int(tf.io.gfile.stat(source).length)
+    if fsio.is_gcs(source):
+        gfile = _quiet_tensorflow().io.gfile
+        if not gfile.exists(source):
+            raise DataError(f"{shard}: no such TFRecord shard")
+        with gfile.GFile(source, "rb") as handle:
+            data = handle.read()
+    else:
+        if not os.path.exists(source):
+            raise DataError(f"{shard}: no such TFRecord shard")
+        with open(source, "rb") as handle:
+            data = handle.read()
+    size = len(data)
     if size == 0 and not allow_empty:
         raise DataError(f"{shard}: empty TFRecord shard (0 bytes, no records); pass --allow-empty to accept it")
-    iterator = iter(tf.data.TFRecordDataset(source, buffer_size=8 << 20))
+    iterator = read_records(data)
     index = 0
     offset = 0  # byte offset of record `index`: each record is length (8) + CRC (4) + data + CRC (4)
 
@@ -364,9 +406,9 @@ def _read_local_shard(
 
     while True:
         try:
-            serialized = next(iterator).numpy()
+            _, serialized = next(iterator)
         except StopIteration:
-            if offset != size:  # TensorFlow ends quietly at a header cut short: the file is not whole
+            if offset != size:  # the reader ends quietly at a header cut short: the file is not whole
                 cut_short(
                     f"{shard}: {size - offset} byte(s) at offset {offset} (after record {index - 1}) are not a "
                     f"whole record; the shard is cut short or damaged"
@@ -376,9 +418,9 @@ def _read_local_shard(
             if index == 0:
                 stats.empty_shards += 1
             return
-        except tf.errors.DataLossError as exc:
+        except CorruptRecord as exc:
             cut_short(
-                f"{shard} record {index} at byte offset {offset}: corrupt record ({_first_line(exc)}); "
+                f"{shard} record {index} at byte offset {offset}: corrupt record ({exc}); "
                 "rest of the shard unreadable"
             )
             return
@@ -416,15 +458,6 @@ def read_tfrecords(
         yield from read_shard(
             shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats, labelled=labelled, allow_empty=allow_empty
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    text = text.split("\n")[0]
-    # TensorFlow prefixes op names in braces; keep the human part ("corrupted record at 244").
-    if "}}" in text:
-        text = text.split("}}", 1)[1]
-    return text.split("[Op:")[0].strip()
 
 
 __all__ = [
