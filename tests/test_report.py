@@ -393,3 +393,22 @@ def test_summary_schema_and_controls_table(tmp_path):
     text = report.markdown.read_text()
     assert "**Controls: what the teacher and a warm start give without distillation**" in text
     assert "| `distillation_beats_warm_start` |" in text
+
+
+def test_several_families_are_judged_and_tabled_apart(tmp_path):
+    rows = []
+    for family, signal in (("netvlad", 0.6), ("hrnn", 0.3)):
+        for row in (_row("teacher", folder=tmp_path / family, signal=signal, noise_seed=1),
+                    _row("baseline", 10, folder=tmp_path / family, signal=0.2, noise_seed=2)):
+            row["family"] = family
+            row["model_key"] = f"{family}-{row['model_key']}"
+            rows.append(row)
+    summary = build_report(rows, tmp_path / "r", resamples=100).summary
+    skyline = [c for c in summary["claims"] if c["key"] == "teacher_skyline"]
+    assert [c["family"] for c in skyline] == ["hrnn", "netvlad"]  # the default family first
+    assert [c["estimate"] for c in skyline] == pytest.approx(
+        [rows[2]["gap"] - rows[3]["gap"], rows[0]["gap"] - rows[1]["gap"]])
+    titles = [t["title"] for t in summary["tables"]]
+    assert "Table 1 (GAP), hierarchical LSTM: test GAP of every model by k" in titles
+    assert "Table 1 (GAP), NetVLAD: test GAP of every model by k" in titles
+    assert {c["family"] for c in summary["configurations"]} == {"hrnn", "netvlad"}
