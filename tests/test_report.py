@@ -412,3 +412,16 @@ def test_several_families_are_judged_and_tabled_apart(tmp_path):
     assert "Table 1 (GAP), hierarchical LSTM: test GAP of every model by k" in titles
     assert "Table 1 (GAP), NetVLAD: test GAP of every model by k" in titles
     assert {c["family"] for c in summary["configurations"]} == {"hrnn", "netvlad"}
+
+
+def test_a_model_on_other_test_videos_is_not_paired(tmp_path):
+    rows = [_row("teacher", folder=tmp_path, signal=0.6, noise_seed=1), _row("baseline", 10, folder=tmp_path, signal=0.2, noise_seed=2),
+            _row("baseline", 30, folder=tmp_path, signal=0.2, noise_seed=3)]
+    # The second model's predictions are of another video: the two others (the most common set) are paired.
+    table = predictions_of(["elsewhere"], np.zeros((1, 2), dtype=np.int64), np.ones((1, 2)), [np.array([0])])
+    write_predictions(table, Path(rows[1]["evaluation_dir"]) / PREDICTIONS_FILE)
+    intervals = Intervals(rows, resamples=50)
+    assert intervals.missing == [f"{rows[1]['model_key']} (other test videos)"]
+    claim = claim_teacher_skyline(Grid(rows), intervals)
+    assert [p.interval is None for p in claim.parts] == [True, False]
+    assert [p.verdict for p in claim.parts] == [INCONCLUSIVE, HOLDS] and claim.verdict == INCONCLUSIVE
