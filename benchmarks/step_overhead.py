@@ -11,7 +11,9 @@ run, so load from other jobs on the machine hardly moves them; wall seconds are 
    - ``tracked``: the fixed part of a real step: import ``fewframes.components.steps``, ``torch`` and open
      the step's MLflow child run in a SQLite store (``fewframes.runs.step_run``), log one metric;
    - ``tracked_full_teardown``: the same with ``FEWFRAMES_FULL_TEARDOWN=1`` (Python's normal interpreter
-     teardown after the outputs are written, as before issue 11).
+     teardown after the outputs are written, as before issue 11);
+   - ``tracked_warm``: the same step run in a fork of the warm step server (``fewframes run``'s default,
+     ``components/steps/warm.py``); the server's own start, once per pipeline run, is reported apart.
 2. ``parts``: each piece alone in a fresh interpreter (``python -c``): start-up, ``import kfp.dsl.
    executor_main``, ``import torch``, ``import mlflow``, opening a run in an existing SQLite store,
    ``import tensorflow`` (ingest only), and the teardown with torch + mlflow loaded (normal exit minus
@@ -47,9 +49,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The lazy imports of each step's body (components/steps/*.py), i.e. what a step loads before its work.
 ENTRY_POINTS = {
     "start-tracking": "from fewframes.components.steps import start_tracking_step; import mlflow",
+    # ingest-split also writes and reads one tiny TFRecord shard (what synth + ingest load for it)
     "ingest-split": "from fewframes.components.steps import ingest_split_step; from fewframes.data.ingest import ingest; "
     "from fewframes.data.split import write_split; from fewframes.data.synth import generate_synthetic; "
-    "from fewframes.data.yt8m import list_shards; list_shards('/nonexistent/*.tfrecord') if False else None",
+    "import numpy as np, os, tempfile; from fewframes.data.yt8m import Video, read_shard, write_tfrecord; "
+    "p = os.path.join(tempfile.mkdtemp(), 'a.tfrecord'); "
+    "write_tfrecord(p, [Video('v', np.array([1]), np.zeros((2, 1024), np.uint8), np.zeros((2, 128), np.uint8))]); "
+    "list(read_shard(p))",
     "plan": "from fewframes.components.steps import plan_students_step; from fewframes.data.store import FrameStore",
     "train": "from fewframes.components.steps import train_teacher_step; from fewframes.data.store import FrameStore; "
     "from fewframes.training import train_teacher; import fewframes.runs, fewframes.tracking, mlflow",
@@ -81,40 +87,59 @@ def python(code: str, env: dict[str, str] | None = None) -> None:
 def kfp_local_steps(work: Path, repeats: int) -> dict[str, Any]:
     from kfp import local
 
+    from fewframes.components.steps.common import FULL_TEARDOWN_ENV
+    from fewframes.components.steps.warm import warm_steps
     from fewframes.runs import TrackingContext, local_tracking_uri, start_parent_run
 
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
     uri = local_tracking_uri(work)
     parent = start_parent_run(TrackingContext(uri=uri, experiment="fewframes"), "step-overhead")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp"))
     from step_overhead_components import noop, tracked
 
-    variants = {
-        "noop": (lambda: noop(value=1), {}),
-        "tracked": (lambda: tracked(tracking_uri=uri, parent_run_id=parent, value=1), {}),
-        "tracked_full_teardown": (
-            lambda: tracked(tracking_uri=uri, parent_run_id=parent, value=1), {"FEWFRAMES_FULL_TEARDOWN": "1"}),
+    def tracked_run() -> None:
+        tracked(tracking_uri=uri, parent_run_id=parent, value=1)
+
+    variants: dict[str, tuple[Any, dict[str, str], bool]] = {  # run, environment, through the warm server
+        "noop": (lambda: noop(value=1), {}, False),
+        "tracked_full_teardown": (tracked_run, {FULL_TEARDOWN_ENV: "1"}, False),
+        "tracked": (tracked_run, {}, False),
+        "tracked_warm": (tracked_run, {}, True),
     }
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-    for name, (run, _) in variants.items():  # warm-up: the page cache, kfp's first-run set-up
-        run()
-        break
     import contextlib
     import io
 
+    tracked_run()  # warm-up: the page cache, the MLflow experiment
+    server_start: list[float] = []
     for _ in range(repeats):
-        for name, (run, env) in variants.items():  # interleaved: load hits every variant alike
+        for name, (run, env, warm) in variants.items():  # interleaved: load hits every variant alike
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
-                    samples[name].append(measured(run))
+                    if warm:
+                        # The step's process here (kfp's executor) + its fork in the server (the server
+                        # counts its children's CPU); the server's own start is once per pipeline run.
+                        alone = children_cpu()
+                        with warm_steps() as server:
+                            assert server, "warm step server did not start"
+                            cpu, wall = measured(run)
+                        alone = children_cpu() - alone - cpu - server.steps_cpu_s
+                        samples[name].append((cpu + server.steps_cpu_s, wall))
+                        server_start.append(alone)
+                    else:
+                        samples[name].append(measured(run))
             finally:
                 for k, v in saved.items():
                     if v is None:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
-    return {name: summary(values) for name, values in samples.items()}
+    result: dict[str, Any] = {name: summary(values) for name, values in samples.items()}
+    result["warm_server_start_cpu_s_median"] = round(statistics.median(server_start), 3)  # once per pipeline run
+    return result
 
 
 def summary(values: list[tuple[float, float]]) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """The components ``step_overhead.py`` runs through kfp.local (no ``from __future__ import annotations``
-here: KFP reads the parameter annotations at decoration time)."""
+here: KFP reads the parameter annotations at decoration time), and the step they call. The step is a
+``reports_errors`` function like every step of ``components/steps`` (so a warm server can run it);
+``step_overhead.py`` puts this folder on PYTHONPATH for the step processes and the server."""
 
 from kfp import dsl
 
@@ -12,13 +14,7 @@ def noop(value: int) -> int:
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False, packages_to_install=[])
 def tracked(tracking_uri: str, parent_run_id: str, value: int) -> int:
-    """The fixed part of a real step: the steps package, torch, the step's MLflow child run."""
-    import torch  # every training/evaluation step loads it
+    """A step: the steps package, then ``tracked_step`` (here, or in a fork of the warm server)."""
+    from step_overhead_step import tracked_step
 
-    from fewframes.components.steps import tracking_context  # noqa: F401 - what every step imports
-    from fewframes.runs import TrackingContext, step_run
-
-    context = TrackingContext(uri=tracking_uri, experiment="fewframes", parent_run_id=parent_run_id)
-    with step_run(context, "noop") as tracker:
-        tracker.log_metrics({"value": float(torch.tensor(value).item())})
-    return value
+    return tracked_step(tracking_uri, parent_run_id, value)

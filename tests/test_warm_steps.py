@@ -62,9 +62,18 @@ def test_every_step_can_be_named_across_processes() -> None:
             assert getattr(module, value.__qualname__) is value, name
 
 
+def test_the_server_counts_its_steps_cpu(tmp_path: Path, monkeypatch) -> None:
+    with warm.warm_steps() as server:
+        assert server
+        monkeypatch.chdir(tmp_path)
+        start_tracking_step("", "fewframes", "", "run-3", "distill", "", "t.json")
+    assert (tmp_path / "t.json").is_file()
+    assert server.steps_cpu_s is not None and server.steps_cpu_s > 0
+
+
 def test_cold_steps_switch(monkeypatch) -> None:
     monkeypatch.setenv(warm.COLD_ENV, "1")
     monkeypatch.delenv(warm.SOCKET_ENV, raising=False)
     with warm.warm_steps() as ready:
-        assert ready is False
+        assert not ready
         assert warm.SOCKET_ENV not in os.environ

@@ -53,6 +53,7 @@ PRELOAD = (
     "fewframes.tracking",
 )
 READY = b"ready\n"
+_STEPS_CPU = "steps_cpu_s"
 _HEADER = struct.Struct("!Q")
 _in_child = False
 
@@ -163,6 +164,15 @@ def serve(path: str) -> None:
     listener.bind(path)
     listener.listen(64)
     children: set[int] = set()
+    children_cpu = 0.0
+
+    def reap(child: int, flags: int) -> None:
+        nonlocal children_cpu
+        pid, _, usage = os.wait4(child, flags)
+        if pid:
+            children.discard(child)
+            children_cpu += usage.ru_utime + usage.ru_stime
+
     signal.signal(signal.SIGTERM, stop)
     sys.stdout.buffer.write(READY)
     sys.stdout.flush()
@@ -176,8 +186,7 @@ def serve(path: str) -> None:
             conn.close()
             children.add(pid)
             for child in list(children):  # reap the finished ones
-                if os.waitpid(child, os.WNOHANG)[0]:
-                    children.discard(child)
+                reap(child, os.WNOHANG)
     except (_Stop, KeyboardInterrupt):
         pass
     finally:
@@ -186,18 +195,33 @@ def serve(path: str) -> None:
         for child in children:  # steps still running when the run stops (Ctrl-C): stop them too
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
-        for child in children:  # waited, so their CPU time reaches whoever waits for this process
+        for child in list(children):  # waited, so their CPU time reaches whoever waits for this process
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(child, 0)
+                reap(child, 0)
+        sys.stdout.write(f"{_STEPS_CPU} {children_cpu:.6f}\n")  # for benchmarks/step_overhead.py
+        sys.stdout.flush()
+
+
+class WarmServer:
+    """What ``warm_steps`` yields: true when the server runs; after the block, the CPU seconds of the steps
+    it ran (``steps_cpu_s``, their forked processes only), or None."""
+
+    def __init__(self, ready: bool) -> None:
+        self.ready = ready
+        self.steps_cpu_s: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.ready
 
 
 @contextlib.contextmanager
-def warm_steps() -> Iterator[bool]:
+def warm_steps() -> Iterator[WarmServer]:
     """Start the server, point ``SOCKET_ENV`` at it for the steps started meanwhile, stop it afterwards.
-    Yields False (steps run in their own processes) when the server could not start or ``COLD_ENV``=1."""
+    Yields a false ``WarmServer`` (steps run in their own processes) when the server could not start or
+    ``COLD_ENV``=1."""
     # Linux only: elsewhere forking after these imports is not safe (macOS's system frameworks).
     if os.environ.get(COLD_ENV) == "1" or not sys.platform.startswith("linux"):
-        yield False
+        yield WarmServer(False)
         return
     folder = tempfile.mkdtemp(prefix="fewframes-warm-")
     path = os.path.join(folder, "steps.sock")
@@ -208,18 +232,22 @@ def warm_steps() -> Iterator[bool]:
         [sys.executable, "-m", "fewframes.components.steps.warm", path],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=environment,
     )
-    ready = process.stdout is not None and process.stdout.readline() == READY
-    if ready:
+    server = WarmServer(process.stdout is not None and process.stdout.readline() == READY)
+    if server:
         os.environ[SOCKET_ENV] = path
     try:
-        yield ready
+        yield server
     finally:
         os.environ.pop(SOCKET_ENV, None)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+        tail = process.stdout.read().decode(errors="replace") if process.stdout is not None else ""
         process.wait()
         if process.stdout is not None:
             process.stdout.close()
+        for line in tail.splitlines():
+            if line.startswith(_STEPS_CPU):
+                server.steps_cpu_s = float(line.split()[1])
         log.close()
         import shutil
 
