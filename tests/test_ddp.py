@@ -94,6 +94,34 @@ def test_parallel_training_on_two_gloo_processes_matches_one_process(store: Path
     assert_match(single, ddp, ["teacher.pt", "student.pt"])
 
 
+def test_serial_student_from_cached_teacher_outputs_on_two_gloo_processes_matches_one_process(
+    store: Path, tmp_path: Path
+) -> None:
+    """Under torchrun rank 0 builds the teacher-outputs cache beside the teacher file while rank 1 waits, then
+    both read it; each run gets its own copy of the teacher, so each builds its own cache."""
+    import shutil
+
+    from fewframes.config import TrainConfig
+    from fewframes.training import train_teacher
+    from fewframes.training.teacher_cache import CACHE_PREFIX
+
+    teacher = train_teacher(store, tiny_model_config(dropout=0.0), TrainConfig.from_dict({**train_config(), "epochs": 1}),
+                            out_dir=tmp_path / "teacher", progress=False)
+    copies = {}
+    for name in ("single", "ddp"):
+        (tmp_path / f"teacher-{name}").mkdir()
+        copies[name] = str(shutil.copy(teacher.model_path, tmp_path / f"teacher-{name}" / "teacher.pt"))
+    student = {"k": 6, "loss": "rep_pred_ce"}
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run_training_process(training_command("student", store, single, teacher=copies["single"],
+                                          student_config=student, train_config=train_config()))
+    run_training_process(training_command("student", store, ddp, processes=2, teacher=copies["ddp"],
+                                          student_config=student, train_config=train_config()))
+    for name in ("single", "ddp"):
+        assert len(list((tmp_path / f"teacher-{name}").glob(f"{CACHE_PREFIX}*.pt"))) == 1
+    assert_match(single, ddp, ["student.pt"])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The pipeline's training step on several processes (issue 7's multi-GPU path, with gloo on the CPU)
 
