@@ -58,3 +58,14 @@ def test_env_number_names_the_variable_and_refuses_bad_values(monkeypatch) -> No
         monkeypatch.setenv("FEWFRAMES_TEST_N", bad)
         with pytest.raises(ConfigError, match=r"^\$FEWFRAMES_TEST_N: must be > 0"):
             env_number("FEWFRAMES_TEST_N", 1.0, ConfigError, kind=float, positive=True)
+
+
+def test_plateau_preset_carries_its_family_and_early_stopping():
+    plateau = get_preset("plateau")
+    model = plateau.model_config()
+    assert (model.family, model.clusters, model.hidden_size) == ("netvlad", 8, 64)
+    assert plateau.train.patience > 0 and plateau.train.epochs > plateau.train.patience
+    assert plateau.ks == (6, 10, 15, 20, 30)
+    # A preset's family is the default; asking for another family keeps the sizes.
+    assert plateau.model_config(family="hrnn").family == "hrnn"
+    assert get_preset("report").model_config().family == "hrnn"
