@@ -250,7 +250,7 @@ PRESETS: dict[str, Preset] = {
     # The README's main job on a 2-core laptop: about ten minutes for the whole DAG.
     # lr 6e-3, not the paper's 1e-3: 5 epochs are only 110 Adam steps here, and at 1e-3 the teacher ended
     # at the label prior (train L_CE 10.01 vs 10.07) and below Uniform-30 (test GAP .352 vs .389); at 6e-3
-    # both train (.621 vs .626). Same run time. docs/method.md "Why the teacher is not the skyline".
+    # both train (.621 vs .626). Same run time. docs/method.md "When the teacher is a skyline".
     "demo": Preset(
         name="demo",
         data=DataConfig(videos=2000, classes=50, seed=0),
