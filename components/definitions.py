@@ -10,11 +10,13 @@ This module deliberately has no ``from __future__ import annotations``: KFP read
 (``Input[Dataset]``, ``List[int]``) at decoration time and cannot parse postponed (string) annotations.
 
 Every step is deterministic given its inputs (seeded), so KFP caching can reuse results. The MLflow
-coordinates reach each step as the ``tracking`` artifact that ``start-tracking`` writes (a JSON file: URI,
-experiment, parent run id, pipeline run id) rather than as a task-output parameter: kfp.local 2.17 replaces
-every task-output parameter of a task inside a ``dsl.ParallelFor`` with the loop item, while artifacts pass
-through intact. Because start-tracking never caches (it makes a new parent run each time), steps downstream
-of it re-execute on every pipeline run that tracks to MLflow.
+coordinates reach each step as pipeline parameters that do not change from run to run (``tracking_uri``,
+``experiment``, and ``parent_run_id``, which only ``fewframes run`` sets), never as start-tracking's
+output: KFP's cache key holds every input parameter value and input artifact, and start-tracking runs
+afresh each time, so any of its outputs as an input would make every step miss the cache on every run.
+On a cluster a step finds its run's parent MLflow run by its pod's Argo workflow label
+(``fewframes.runs.resolve_tracking``, ``fewframes.cluster.WORKFLOW_ENV``). A step served from the cache
+logs no new MLflow child run: the run that computed it has it.
 """
 
 from typing import List
@@ -80,7 +82,9 @@ def ingest_split(
     seed: int,
     validation_fraction: float,
     test_fraction: float,
-    tracking: Input[Artifact],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
     store: Output[Dataset],
     metrics: Output[Metrics],
 ):
@@ -94,7 +98,7 @@ def ingest_split(
         seed=seed,
         validation_fraction=validation_fraction,
         test_fraction=test_fraction,
-        tracking=tracking_context(tracking.path),
+        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
         num_classes=num_classes,
     )
     for name, value in result.metrics.items():
@@ -152,7 +156,9 @@ def train_teacher(
     learning_rate: float,
     seed: int,
     device: str,
-    tracking: Input[Artifact],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
     teacher: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -160,7 +166,7 @@ def train_teacher(
     from fewframes.components.steps import Sizes, tracking_context, train_teacher_step
 
     sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
-    result = train_teacher_step(store.path, teacher.path, sizes, tracking_context(tracking.path))
+    result = train_teacher_step(store.path, teacher.path, sizes, tracking_context(tracking_uri, experiment, parent_run_id))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     teacher.metadata.update(result.metadata)
@@ -183,7 +189,9 @@ def distill_student(
     learning_rate: float,
     seed: int,
     device: str,
-    tracking: Input[Artifact],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
     student: Output[Model],
     metrics: Output[Metrics],
     repeat: bool = False,
@@ -202,7 +210,7 @@ def distill_student(
         matching=matching,
         train_fraction=train_fraction,
         sizes=sizes,
-        tracking=tracking_context(tracking.path),
+        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
         repeat=repeat,
     )
     for name, value in result.metrics.items():
@@ -224,7 +232,9 @@ def train_baseline(
     learning_rate: float,
     seed: int,
     device: str,
-    tracking: Input[Artifact],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
     baseline: Output[Model],
     metrics: Output[Metrics],
     repeat: bool = False,
@@ -240,7 +250,7 @@ def train_baseline(
         frame_selection=frame_selection,
         train_fraction=train_fraction,
         sizes=sizes,
-        tracking=tracking_context(tracking.path),
+        tracking=tracking_context(tracking_uri, experiment, parent_run_id),
         repeat=repeat,
     )
     for name, value in result.metrics.items():
@@ -252,14 +262,16 @@ def train_baseline(
 def evaluate(
     store: Input[Dataset],
     model: Input[Model],
-    tracking: Input[Artifact],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
 ):
     """GAP@20, mAP, Hit@1, PERR on the test split (+ per-class AP and encodings)."""
     from fewframes.components.steps import evaluate_step, tracking_context
 
-    result = evaluate_step(store.path, model.path, evaluation.path, tracking_context(tracking.path))
+    result = evaluate_step(store.path, model.path, evaluation.path, tracking_context(tracking_uri, experiment, parent_run_id))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     evaluation.metadata.update(result.metadata)
@@ -275,7 +287,9 @@ def benchmark(
     student_evaluations: Input[List[Dataset]],
     baseline_evaluations: Input[List[Dataset]],
     device: str,
-    tracking: Input[Artifact],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
     results: Output[Dataset],
     metrics: Output[Metrics],
 ):
@@ -287,7 +301,7 @@ def benchmark(
         [teacher.path] + [m.path for m in students] + [m.path for m in baselines],
         [teacher_evaluation.path] + [e.path for e in student_evaluations] + [e.path for e in baseline_evaluations],
         results.path,
-        tracking_context(tracking.path),
+        tracking_context(tracking_uri, experiment, parent_run_id),
         device=device,
     )
     for name, value in result.metrics.items():
@@ -302,7 +316,9 @@ def report(
     baseline_evaluations: Input[List[Dataset]],
     benchmark_results: Input[Dataset],
     tolerance: float,
-    tracking: Input[Artifact],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
     markdown: Output[Markdown],
     html: Output[HTML],
     metrics: Output[Metrics],
@@ -315,7 +331,7 @@ def report(
         benchmark_results.path,
         markdown.path,
         html.path,
-        tracking_context(tracking.path),
+        tracking_context(tracking_uri, experiment, parent_run_id),
         tolerance=tolerance,
     )
     for name, value in result.metrics.items():

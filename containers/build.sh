@@ -3,8 +3,10 @@
 #
 #   containers/build.sh [--push] [--refresh-base] [--dry-run] [cpu|cuda|mlflow|all ...]
 #
-# Image names come from fewframes.cluster (image("cpu"), image("cuda"), mlflow_server_image()), so
-# FEWFRAMES_IMAGE_REPOSITORY / FEWFRAMES_IMAGE_TAG change them for the build and the compiled pipeline alike.
+# Image names come from fewframes.cluster (image("cpu"), image("cuda"), mlflow_server_image()): tagged
+# <version>-g<git commit> unless FEWFRAMES_IMAGE_TAG says otherwise, in the FEWFRAMES_IMAGE_REPOSITORY, for
+# the build and the compiled pipeline alike. --push also writes containers/images.lock.json, each image by
+# its registry digest; `fewframes compile/submit --image-lock containers/images.lock.json` pins them.
 # Bases are built from the tag@sha256 pinned in each Dockerfile; --refresh-base resolves the tag's current
 # digest instead (docker buildx imagetools) and prints the ARG line to commit.
 # --dry-run prints the docker commands instead of running them (no Docker engine needed).
@@ -64,6 +66,7 @@ run() {
 
 revision="$(git -C "${repo_root}" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 built=()
+declare -A pinned=()
 for variant in "${variants[@]}"; do
     dockerfile="${repo_root}/containers/${variant}.Dockerfile"
     name="$(image_name "${variant}")"
@@ -87,9 +90,28 @@ for variant in "${variants[@]}"; do
         "${repo_root}"
     if [[ ${push} -eq 1 ]]; then
         run docker push "${name}"
+        if [[ ${dry_run} -eq 0 ]]; then
+            digest="$(docker buildx imagetools inspect "${name}" --format '{{json .Manifest.Digest}}' | tr -d '"')"
+            pinned["${variant}"]="${name}@${digest}"
+        fi
     fi
     built+=("${variant}=${name}")
 done
+
+if [[ ${#pinned[@]} -gt 0 ]]; then
+    lock="${repo_root}/containers/images.lock.json"
+    {
+        printf '{'
+        separator=""
+        for variant in "${!pinned[@]}"; do
+            printf '%s\n  "%s": "%s"' "${separator}" "${variant}" "${pinned[${variant}]}"
+            separator=","
+        done
+        printf '\n}\n'
+    } > "${lock}.tmp"
+    mv "${lock}.tmp" "${lock}"
+    echo "==> pinned by digest in ${lock#"${repo_root}"/} (fewframes compile/submit --image-lock)" >&2
+fi
 
 # Last lines on stdout: the images, one per line, as the pipeline names them.
 printf '%s\n' "${built[@]}"

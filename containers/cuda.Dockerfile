@@ -18,17 +18,20 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Fail the build early if the base is not the torch the lock and the tests expect.
 RUN python -c "import torch; assert torch.__version__.startswith('${TORCH_VERSION}'), torch.__version__; assert torch.version.cuda, 'not a CUDA build'"
 
-# The tested dependency set (containers/lock.py); torch==2.13.0 in it is already satisfied by the base.
-COPY containers/requirements.lock /opt/fewframes/requirements.lock
+# The tested dependency set without tensorflow (containers/lock.py writes requirements-cuda.lock): GPU tasks
+# train, distil and benchmark from the frame store; only ingest (the CPU image) reads TFRecords.
+# torch==2.13.0 in it is already satisfied by the base.
+COPY containers/requirements-cuda.lock /opt/fewframes/requirements.lock
 RUN pip install --no-cache-dir -r /opt/fewframes/requirements.lock
 
 COPY pyproject.toml README.md /opt/fewframes/src/
 COPY fewframes /opt/fewframes/src/fewframes
 COPY components /opt/fewframes/src/components
 COPY pipelines /opt/fewframes/src/pipelines
-RUN pip install --no-cache-dir --constraint /opt/fewframes/requirements.lock /opt/fewframes/src \
+# --no-deps: everything it needs is installed above, and its tensorflow requirement is the one left out.
+RUN pip install --no-cache-dir --no-deps /opt/fewframes/src \
     && rm -rf /opt/fewframes/src \
-    && python -c "import fewframes, fewframes.components, fewframes.pipelines, torch; assert torch.__version__.startswith('${TORCH_VERSION}')"
+    && python -c "import importlib.util, fewframes, fewframes.components.steps, fewframes.pipelines, torch; assert torch.__version__.startswith('${TORCH_VERSION}'); assert importlib.util.find_spec('tensorflow') is None"
 
 # KFP's launcher puts input artifacts under /gcs, /minio and /s3 (backend 2.2+ mounts emptyDirs there;
 # owning them here keeps older backends and plain `docker run` working as non-root too).

@@ -7,22 +7,72 @@ taint can never drift from the toleration that is meant to match it.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
-from fewframes.config import _DictMixin
+from fewframes.config import ConfigError, _DictMixin
 
 # One setting names the component image; overridable for forks and private registries.
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/fewframes/fewframes"
 IMAGE_REPOSITORY = os.environ.get("FEWFRAMES_IMAGE_REPOSITORY", DEFAULT_IMAGE_REPOSITORY)
-IMAGE_TAG = os.environ.get("FEWFRAMES_IMAGE_TAG", "0.1.0")
+IMAGE_VARIANTS = ("cpu", "cuda", "mlflow")
+# A JSON file {variant: "repository:tag@sha256:<digest>"} that containers/build.sh --push writes; when it is
+# given (--image-lock or this variable), the compiled pipeline names every image by digest.
+IMAGE_LOCK_ENV = "FEWFRAMES_IMAGE_LOCK"
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def image(variant: str = "cpu") -> str:
-    """The component image: ``cpu`` (slim) or ``cuda`` (GPU node pools)."""
+@functools.lru_cache(maxsize=None)
+def image_tag() -> str:
+    """The component images' tag: ``$FEWFRAMES_IMAGE_TAG``, else ``<package version>-g<git commit>`` (the
+    commit of this checkout, so an image says which code it holds), else the version alone (an installed
+    package, no git)."""
+    if os.environ.get("FEWFRAMES_IMAGE_TAG"):
+        return os.environ["FEWFRAMES_IMAGE_TAG"]
+    import subprocess
+
+    from fewframes import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", _ROOT, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}-g{commit}" if commit else __version__
+
+
+def read_image_lock(path: str) -> dict[str, str]:
+    """The pinned images of an image lock file; a missing file or an entry without a digest is a ConfigError."""
+    import json
+    import re
+
+    try:
+        with open(path) as handle:
+            pinned = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--image-lock {path}: cannot read it ({exc})") from None
+    if not isinstance(pinned, dict) or not pinned:
+        raise ConfigError(f"--image-lock {path}: expected a JSON object {{variant: image@sha256:...}}")
+    for variant, reference in pinned.items():
+        if variant not in IMAGE_VARIANTS:
+            raise ConfigError(f"--image-lock {path}: unknown image {variant!r} (expected {', '.join(IMAGE_VARIANTS)})")
+        if not isinstance(reference, str) or not re.fullmatch(r"[\w.:/-]+@sha256:[0-9a-f]{64}", reference):
+            raise ConfigError(f"--image-lock {path}: {variant} = {reference!r} is not an image@sha256:<64 hex> reference")
+    return pinned
+
+
+def image(variant: str = "cpu", lock: dict[str, str] | None = None) -> str:
+    """The component image: ``cpu`` (slim, ingests TFRecords) or ``cuda`` (GPU node pools, no tensorflow);
+    by digest when ``lock`` (an image lock, or ``$FEWFRAMES_IMAGE_LOCK``) pins it."""
     if variant not in ("cpu", "cuda"):
         raise ValueError(f"image variant must be cpu or cuda, got {variant!r}")
-    return f"{IMAGE_REPOSITORY}:{IMAGE_TAG}-{variant}"
+    if lock is None and os.environ.get(IMAGE_LOCK_ENV):
+        lock = read_image_lock(os.environ[IMAGE_LOCK_ENV])
+    if lock and variant in lock:
+        return lock[variant]
+    return f"{IMAGE_REPOSITORY}:{image_tag()}-{variant}"
 
 
 @dataclass(frozen=True)
@@ -90,8 +140,11 @@ MLFLOW_SERVICE_ACCOUNT = "mlflow"
 
 
 def mlflow_server_image() -> str:
-    """The MLflow tracking server image (MLflow + PostgreSQL driver + GCS client), built by containers/build.sh."""
-    return f"{IMAGE_REPOSITORY}-mlflow:{IMAGE_TAG}"
+    """The MLflow tracking server image (MLflow + PostgreSQL driver + GCS client), built by containers/build.sh.
+    Tagged with the package version only: it holds no fewframes code, and the manifests name it."""
+    from fewframes import __version__
+
+    return f"{IMAGE_REPOSITORY}-mlflow:{os.environ.get('FEWFRAMES_MLFLOW_IMAGE_TAG', __version__)}"
 
 
 # --- Sizing, retries and timeouts of every task, by preset ---
@@ -172,3 +225,14 @@ def task_sizing(task: str, preset: str) -> TaskSizing:
 # backend's in-cluster object store; empty = the backend's default.
 PIPELINE_ROOT = os.environ.get("FEWFRAMES_PIPELINE_ROOT", "")
 PIPELINE_ROOT_SCHEMES = ("gs://", "s3://", "minio://")
+
+
+# --- How a step finds its pipeline run's parent MLflow run without defeating KFP's cache ---
+# KFP's cache key holds a task's input parameter values and the identities of its input artifacts, so a
+# run-specific input (the parent run id, the KFP run id, an artifact of the never-cached start-tracking)
+# would make every task miss the cache on every run. Steps take only the stable tracking coordinates
+# (tracking URI, experiment) and read the run they belong to from their pod: Argo labels every pod of a
+# workflow with its name, and the Kubernetes downward API puts that label in this variable (a platform
+# setting, not part of the cache key). start-tracking tags the parent run with the same name.
+WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+WORKFLOW_ENV = "FEWFRAMES_KFP_WORKFLOW"

@@ -38,6 +38,7 @@ TAG_ROLE = "fewframes.role"  # teacher | student | baseline (runs about one mode
 TAG_MODEL_KEY = "fewframes.model_key"  # one name per model of a pipeline run, e.g. student-serial-rep_pred_ce-final-k30
 TAG_PIPELINE_RUN = "fewframes.pipeline_run_id"  # the KFP run id, or the local run's id
 TAG_PIPELINE = "fewframes.pipeline"  # distill | paper
+TAG_WORKFLOW = "fewframes.kfp_workflow"  # on a cluster's parent run: the Argo workflow (pods find it by it)
 TAG_FAILURE = "fewframes.failure"  # on a parent run that did not finish: what failed, as KFP reported it
 
 # Parameters that describe one model; every run about a model logs all of them (blank when not relevant).
@@ -177,6 +178,43 @@ def find_parent_run(uri: str, experiment: str, pipeline_run_id: str) -> str:
         max_results=1,
     )
     return runs[0].info.run_id if runs else ""
+
+
+def resolve_tracking(uri: str, experiment: str, parent_run_id: str = "") -> TrackingContext:
+    """Where a step logs, from the stable coordinates it gets as parameters (so KFP can cache it).
+
+    ``parent_run_id`` given (``fewframes run``): that run. Empty (a cluster run): the parent that
+    ``start-tracking`` tagged with this pod's workflow (``fewframes.cluster.WORKFLOW_ENV``, from the pod's
+    Argo label). The pipeline run id and pipeline name come from the parent's tags.
+    """
+    if not uri:
+        return TrackingContext(uri="", experiment=experiment)
+    import mlflow
+
+    from fewframes.cluster import WORKFLOW_ENV
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if not parent_run_id:
+        workflow = os.environ.get(WORKFLOW_ENV, "")
+        found = client.get_experiment_by_name(experiment) if workflow else None
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{TAG_WORKFLOW}` = '{workflow}' and tags.`{TAG_STEP}` = 'pipeline'",
+            max_results=1,
+        ) if found is not None else []  # fmt: skip
+        if not runs:
+            raise PipelineError(
+                f"no parent MLflow run for this pipeline run in experiment {experiment!r} at {uri} "
+                f"(workflow {workflow or f'unknown: ${WORKFLOW_ENV} unset'}; start-tracking did not run?)"
+            )
+        parent_run_id = runs[0].info.run_id
+        tags = runs[0].data.tags
+    else:
+        try:
+            tags = client.get_run(parent_run_id).data.tags
+        except mlflow.exceptions.MlflowException:
+            raise PipelineError(f"parent_run_id {parent_run_id!r} is not a run at {uri}") from None
+    return TrackingContext(uri, experiment, parent_run_id, tags.get(TAG_PIPELINE_RUN, ""), tags.get(TAG_PIPELINE, ""))
 
 
 def close_parent_run(uri: str, run_id: str, state: str, message: str = "") -> str:
@@ -351,6 +389,7 @@ __all__ = [
     "local_artifact_root",
     "local_tracking_uri",
     "parent_run_status",
+    "resolve_tracking",
     "log_metrics_to_run",
     "start_parent_run",
     "step_run",

@@ -21,9 +21,9 @@ No ``from __future__ import annotations`` here: KFP reads the pipeline function'
 and cannot parse postponed (string) ones.
 """
 
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, Optional, Union
 
-from fewframes.cluster import CPU_ONLY, GpuSettings, TaskSizing, image, task_sizing
+from fewframes.cluster import CPU_ONLY, WORKFLOW_ENV, WORKFLOW_LABEL, GpuSettings, TaskSizing, image, task_sizing
 from fewframes.config import BASELINE_SELECTIONS, DISTILL_LOSSES, Preset, get_preset
 from fewframes.errors import PipelineError
 
@@ -103,7 +103,6 @@ def apply_gpu(task: Any, gpu: GpuSettings) -> Any:
     task.set_cpu_limit(gpu.cpu_limit)
     task.set_memory_request(gpu.memory_request)
     task.set_memory_limit(gpu.memory_limit)
-    task.set_container_image(image("cuda"))
     # torchrun launches one training process per GPU on multi-GPU tasks (see fewframes.components.steps).
     task.set_env_variable("FEWFRAMES_GPUS", str(gpu.gpus))
     for key, value in gpu.node_selector().items():  # the GPU model, and spot or on-demand nodes
@@ -131,16 +130,25 @@ def apply_sizing(task: Any, sizing: TaskSizing, *, on_gpu: bool) -> Any:
     return task
 
 
-def _size_every_task(preset: str, gpu: GpuSettings) -> None:
-    """apply_sizing on every task of the pipeline being built, by its component's name."""
+def _configure_every_task(preset: str, gpu: GpuSettings, image_lock: Optional[Dict[str, str]]) -> None:
+    """On every task of the pipeline being built: its image (CUDA on a GPU, else the CPU one that also
+    ingests; by digest with an image lock), apply_sizing by its component's name, and the pod's Argo
+    workflow name in ``WORKFLOW_ENV`` (how a step finds its run's parent MLflow run without an input that
+    changes every run; see fewframes.cluster)."""
+    from kfp import kubernetes
     from kfp.dsl import pipeline_context
 
     for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
         component = task.component_spec.name.replace("_", "-")
-        apply_sizing(task, task_sizing(component, preset), on_gpu=gpu.enabled and component in GPU_TASKS)
+        on_gpu = gpu.enabled and component in GPU_TASKS
+        task.set_container_image(image("cuda" if on_gpu else "cpu", image_lock))
+        apply_sizing(task, task_sizing(component, preset), on_gpu=on_gpu)
+        kubernetes.use_field_path_as_env(task, env_name=WORKFLOW_ENV, field_path=f"metadata.labels['{WORKFLOW_LABEL}']")
 
 
-def _inside_exit_handler(steps: Callable, close_tracking: Callable, preset: str, gpu: GpuSettings) -> Callable:
+def _inside_exit_handler(
+    steps: Callable, close_tracking: Callable, preset: str, gpu: GpuSettings, image_lock: Optional[Dict[str, str]]
+) -> Callable:
     """``steps`` (the DAG) inside a ``dsl.ExitHandler`` whose exit task, ``close-tracking``, ends the MLflow
     parent run FINISHED or FAILED from KFP's final status, on every backend. The exit task may take only
     pipeline parameters (KFP forbids it to depend on a task), so it finds the parent by run id or tag."""
@@ -162,7 +170,7 @@ def _inside_exit_handler(steps: Callable, close_tracking: Callable, preset: str,
         ).set_caching_options(False)
         with dsl.ExitHandler(exit_task, name="fewframes-steps"):
             steps(*args, **kwargs)
-        _size_every_task(preset, gpu)
+        _configure_every_task(preset, gpu, image_lock)
 
     # KFP reads the parameters and their annotations from here. No pipeline output: KFP allows none from
     # inside an exit handler; the report is the `report` task's Markdown/HTML artifacts in the UI.
@@ -171,7 +179,11 @@ def _inside_exit_handler(steps: Callable, close_tracking: Callable, preset: str,
 
 
 def make_pipeline(
-    name: str = "distill", preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY, pipeline_root: str = ""
+    name: str = "distill",
+    preset: Union[Preset, str] = "demo",
+    gpu: GpuSettings = CPU_ONLY,
+    pipeline_root: str = "",
+    image_lock: Optional[Dict[str, str]] = None,
 ) -> Callable:
     """The KFP pipeline function ``fewframes-<name>`` with defaults from ``preset`` and ``gpu`` applied."""
     from typing import List
@@ -222,8 +234,9 @@ def make_pipeline(
             pipeline=name,
             run_name=run_name,
         ).set_caching_options(False)  # it must create a new parent run for every pipeline run
-        # An artifact, not the parent id as a parameter: see fewframes.components.definitions.
-        tracking = {"tracking": tracking_task.outputs["tracking"]}
+        # Stable coordinates, not start-tracking's output, so that the steps can be cached: see
+        # fewframes.components.definitions. The steps run after start-tracking through ingest-split.
+        tracking = {"tracking_uri": tracking_uri, "experiment": experiment, "parent_run_id": parent_run_id}
         sizes = {
             "hidden_size": hidden_size,
             "num_layers": num_layers,
@@ -242,7 +255,7 @@ def make_pipeline(
             validation_fraction=validation_fraction,
             test_fraction=test_fraction,
             **tracking,
-        ).set_display_name("ingest/split")
+        ).set_display_name("ingest/split").after(tracking_task)
         store = ingest_task.outputs["store"]
 
         teacher_task = apply_gpu(c.train_teacher(store=store, **sizes, **tracking), gpu)
@@ -332,7 +345,7 @@ def make_pipeline(
         )
         return report_task.outputs["markdown"]
 
-    dag = _inside_exit_handler(dag, c.close_tracking, preset.name, gpu)
+    dag = _inside_exit_handler(dag, c.close_tracking, preset.name, gpu, image_lock)
     dag.__name__ = name
     description = (
         "fewframes: distil k-frame video classifiers from a hierarchical-LSTM teacher "
@@ -356,7 +369,12 @@ def check_pipeline_root(pipeline_root: str) -> str:
 
 
 def compile_pipeline(
-    name: str, out_path: str, preset: Union[Preset, str] = "demo", gpu: GpuSettings = CPU_ONLY, pipeline_root: str = ""
+    name: str,
+    out_path: str,
+    preset: Union[Preset, str] = "demo",
+    gpu: GpuSettings = CPU_ONLY,
+    pipeline_root: str = "",
+    image_lock: Optional[Dict[str, str]] = None,
 ) -> str:
     """Compile ``name`` to the IR YAML a Kubeflow UI accepts, at a local path or ``gs://``, atomically."""
     import shutil
@@ -373,7 +391,7 @@ def compile_pipeline(
     # KFP picks YAML or JSON from the file name, so compile under a name with the right suffix first.
     with tempfile.TemporaryDirectory(prefix="fewframes-compile-") as scratch:
         compiled = f"{scratch}/pipeline{suffix}"
-        compiler.Compiler().compile(make_pipeline(name, preset, gpu, pipeline_root), compiled)
+        compiler.Compiler().compile(make_pipeline(name, preset, gpu, pipeline_root, image_lock), compiled)
         with fsio.staged_output_file(out_path) as staged:
             shutil.copyfile(compiled, staged)
     return str(out_path)

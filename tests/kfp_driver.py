@@ -168,3 +168,128 @@ def resource_errors(pod: dict[str, Any]) -> list[str]:
                 elif request > limit:
                     errors.append(f"{container['name']}: requests[{name}] {value} exceeds the limit {limits[name]}")
     return errors
+
+
+# --- The cache key, as the driver derives it --------------------------------------------------------------
+#
+# backend/src/v2/driver/cache.go (getFingerPrint) and backend/src/v2/cacheutils/cache.go (GenerateCacheKey,
+# GenerateFingerPrint): sha256 of the JSON of
+#   inputArtifactNames    input name -> the names (MLMD identities) of the artifacts bound to it,
+#   inputParameterValues  input name -> its resolved value (pipeline arguments, runtime placeholders such
+#                         as {{$.pipeline_job_uuid}}, task outputs),
+#   outputArtifactsSpec   output name -> its type and metadata (the URI wiped),
+#   outputParametersSpec  output name -> its type,
+#   containerSpec         image, command + args, PVC names, the executor's env.
+# A task is served from the cache when caching is on for it and an earlier execution has the same key.
+# An artifact's identity is new whenever its producer executes (a cache miss, or caching off), which is
+# how one uncached task upstream makes everything downstream of its artifacts miss.
+
+import hashlib
+import json
+
+_PLACEHOLDERS = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_task_uuid}}")
+
+
+def _fingerprint(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class _Run:
+    """One simulated run of a compiled pipeline; ``previous`` is an earlier run whose executions it may reuse."""
+
+    def __init__(self, spec: dict[str, Any], arguments: dict[str, Any], run_id: str, previous: "_Run | None") -> None:
+        self.spec, self.run_id, self.previous = spec, run_id, previous
+        self.keys: dict[str, str] = {}  # task path -> fingerprint
+        self.cached: set[str] = set()
+        self.outputs: dict[str, Any] = {}  # "task path/output" -> identity (artifact name or parameter value)
+        defaults = {name: p.get("defaultValue") for name, p in spec["root"]["inputDefinitions"]["parameters"].items()}
+        self._dag("", spec["root"]["dag"], {"parameters": {**defaults, **arguments}, "artifacts": {}})
+
+    def _resolve_parameter(self, source: dict[str, Any], scope: dict[str, Any], path: str) -> Any:
+        if "componentInputParameter" in source:
+            return scope["parameters"][source["componentInputParameter"]]
+        if "runtimeValue" in source:
+            value = source["runtimeValue"]["constant"]
+            for placeholder in _PLACEHOLDERS:
+                if isinstance(value, str):
+                    value = value.replace(placeholder, f"{self.run_id}:{placeholder}")
+            return value
+        if "taskOutputParameter" in source:
+            out = source["taskOutputParameter"]
+            return self.outputs[f"{path}{out['producerTask']}/{out['outputParameterKey']}"]
+        if "taskFinalStatus" in source:
+            return f"{self.run_id}:final-status"
+        raise ValueError(f"unsupported parameter source {source}")
+
+    def _resolve_artifact(self, source: dict[str, Any], scope: dict[str, Any], path: str) -> Any:
+        if "componentInputArtifact" in source:
+            return scope["artifacts"][source["componentInputArtifact"]]
+        out = source["taskOutputArtifact"]
+        return self.outputs[f"{path}{out['producerTask']}/{out['outputArtifactKey']}"]
+
+    def _dag(self, path: str, dag: dict[str, Any], scope: dict[str, Any]) -> None:
+        tasks = dag["tasks"]
+        done: set[str] = set()
+        while len(done) < len(tasks):  # dependency order
+            ready = [n for n, t in tasks.items() if n not in done and set(t.get("dependentTasks", [])) <= done]
+            assert ready, f"cycle in {path or 'root'}"
+            for name in sorted(ready):
+                self._task(path, name, tasks[name], scope)
+                done.add(name)
+
+    def _task(self, path: str, name: str, task: dict[str, Any], scope: dict[str, Any]) -> None:
+        inputs = task.get("inputs", {})
+        parameters = {k: self._resolve_parameter(v, scope, path) for k, v in inputs.get("parameters", {}).items()}
+        artifacts = {k: self._resolve_artifact(v, scope, path) for k, v in inputs.get("artifacts", {}).items()}
+        component = self.spec["components"][task["componentRef"]["name"]]
+        here = f"{path}{name}"
+        if "dag" in component:  # a group (exit handler, loop): its tasks in its own scope
+            inner_path = f"{here}/"
+            if "parameterIterator" in task:  # one iteration: the item is the plan's output, element 0
+                iterator = task["parameterIterator"]
+                items = parameters[iterator["items"]["inputParameter"]]
+                parameters[iterator["itemInput"]] = f"{items}[0]"
+            self._dag(inner_path, component["dag"], {"parameters": parameters, "artifacts": artifacts})
+            for key, selectors in component["dag"].get("outputs", {}).get("artifacts", {}).items():
+                self.outputs[f"{here}/{key}"] = [
+                    self.outputs[f"{inner_path}{s['producerSubtask']}/{s['outputArtifactKey']}"]
+                    for s in selectors["artifactSelectors"]
+                ]
+            return
+        container = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+        outputs = component.get("outputDefinitions", {})
+        key = {
+            "inputArtifactNames": {k: v if isinstance(v, list) else [v] for k, v in artifacts.items()},
+            "inputParameterValues": parameters,
+            "outputArtifactsSpec": {k: v.get("artifactType", {}) for k, v in outputs.get("artifacts", {}).items()},
+            "outputParametersSpec": {k: v.get("parameterType") for k, v in outputs.get("parameters", {}).items()},
+            "containerSpec": {
+                "image": container["image"],
+                "cmdArgs": [*container.get("command", []), *container.get("args", [])],
+                "env": container.get("env", []),
+            },
+        }
+        fingerprint = _fingerprint(key)
+        self.keys[here] = fingerprint
+        reuse = (
+            task.get("cachingOptions", {}).get("enableCache", False)
+            and self.previous is not None
+            and self.previous.keys.get(here) == fingerprint
+        )
+        if reuse:
+            self.cached.add(here)
+        for kind in ("artifacts", "parameters"):
+            for output in outputs.get(kind, {}):
+                source = self.previous.outputs if reuse else None
+                self.outputs[f"{here}/{output}"] = (
+                    source[f"{here}/{output}"] if source else f"{self.run_id}:{here}/{output}"
+                )
+
+
+def simulate_runs(
+    spec_a: dict[str, Any], spec_b: dict[str, Any], arguments: dict[str, Any], arguments_b: dict[str, Any] | None = None
+) -> tuple[_Run, _Run]:
+    """Run A of ``spec_a``, then run B of ``spec_b`` (the same pipeline compiled again) with the same
+    arguments (or ``arguments_b``): B's tasks whose key equals A's are served from the cache (``run_b.cached``)."""
+    run_a = _Run(spec_a, arguments, "run-a", None)
+    return run_a, _Run(spec_b, arguments if arguments_b is None else arguments_b, "run-b", run_a)

@@ -17,7 +17,7 @@ import yaml
 
 from fewframes.cluster import DEFAULT_GPU
 from fewframes.pipelines.dag import compile_pipeline
-from kfp_driver import container_resources, executor_pod, pods, resource_errors
+from kfp_driver import container_resources, executor_pod, pods, resource_errors, simulate_runs
 
 KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
 
@@ -95,3 +95,47 @@ def test_old_numeric_resource_fields_render_as_the_driver_formats_them():
         "limits": {"memory": "8G", "cpu": "2"},
         "requests": {"memory": "0.5G"},
     }
+
+
+def _compiled_spec(path: Path) -> dict[str, Any]:
+    compile_pipeline("distill", str(path), "demo", DEFAULT_GPU)
+    return next(d for d in _documents(path) if "deploymentSpec" in d)
+
+
+def test_a_second_run_with_the_same_inputs_is_served_from_the_cache(tmp_path):
+    """The pipeline compiled twice and run twice with the same arguments (as `fewframes submit` does: a new
+    KFP run id, the same tracking server and experiment): by the driver's cache key every step of the
+    second run is a cache hit; only start-tracking and close-tracking (caching off) run again."""
+    from fewframes.cluster import MLFLOW_TRACKING_URI
+
+    spec_a, spec_b = _compiled_spec(tmp_path / "a.yaml"), _compiled_spec(tmp_path / "b.yaml")
+    arguments = {"tracking_uri": MLFLOW_TRACKING_URI, "run_name": "demo-t4"}
+    run_a, run_b = simulate_runs(spec_a, spec_b, arguments)
+    uncached = {path for path in run_b.keys if path.rsplit("/", 1)[-1] in ("start-tracking", "close-tracking")}
+    steps = set(run_b.keys) - uncached
+    assert len(steps) >= 9 and any("distill-student" in path for path in steps)
+    assert run_b.cached == steps
+    assert all(run_a.keys[path] == run_b.keys[path] for path in steps)
+    # A real change is a miss for what it touches and what depends on it, nothing else.
+    _, changed = simulate_runs(spec_a, spec_b, arguments, {**arguments, "epochs": 7})
+    assert any(path.endswith("/ingest-split") for path in changed.cached)
+    assert not any("train-teacher" in path or "distill-student" in path or "report" in path for path in changed.cached)
+
+
+def test_the_cache_check_sees_a_run_specific_input(tmp_path):
+    """The simulation is not blind: with start-tracking's artifact as an input of ingest-split (as every
+    step had before), ingest-split and everything downstream misses on every run."""
+    spec = _compiled_spec(tmp_path / "a.yaml")
+    (handler,) = [t for n, t in spec["root"]["dag"]["tasks"].items() if n != "close-tracking"]
+    steps = spec["components"][handler["componentRef"]["name"]]["dag"]["tasks"]
+    ingest = steps["ingest-split"]
+    ingest.setdefault("inputs", {}).setdefault("artifacts", {})["tracking"] = {
+        "taskOutputArtifact": {"producerTask": "start-tracking", "outputArtifactKey": "tracking"}
+    }
+    _, run_b = simulate_runs(spec, spec, {"tracking_uri": "http://mlflow:5000"})
+    assert not any(path.endswith(("ingest-split", "train-teacher", "report")) for path in run_b.cached)
+    # And a run id as a parameter (the exit task takes one) changes the key as well.
+    close = spec["root"]["dag"]["tasks"]["close-tracking"]
+    close["cachingOptions"] = {"enableCache": True}
+    run_a, run_b = simulate_runs(spec, spec, {})
+    assert run_a.keys["close-tracking"] != run_b.keys["close-tracking"]

@@ -253,3 +253,65 @@ def test_the_files_the_image_copies_build_the_whole_package(dockerfile: Path, tm
     for package in packages:
         assert f"{package.replace('.', '/')}/__init__.py" in names, f"{package} is missing from the image's install"
     assert "fewframes/cluster.py" in names
+
+
+def test_the_cuda_image_carries_no_tensorflow() -> None:
+    """Only ingest reads TFRecords, and it runs in the CPU image: the CUDA image's lock leaves tensorflow
+    (and what only tensorflow needs) out, installs the package without its dependencies, checks at build
+    time that tensorflow is absent; and the modules GPU tasks run import without it."""
+    def pins(name: str) -> dict[str, str]:
+        lines = (CONTAINERS / name).read_text().splitlines()
+        return {canonicalize_name(Requirement(line).name): line.split("==")[1] for line in lines if line and line[0] != "#"}
+
+    cpu, cuda = pins("requirements.lock"), pins("requirements-cuda.lock")
+    assert "tensorflow-cpu" in cpu and not {"tensorflow", "tensorflow-cpu", "keras", "tensorboard"} & set(cuda)
+    assert all(cpu[name] == version for name, version in cuda.items())  # the same tested versions
+    assert {"torch", "kfp", "mlflow", "pyarrow", "google-cloud-storage"} <= set(cuda)
+    instructions = _instructions(CONTAINERS / "cuda.Dockerfile")
+    copies = [arguments for keyword, arguments in instructions if keyword == "COPY"]
+    assert "containers/requirements-cuda.lock /opt/fewframes/requirements.lock" in copies
+    installs = [arguments for keyword, arguments in instructions if keyword == "RUN" and "/opt/fewframes/src" in arguments]
+    assert installs and "--no-deps" in installs[0] and "find_spec('tensorflow') is None" in installs[0]
+    probe = (
+        "import sys; import fewframes.components.steps as s, fewframes.training, fewframes.benchmark; "
+        "from fewframes.components import definitions; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-1500:]
+
+
+def test_component_images_are_tagged_with_the_version_and_the_commit() -> None:
+    from fewframes import __version__
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("FEWFRAMES_IMAGE_TAG", cluster.IMAGE_LOCK_ENV)}
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    expected_tag = f"{__version__}-g{commit.stdout.strip()}" if commit.returncode == 0 else __version__
+    shown = subprocess.run(
+        [sys.executable, "-c", "from fewframes import cluster; print(cluster.image('cuda'))"],
+        capture_output=True, text=True, env=environment, check=True, cwd=ROOT,
+    ).stdout.strip()  # fmt: skip
+    assert shown == f"{cluster.IMAGE_REPOSITORY}:{expected_tag}-cuda"
+
+
+def test_an_image_lock_pins_every_task_image_by_digest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import yaml
+
+    from fewframes.cli import main
+
+    digests = {variant: f"{cluster.IMAGE_REPOSITORY}:t-{variant}@sha256:{str(i) * 64}" for i, variant in enumerate(("cpu", "cuda"), 1)}
+    lock = tmp_path / "images.lock.json"
+    lock.write_text(json.dumps(digests))
+    out = tmp_path / "pinned.yaml"
+    assert main(["compile", "--preset", "tiny", "--out", str(out), "--image-lock", str(lock)]) == 0
+    spec = next(d for d in yaml.safe_load_all(out.read_text()) if "deploymentSpec" in d)
+    images = {name: e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    assert images["exec-train-teacher"] == digests["cuda"] and images["exec-ingest-split"] == digests["cpu"]
+    assert set(images.values()) == set(digests.values())
+    capsys.readouterr()
+    lock.write_text(json.dumps({"cpu": "ghcr.io/x/y:latest"}))  # a tag is not a pin
+    assert main(["compile", "--preset", "tiny", "--out", str(tmp_path / "bad.yaml"), "--image-lock", str(lock)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--image-lock" in err and "sha256" in err
+    assert not (tmp_path / "bad.yaml").exists()

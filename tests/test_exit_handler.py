@@ -3,7 +3,8 @@
 The compiled pipeline runs under kfp.local (which runs ``dsl.ExitHandler`` exit tasks after the body, with
 a ``PipelineTaskFinalStatus``, since kfp 2.16) against a real MLflow server, with ``parent_run_id`` left
 empty as ``fewframes submit`` leaves it: ``start-tracking`` creates the parent run and tags it with KFP's
-run id, and the exit task ``close-tracking`` finds it by that id and ends it FINISHED or FAILED. The local
+run id (and the Argo workflow, by which the steps find it), and the exit task ``close-tracking`` finds it
+by the run id and ends it FINISHED or FAILED. The local
 ``fewframes run`` goes through the same function (``fewframes.runs.close_parent_run``).
 """
 
@@ -16,13 +17,21 @@ from typing import Any
 import mlflow
 import pytest
 
-from fewframes.runs import TAG_FAILURE, TAG_PIPELINE_RUN, TAG_STEP, close_parent_run, parent_run_status
+from fewframes.runs import TAG_FAILURE, TAG_PIPELINE_RUN, TAG_STEP, TAG_WORKFLOW, close_parent_run, parent_run_status
 
 
 def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **arguments: Any) -> Exception | None:
+    """The compiled pipeline through kfp.local as a cluster runs it. The one thing kfp.local lacks is the
+    pod label Argo puts on every pod of a workflow, which the steps get through the downward API
+    (fewframes.cluster.WORKFLOW_ENV): the task subprocesses inherit it from here instead."""
+    import os
+
     from kfp import local
 
+    from fewframes.cluster import WORKFLOW_ENV
     from fewframes.pipelines.dag import make_pipeline
+
+    os.environ[WORKFLOW_ENV] = f"fewframes-distill-{uuid.uuid4().hex[:8]}"
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     dag = make_pipeline("distill", "tiny")
@@ -30,6 +39,8 @@ def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **ar
         dag(tracking_uri=tracking_uri, experiment=experiment, parent_run_id="", **arguments)
     except RuntimeError as exc:  # kfp.local names the failed task
         return exc
+    finally:
+        os.environ.pop(WORKFLOW_ENV, None)
     return None
 
 
@@ -58,6 +69,7 @@ def test_a_successful_run_leaves_the_parent_finished(mlflow_server: str, tmp_pat
     parent = _parent(mlflow_server, experiment)
     assert parent.info.status == "FINISHED"
     assert TAG_FAILURE not in parent.data.tags
+    assert parent.data.tags[TAG_WORKFLOW]  # the steps found it by their workflow, not by an input
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"

@@ -189,7 +189,11 @@ def test_cpu_only_compile_has_no_gpu_settings(compiled, pipeline):
     for name, executor in spec["deploymentSpec"]["executors"].items():
         assert "accelerator" not in executor["container"]["resources"]  # CPU and memory only
         assert executor["container"]["image"] == image("cpu")
-        assert set(k8s[name]) == {"activeDeadlineSeconds"}  # no node selector, no toleration
+        assert set(k8s[name]) == {"activeDeadlineSeconds", "fieldPathAsEnv"}  # no node selector, no toleration
+        # The pod's Argo workflow, by which the step finds its run's parent MLflow run (not a task input).
+        assert k8s[name]["fieldPathAsEnv"] == [
+            {"name": "FEWFRAMES_KFP_WORKFLOW", "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"}
+        ]
 
 
 @pytest.mark.parametrize("pipeline", ["distill", "paper"])

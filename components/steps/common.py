@@ -127,13 +127,12 @@ def _limit_threads() -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-def tracking_context(path: str) -> TrackingContext:
-    """The TrackingContext written by ``start_tracking_step`` (the ``tracking`` artifact of the DAG)."""
-    file = Path(path)
-    if not file.is_file():
-        raise PipelineError(f"tracking artifact {path} is missing (start-tracking did not run)")
-    values = json.loads(file.read_text())
-    return TrackingContext(**values)
+def tracking_context(tracking_uri: str, experiment: str, parent_run_id: str) -> TrackingContext:
+    """Where this step logs (``fewframes.runs.resolve_tracking``): from the stable coordinates every step
+    takes as parameters, not from start-tracking's output, so that KFP can serve the step from its cache."""
+    from fewframes.runs import resolve_tracking
+
+    return resolve_tracking(tracking_uri, experiment, parent_run_id)
 
 
 def model_key(role: str, k: int = 0, **spec: Any) -> str:

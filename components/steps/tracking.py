@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def start_tracking_step(
     Creates the parent run when ``parent_run_id`` is empty (cluster runs), else checks and tags the given
     one (``fewframes run`` made it). Fails at once, with one line, when the tracking server is unreachable.
     """
-    from fewframes.runs import TAG_PIPELINE, TAG_PIPELINE_RUN, check_tracking, start_parent_run
+    from fewframes.cluster import WORKFLOW_ENV
+    from fewframes.runs import TAG_PIPELINE, TAG_PIPELINE_RUN, TAG_WORKFLOW, check_tracking, start_parent_run
 
     if tracking_uri:
         check_tracking(tracking_uri)
@@ -38,6 +40,10 @@ def start_tracking_step(
                 uri=tracking_uri, experiment=experiment, pipeline_run_id=pipeline_run_id, pipeline=pipeline
             )
             parent_run_id = start_parent_run(context, run_name or f"{pipeline}-{pipeline_run_id}")
+            # The steps of this run find the parent by their pods' workflow (fewframes.runs.resolve_tracking).
+            workflow = os.environ.get(WORKFLOW_ENV, "")
+            if workflow:
+                client.set_tag(parent_run_id, TAG_WORKFLOW, workflow)
         else:
             try:
                 parent_tags = client.get_run(parent_run_id).data.tags

@@ -421,6 +421,13 @@ def _add_gpu_flags(parser: argparse.ArgumentParser) -> None:
         f"resume from their checkpoints) instead of the on-demand one ({DEFAULT_GPU.node_pool})",
     )  # fmt: skip
     parser.add_argument(
+        "--image-lock",
+        default=None,
+        metavar="FILE",
+        help="name the images by digest from this lock (containers/build.sh --push writes "
+        "containers/images.lock.json; default $FEWFRAMES_IMAGE_LOCK, else by tag)",
+    )
+    parser.add_argument(
         "--pipeline-root",
         default=None,
         help="where KFP keeps the run's artifacts, e.g. gs://BUCKET/kfp (Terraform output pipeline_root; "
@@ -436,13 +443,21 @@ def _pipeline_root(args: argparse.Namespace) -> str:
     return check_pipeline_root(args.pipeline_root if args.pipeline_root is not None else PIPELINE_ROOT)
 
 
+def _image_lock(args: argparse.Namespace) -> dict[str, str] | None:
+    """--image-lock FILE (else $FEWFRAMES_IMAGE_LOCK): the images by digest; None: by tag."""
+    from fewframes.cluster import IMAGE_LOCK_ENV, read_image_lock
+
+    path = args.image_lock if args.image_lock is not None else os.environ.get(IMAGE_LOCK_ENV, "")
+    return read_image_lock(path) if path else None
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     from fewframes.fsio import check_output_file
     from fewframes.pipelines.dag import compile_pipeline
 
     check_output_file(args.out, "--out")
     gpu = gpu_settings_from_args(args)
-    path = compile_pipeline(args.pipeline, args.out, args.preset, gpu, _pipeline_root(args))
+    path = compile_pipeline(args.pipeline, args.out, args.preset, gpu, _pipeline_root(args), _image_lock(args))
     where = f"GPU x{gpu.gpus} {gpu.accelerator_type}" if gpu.enabled else "CPU only"
     print(f"compiled pipeline {args.pipeline!r} ({args.preset} sizes, {where}) to {path}")
     return 0
@@ -489,6 +504,7 @@ def submit(
     timeout_s: float | None = None,
     on_submitted: Any = None,
     pipeline_root: str | None = None,
+    image_lock: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compile and submit a run to the KFP host; returns ``run_id``, ``url``, ``tracking_uri`` and (with
     ``watch``) ``state``.
@@ -524,7 +540,7 @@ def submit(
 
     with tempfile.TemporaryDirectory() as scratch:
         package = compile_pipeline(
-            pipeline, os.path.join(scratch, f"{pipeline}.yaml"), preset, gpu or DEFAULT_GPU, pipeline_root
+            pipeline, os.path.join(scratch, f"{pipeline}.yaml"), preset, gpu or DEFAULT_GPU, pipeline_root, image_lock
         )
         try:
             client = kfp.Client(host=host, existing_token=token)
@@ -598,6 +614,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         poll_s=args.poll,
         on_submitted=_print_submitted,
         pipeline_root=_pipeline_root(args),
+        image_lock=_image_lock(args),
     )
     if args.watch:
         print(f"  finished: {outcome['state']}")

@@ -65,6 +65,17 @@ resource "google_container_cluster" "main" {
     channel = "REGULAR"
   }
 
+  # kubectl authenticates through gcloud (OAuth); no long-lived client certificate is issued.
+  master_auth {
+    client_certificate_config {
+      issue_client_certificate = false
+    }
+  }
+
+  resource_labels = {
+    app = "fewframes"
+  }
+
   workload_identity_config {
     workload_pool = local.workload_pool
   }
