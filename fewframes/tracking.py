@@ -42,6 +42,11 @@ from fewframes.errors import TrackingError
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 HEALTH_TIMEOUT_S = 5.0
+CHAMPION_ALIAS = "champion"
+# The experiment tag the MLflow UI reads for the experiment's type; this value is its "machine learning"
+# (model training) type, which opens on the runs table rather than the GenAI overview.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def _is_http(uri: str) -> bool:
@@ -304,6 +309,60 @@ class Tracker:
                     )
                 self._client.log_artifacts(self.run_id, str(local), name)
 
+    def log_model_file(
+        self, model_file: str | os.PathLike[str], name: str = "model", params: Mapping[str, Any] | None = None
+    ) -> str | None:
+        """Log a fewframes model file as an MLflow 3 logged model (pyfunc, see ``fewframes.serving``), output of
+        this run; returns its ``model_id`` (None when disabled). Its params default to this run's params."""
+        if not self.active:
+            return None
+        from fewframes.serving import log_pyfunc
+
+        with self._mlflow_call(f"log model {name}"):
+            logged = log_pyfunc(
+                self._client, self.run_id, self.experiment_id or "", model_file, name=name,
+                params=dict(self._params) if params is None else flatten_params(params),
+            )  # fmt: skip
+        return logged.model_id
+
+    def register_model(self, model_id: str, name: str, alias: str = CHAMPION_ALIAS) -> str | None:
+        """Register the logged model ``model_id`` as a new version of ``name`` and point ``alias`` at it.
+
+        Returns the version (None when disabled); ``models:/NAME@ALIAS`` then resolves to this model.
+        """
+        if not self.active:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        with self._mlflow_call(f"register model {name}"):
+            try:
+                self._client.create_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            version = self._client.create_model_version(
+                name, source=f"models:/{model_id}", run_id=self.run_id, model_id=model_id
+            )
+            self._client.set_registered_model_alias(name, alias, version.version)
+        return str(version.version)
+
+    def log_dataset(
+        self, frame: Any, source: str, name: str, context: str = "training", digest: str | None = None
+    ) -> None:
+        """Log a pandas DataFrame describing a data set (e.g. a split's videos) as this run's dataset input,
+        with ``source`` (the frame store's URI) as where it came from."""
+        if not self.active:
+            return
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+        with self._mlflow_call(f"log_input {name}"):
+            self._client.log_inputs(
+                self.run_id,
+                [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
+            )
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set (or overwrite) run tags."""
         if not self.active:
@@ -361,7 +420,9 @@ def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
     database = _sqlite_path(tracking_uri)
     location = (database.resolve().parent / "mlartifacts").as_uri() if database is not None else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        )
     except MlflowException:
         # Another process created it in between (parallel KFP components).
         existing = client.get_experiment_by_name(name)
@@ -370,4 +431,4 @@ def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
         return existing.experiment_id
 
 
-__all__ = ["PARENT_RUN_TAG", "Tracker", "check_tracking_uri", "flatten_params"]
+__all__ = ["CHAMPION_ALIAS", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "PARENT_RUN_TAG", "Tracker", "check_tracking_uri", "flatten_params"]

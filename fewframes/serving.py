@@ -1,0 +1,282 @@
+"""A trained fewframes model as an MLflow 3 pyfunc model: ``mlflow models serve`` answers videos with top-k classes.
+
+Request (``POST /invocations``, JSON)::
+
+    {"dataframe_records": [{"video_id": "abc1", "rgb": [[...1024 ints 0..255], ...], "audio": [[...128], ...]}],
+     "params": {"top_k": 20}}
+
+one record per video, its YouTube-8M quantised frame features: ``rgb`` uint8 [n, 1024] and ``audio`` uint8
+[n, 128] as nested lists, any n from 1 to 300. Answer: one row per video, ``video_id``, ``labels`` (the
+top_k class ids, highest score first, ties by lower label) and ``scores`` (their sigmoid scores) -- the same
+pairs ``fewframes predict`` writes. A student reads only its k frames (fewframes' own frame selection,
+``fewframes.benchmark.frame_positions``): only those rows are converted to arrays and fed to the model.
+Videos are classified in batches of ``PREDICT_BATCH`` in request order with the selection generator seeded
+by ``params.seed`` (0), exactly as ``predict`` does, so a request holding a store's videos in order answers
+what ``predict`` writes for that store.
+
+Saving choices: the model is an MLflow "model from code" (``python_model`` is a small script calling
+``mlflow.models.set_model``), so nothing is pickled; the weights are the fewframes model file itself, an
+artifact loaded with ``fewframes.training.load_model`` (``torch.load(weights_only=True)``); the fewframes
+package travels in ``code_paths`` so the model loads where fewframes is not installed.
+
+This module imports mlflow: the core library does not import it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from fewframes.config import AUDIO_DIM, MAX_FRAMES, RGB_DIM
+
+MODEL_FILE_ARTIFACT = "model_file"
+PREDICT_BATCH = 64  # predict()'s default batch: same batches, same numbers
+DEFAULT_TOP_K = 20
+_ENTRY_SCRIPT = """\
+# The served model's entry point (MLflow "model from code": nothing pickled).
+import mlflow
+
+from fewframes.serving import FewFramesPyfunc
+
+mlflow.models.set_model(FewFramesPyfunc())
+"""
+
+
+def _bad_request(message: str) -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _frames_of(video: Mapping[str, Any], row: int) -> tuple[Any, Any, int]:
+    rgb, audio = video.get("rgb"), video.get("audio")
+    if rgb is None or audio is None:
+        raise _bad_request(f"video {row}: needs both 'rgb' and 'audio' frame lists")
+    n = len(rgb)
+    if not 1 <= n <= MAX_FRAMES:
+        raise _bad_request(f"video {row}: rgb has {n} frames; 1 to {MAX_FRAMES} are accepted")
+    if len(audio) != n:
+        raise _bad_request(f"video {row}: rgb has {n} frames but audio has {len(audio)}")
+    return rgb, audio, n
+
+
+def _rows(frames: Any, positions: np.ndarray, width: int, name: str, row: int) -> np.ndarray:
+    """The selected frames only, checked: uint8 [len(positions), width]."""
+    try:
+        values = np.asarray([np.asarray(frames[int(i)], dtype=np.int64) for i in positions], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise _bad_request(f"video {row}: {name} frames must be lists of {width} integers") from None
+    if values.size and (values.ndim != 2 or values.shape[1] != width):
+        raise _bad_request(f"video {row}: each {name} frame must hold {width} values")
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise _bad_request(f"video {row}: {name} values must be quantised bytes 0..255")
+    return values.reshape(len(positions), width).astype(np.uint8)
+
+
+class FewFramesPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads the fewframes model file artifact; ``predict`` maps videos' frames to top-k (labels, scores)."""
+
+    def load_context(self, context: Any) -> None:
+        from fewframes.benchmark import student_config_of
+        from fewframes.training import load_model
+
+        self.model = load_model(context.artifacts[MODEL_FILE_ARTIFACT]).eval()
+        self.student = student_config_of(self.model)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return classify_videos(self.model, self.student, model_input, params)
+
+
+def classify_videos(model: Any, student: Any, videos: pd.DataFrame, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Top-k labels and scores of each video (row) of ``videos``; see the module docstring."""
+    import torch
+
+    from fewframes.benchmark import classify_batch, frame_positions
+    from fewframes.config import FEATURE_DIM
+    from fewframes.predict import top_k_pairs
+
+    params = dict(params or {})
+    top_k = int(params.get("top_k", DEFAULT_TOP_K))
+    if top_k < 1:
+        raise _bad_request(f"params.top_k must be >= 1, got {top_k}")
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    records = videos.to_dict("records")
+    ids = [str(r.get("video_id") or i) if not _missing(r.get("video_id")) else str(i) for i, r in enumerate(records)]
+    labels_out: list[list[int]] = []
+    scores_out: list[list[float]] = []
+    device = torch.device("cpu")
+    with torch.inference_mode():
+        for start in range(0, len(records), PREDICT_BATCH):
+            batch = records[start : start + PREDICT_BATCH]
+            selections = []
+            for offset, video in enumerate(batch):
+                rgb, audio, n = _frames_of(video, start + offset)
+                positions, real = frame_positions(n, student, rng)
+                chosen = positions[real]
+                selected = np.concatenate(
+                    [_rows(rgb, chosen, RGB_DIM, "rgb", start + offset), _rows(audio, chosen, AUDIO_DIM, "audio", start + offset)],
+                    axis=1,
+                )
+                selections.append((len(positions), selected))
+            slots = max(length for length, _ in selections)
+            frames = np.zeros((len(batch), slots, FEATURE_DIM), dtype=np.uint8)
+            mask = np.zeros((len(batch), slots), dtype=bool)
+            for row, (_, selected) in enumerate(selections):
+                frames[row, : len(selected)] = selected
+                mask[row, : len(selected)] = True
+            scores = classify_batch(model, frames, None if mask.all() else mask, device)
+            for video_scores in scores:
+                pairs = top_k_pairs(video_scores, top_k)
+                labels_out.append([label for label, _ in pairs])
+                scores_out.append([score for _, score in pairs])
+    return pd.DataFrame({"video_id": ids, "labels": labels_out, "scores": scores_out})
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def model_signature() -> Any:
+    """Input: video_id (optional string), rgb/audio (arrays of arrays of ints); params top_k, seed; output: labels, scores."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    frames = Array(Array(DataType.long))
+    inputs = Schema([
+        ColSpec(DataType.string, "video_id", required=False),
+        ColSpec(frames, "rgb"),
+        ColSpec(frames, "audio"),
+    ])  # fmt: skip
+    outputs = Schema([
+        ColSpec(DataType.string, "video_id"),
+        ColSpec(Array(DataType.long), "labels"),
+        ColSpec(Array(DataType.double), "scores"),
+    ])  # fmt: skip
+    params = ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K), ParamSpec("seed", DataType.long, 0)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def input_example(n_frames: int = 3) -> pd.DataFrame:
+    """A small request: one video of ``n_frames`` frames (a deterministic byte pattern)."""
+    base = np.arange(n_frames * (RGB_DIM + AUDIO_DIM), dtype=np.int64).reshape(n_frames, -1) % 256
+    return pd.DataFrame(
+        {"video_id": ["example"], "rgb": [base[:, :RGB_DIM].tolist()], "audio": [base[:, RGB_DIM:].tolist()]}
+    )
+
+
+def videos_frame(videos: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
+    """A request DataFrame from (id, uint8 frames [n, 1152]) pairs."""
+    return pd.DataFrame({
+        "video_id": [video_id for video_id, _ in videos],
+        "rgb": [frames[:, :RGB_DIM].tolist() for _, frames in videos],
+        "audio": [frames[:, RGB_DIM:].tolist() for _, frames in videos],
+    })  # fmt: skip
+
+
+def save_pyfunc(model_file: str | os.PathLike[str], path: str | os.PathLike[str], *, mlflow_model: Any = None) -> Path:
+    """Write the pyfunc model folder ``path`` for the fewframes model file ``model_file`` (local)."""
+    import numpy
+    import torch
+
+    import fewframes
+
+    package = Path(fewframes.__file__).parent
+    requirements = [
+        f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}",
+        f"mlflow=={mlflow.__version__}", "pyarrow",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="fewframes-pyfunc-") as tmp:
+        entry = Path(tmp) / "fewframes_model.py"
+        entry.write_text(_ENTRY_SCRIPT)
+        code = Path(tmp) / "code" / "fewframes"
+        import shutil
+
+        shutil.copytree(package, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        with _quiet("mlflow"):
+            mlflow.pyfunc.save_model(
+                path=os.fspath(path),
+                python_model=str(entry),
+                artifacts={MODEL_FILE_ARTIFACT: os.fspath(model_file)},
+                code_paths=[str(code)],
+                signature=model_signature(),
+                input_example=input_example(),
+                pip_requirements=requirements,
+                mlflow_model=mlflow_model,
+            )
+    return Path(path)
+
+
+def log_pyfunc(
+    client: Any,
+    run_id: str,
+    experiment_id: str,
+    model_file: str | os.PathLike[str],
+    *,
+    name: str = "model",
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Any:
+    """Log ``model_file`` as an MLflow 3 logged model (output of run ``run_id``); returns the ``LoggedModel``.
+
+    Uses ``client`` throughout (never MLflow's process-global tracking URI or active run), doing what
+    ``mlflow.pyfunc.log_model`` does: create the logged model, link it as the run's output, save the model
+    with its ``model_id`` in MLmodel, upload, mark READY.
+    """
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
+    from fewframes import fsio
+
+    logged = client.create_logged_model(
+        experiment_id,
+        name=name,
+        source_run_id=run_id,
+        params={str(k): str(v) for k, v in (params or {}).items()},
+        tags={str(k): str(v) for k, v in (tags or {}).items()},
+        model_type="fewframes",
+    )
+    try:
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        metadata = Model(
+            artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id, model_id=logged.model_id
+        )
+        with tempfile.TemporaryDirectory(prefix="fewframes-logged-model-") as tmp, fsio.local_input_file(
+            os.fspath(model_file)
+        ) as local_file:
+            folder = save_pyfunc(local_file, Path(tmp) / "model", mlflow_model=metadata)
+            client.log_model_artifacts(logged.model_id, str(folder))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    return client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+
+
+class _quiet:
+    """Silence a logger below ERROR for a block (MLflow's notes about inferred environments)."""
+
+    def __init__(self, name: str) -> None:
+        import logging
+
+        self.logger = logging.getLogger(name)
+
+    def __enter__(self) -> None:
+        self.level = self.logger.level
+        self.logger.setLevel(40)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.setLevel(self.level)
+
+
+__all__ = [
+    "FewFramesPyfunc", "MODEL_FILE_ARTIFACT", "classify_videos", "input_example", "log_pyfunc", "model_signature",
+    "save_pyfunc", "videos_frame",
+]  # fmt: skip
