@@ -1,6 +1,9 @@
 """``fewframes report``: rebuild the report of a finished local run folder (``fewframes run --out RUN_DIR``)
 without retraining: the evaluations and the benchmark under ``RUN_DIR/kfp``, the training histories in the
-run's MLflow store, the run's parameters and wall time in ``RUN_DIR/run.json``.
+run's MLflow store, the run's parameters and wall time in ``RUN_DIR/run.json`` (and, if present, the
+information bounds in ``RUN_DIR/bounds.json``; else they are computed from the generator for synthetic data,
+as the pipeline's report step does). It goes through ``fewframes.report.report_of_run`` like the step, so
+report.md comes out the same (the wall time, known only after the run, goes to summary.json).
 
 So the committed report (``docs/results/``) can be regenerated after the report code changes.
 """

@@ -4,7 +4,6 @@ figures and summary (``build_report``)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from dataclasses import dataclass
@@ -451,13 +450,3 @@ def _configuration(config: Any, intervals: Intervals) -> dict[str, Any]:
         "interval": None if interval is None else {"low": interval.low, "high": interval.high,
                                                    "level": interval.level},
     }
-
-
-def embedded_markdown(report: Report) -> str:
-    """report.md with its figures inlined as data URIs (one self-contained file)."""
-    text = report.markdown.read_text()
-    for figure in report.figures:
-        relative = figure.relative_to(report.folder).as_posix()
-        data = base64.b64encode(figure.read_bytes()).decode()
-        text = text.replace(f"]({relative})", f"](data:image/png;base64,{data})")
-    return text
