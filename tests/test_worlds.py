@@ -215,3 +215,18 @@ def test_redundant_world_teacher_ties_uniform_k(tmp_path):
     assert teacher_gap > prior + 0.1  # both learned something
     # k frames carry what all frames carry: the difference is 0 within the interval, or small.
     assert low <= 0.0 <= high or max(abs(low), abs(high)) < 0.03, (low, high)
+
+
+def test_bounds_command_writes_json_and_refuses_an_unknown_preset(tmp_path, capsys):
+    import json
+
+    from fewframes.data.bounds import main
+
+    out = tmp_path / "bounds.json"
+    assert main(["--preset", "huge", "--out", str(out)]) == 2
+    assert "--preset" in capsys.readouterr().out and not out.exists()
+    assert main(["--preset", "tiny", "--ks", "6", "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["preset"] == "tiny" and written["rows"][0]["selection"] == "all"
+    assert {(r["selection"], r["k"]) for r in written["rows"][1:]} == {(s, 6) for s in
+                                                                       ("uniform", "random", "first", "middle", "last", "first_middle_last")}
