@@ -85,10 +85,15 @@ def ingest_split(
     tracking_uri: str,
     experiment: str,
     parent_run_id: str,
+    store_root: str,
     store: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """Synthesize (source 'synth:<preset>' or '') or ingest YouTube-8M TFRecords; write the frame store + split."""
+    """Synthesize (source 'synth:<preset>' or '') or ingest YouTube-8M TFRecords; write the frame store + split.
+
+    With ``store_root`` (a cluster run: ``gs://BUCKET/...``) the store is written there and ``store`` is a
+    small pointer to it (``metadata['uri']``); the consumers open the URI and read only the frames they
+    need, instead of the backend downloading the whole store into every pod."""
     from fewframes.components.steps import ingest_split_step, tracking_context
 
     result = ingest_split_step(
@@ -100,6 +105,7 @@ def ingest_split(
         test_fraction=test_fraction,
         tracking=tracking_context(tracking_uri, experiment, parent_run_id),
         num_classes=num_classes,
+        store_root=store_root,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
@@ -120,10 +126,10 @@ def plan_students(
     seed: int,
 ) -> List[dict]:
     """The students to distil (one dict per ParallelFor iteration, each with its seed), checked against the store."""
-    from fewframes.components.steps import plan_students_step
+    from fewframes.components.steps import plan_students_step, store_location
 
     return plan_students_step(
-        store.path, ks, losses, modes, intermediate_k, fraction_k, train_fractions, repeat_seeds, repeat_ks, seed
+        store_location(store.path), ks, losses, modes, intermediate_k, fraction_k, train_fractions, repeat_seeds, repeat_ks, seed
     )
 
 
@@ -140,9 +146,9 @@ def plan_baselines(
 ) -> List[dict]:
     """The from-scratch k-frame baselines (one dict per ParallelFor iteration, each with its seed), checked
     against the store."""
-    from fewframes.components.steps import plan_baselines_step
+    from fewframes.components.steps import plan_baselines_step, store_location
 
-    return plan_baselines_step(store.path, ks, baselines, fraction_k, train_fractions, repeat_seeds, repeat_ks, seed)
+    return plan_baselines_step(store_location(store.path), ks, baselines, fraction_k, train_fractions, repeat_seeds, repeat_ks, seed)
 
 
 @_component
@@ -163,10 +169,10 @@ def train_teacher(
     metrics: Output[Metrics],
 ):
     """Train the hierarchical-LSTM teacher on all frames."""
-    from fewframes.components.steps import Sizes, tracking_context, train_teacher_step
+    from fewframes.components.steps import Sizes, tracking_context, train_teacher_step, store_location
 
     sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
-    result = train_teacher_step(store.path, teacher.path, sizes, tracking_context(tracking_uri, experiment, parent_run_id))
+    result = train_teacher_step(store_location(store.path), teacher.path, sizes, tracking_context(tracking_uri, experiment, parent_run_id))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     teacher.metadata.update(result.metadata)
@@ -197,11 +203,11 @@ def distill_student(
     repeat: bool = False,
 ):
     """Distil a student that reads k frames from the teacher (serial) or alongside one (parallel)."""
-    from fewframes.components.steps import Sizes, distill_student_step, tracking_context
+    from fewframes.components.steps import Sizes, distill_student_step, tracking_context, store_location
 
     sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
     result = distill_student_step(
-        store.path,
+        store_location(store.path),
         teacher.path,
         student.path,
         k=k,
@@ -240,11 +246,11 @@ def train_baseline(
     repeat: bool = False,
 ):
     """Train a k-frame baseline from scratch (no teacher)."""
-    from fewframes.components.steps import Sizes, tracking_context, train_baseline_step
+    from fewframes.components.steps import Sizes, tracking_context, train_baseline_step, store_location
 
     sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
     result = train_baseline_step(
-        store.path,
+        store_location(store.path),
         baseline.path,
         k=k,
         frame_selection=frame_selection,
@@ -269,9 +275,9 @@ def evaluate(
     metrics: Output[Metrics],
 ):
     """GAP@20, mAP, Hit@1, PERR on the test split (+ per-class AP and encodings)."""
-    from fewframes.components.steps import evaluate_step, tracking_context
+    from fewframes.components.steps import evaluate_step, tracking_context, store_location
 
-    result = evaluate_step(store.path, model.path, evaluation.path, tracking_context(tracking_uri, experiment, parent_run_id))
+    result = evaluate_step(store_location(store.path), model.path, evaluation.path, tracking_context(tracking_uri, experiment, parent_run_id))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     evaluation.metadata.update(result.metadata)
@@ -294,10 +300,10 @@ def benchmark(
     metrics: Output[Metrics],
 ):
     """Parameters, FLOPs and latency of every model (GPU node pool on the cluster, CPU locally)."""
-    from fewframes.components.steps import benchmark_step, tracking_context
+    from fewframes.components.steps import benchmark_step, tracking_context, store_location
 
     result = benchmark_step(
-        store.path,
+        store_location(store.path),
         [teacher.path] + [m.path for m in students] + [m.path for m in baselines],
         [teacher_evaluation.path] + [e.path for e in student_evaluations] + [e.path for e in baseline_evaluations],
         results.path,

@@ -4,6 +4,7 @@
 start-tracking -> ingest-split -> train-teacher -> evaluate(teacher) ----------------------------.
                       |-> plan-students  -> ParallelFor: distill-student -> evaluate -> Collected -+-> benchmark -> report
                       `-> plan-baselines -> ParallelFor: train-baseline  -> evaluate -> Collected -'
+(all inside a dsl.ExitHandler whose exit task, close-tracking, ends the MLflow parent run FINISHED/FAILED)
 ```
 
 ``make_pipeline(name, preset, gpu)`` returns a KFP pipeline function whose parameter DEFAULTS come from
@@ -86,6 +87,10 @@ def parameter_defaults(pipeline: str, preset: Union[Preset, str]) -> Dict[str, A
         "experiment": "fewframes",
         "parent_run_id": "",
         "run_name": "",
+        # Where ingest writes the frame store for the steps to read in place ('' = inside its KFP artifact,
+        # downloaded whole into every pod that uses it). A cluster compile with a pipeline root defaults it
+        # to <pipeline root>/frame-stores.
+        "store_root": "",
     }
 
 
@@ -196,6 +201,9 @@ def make_pipeline(
     if isinstance(preset, str):
         preset = get_preset(preset)
     d = parameter_defaults(name, preset)
+    root = check_pipeline_root(pipeline_root)
+    if root:
+        d["store_root"] = f"{root}/frame-stores"
 
     def dag(
         source: str = d["source"],
@@ -225,6 +233,7 @@ def make_pipeline(
         experiment: str = d["experiment"],
         parent_run_id: str = d["parent_run_id"],
         run_name: str = d["run_name"],
+        store_root: str = d["store_root"],
     ) -> Markdown:
         tracking_task = c.start_tracking(
             tracking_uri=tracking_uri,
@@ -254,6 +263,7 @@ def make_pipeline(
             seed=seed,
             validation_fraction=validation_fraction,
             test_fraction=test_fraction,
+            store_root=store_root,
             **tracking,
         ).set_display_name("ingest/split").after(tracking_task)
         store = ingest_task.outputs["store"]
@@ -351,8 +361,7 @@ def make_pipeline(
         "fewframes: distil k-frame video classifiers from a hierarchical-LSTM teacher "
         f"({name} grid, {preset.name} sizes{', GPU x%d %s' % (gpu.gpus, gpu.accelerator_type) if gpu.enabled else ''})."
     )
-    root = check_pipeline_root(pipeline_root) or None  # None: the backend's default store
-    return dsl.pipeline(name=f"fewframes-{name}", description=description, pipeline_root=root)(dag)
+    return dsl.pipeline(name=f"fewframes-{name}", description=description, pipeline_root=root or None)(dag)
 
 
 def check_pipeline_root(pipeline_root: str) -> str:

@@ -10,6 +10,7 @@ by the run id and ends it FINISHED or FAILED. The local
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,25 @@ def test_a_failed_step_leaves_the_parent_failed_with_the_cause(mlflow_server: st
     assert parent.data.tags[TAG_FAILURE]  # what KFP said failed
 
 
-@pytest.mark.slow  # the tiny DAG on a one-k, one-loss, two-epoch grid: about a minute on 2 cores
-def test_a_successful_run_leaves_the_parent_finished(mlflow_server: str, tmp_path: Path) -> None:
+@pytest.mark.slow  # the tiny DAG on a one-k, one-loss, two-epoch grid: minutes on 2 busy cores
+def test_a_successful_run_on_gcs_leaves_the_parent_finished(mlflow_server: str, tmp_path: Path) -> None:
+    """The whole cluster-shaped run: the frame store written to gs:// (the GCS emulator) under
+    ``store_root`` and read in place by every step (its KFP artifact is a pointer), the parent run created
+    by start-tracking, found by the steps through their workflow, closed FINISHED by the exit handler."""
+    from store_helpers import gcs_emulator
+
+    from fewframes.components.steps import STORE_LOCATION_FILE
+
     experiment = f"exit-finished-{uuid.uuid4().hex[:8]}"
-    error = _run_cluster_shaped(tmp_path, mlflow_server, experiment, ks=[4], losses=["rep"], epochs=2)
-    assert error is None
+    with gcs_emulator("fewframes-cluster-run"):
+        error = _run_cluster_shaped(
+            tmp_path, mlflow_server, experiment, ks=[4], losses=["rep"], epochs=2,
+            store_root="gs://fewframes-cluster-run/kfp/frame-stores",
+        )  # fmt: skip
+    assert error is None, error
+    (pointer,) = (tmp_path / "kfp").glob(f"*/ingest-split/store/{STORE_LOCATION_FILE}")
+    assert [p.name for p in pointer.parent.iterdir()] == [STORE_LOCATION_FILE]  # no frames in the artifact
+    assert json.loads(pointer.read_text())["uri"].startswith("gs://fewframes-cluster-run/kfp/frame-stores/")
     parent = _parent(mlflow_server, experiment)
     assert parent.info.status == "FINISHED"
     assert TAG_FAILURE not in parent.data.tags

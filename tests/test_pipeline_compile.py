@@ -323,6 +323,9 @@ def test_pipeline_root_and_spot_flags(tmp_path, capsys, monkeypatch):
                  "--spot"]) == 0  # fmt: skip
     spec, platform = _load(out)
     assert spec["defaultPipelineRoot"] == "gs://acme-fewframes/kfp"  # artifacts on the project's bucket
+    # ingest-split writes the frame store there for the steps to read in place (tests/test_store_in_place.py)
+    store_root = spec["root"]["inputDefinitions"]["parameters"]["store_root"]
+    assert store_root["defaultValue"] == "gs://acme-fewframes/kfp/frame-stores"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-teacher"]
     assert k8s["nodeSelector"]["labels"][DEFAULT_GPU.capacity_label_key] == "spot"
     # The default comes from the environment (fewframes.cluster.PIPELINE_ROOT); none: the backend's store.

@@ -39,7 +39,9 @@ from .common import (
     reports_errors,
     ROW_FILE,
     StepResult,
+    STORE_LOCATION_FILE,
     TORCH_THREADS_ENV,
+    store_location,
     tracking_context,
 )
 from .tracking import (
@@ -117,6 +119,8 @@ __all__ = [
     "report_step",
     "reports_errors",
     "start_tracking_step",
+    "store_location",
+    "STORE_LOCATION_FILE",
     "tracking_context",
     "train_baseline_step",
     "train_teacher_step",

@@ -127,6 +127,20 @@ def _limit_threads() -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
+# In a ``store`` artifact whose frame store lives elsewhere (on GCS, written by ingest-split with a
+# ``store_root``): {"uri": ...}. The artifact KFP downloads into each pod is this small file, not the store.
+STORE_LOCATION_FILE = "location.json"
+
+
+def store_location(artifact_path: str | os.PathLike[str]) -> str:
+    """The frame store a ``store`` artifact stands for: the URI it points to, read in place (frame-sparse
+    ranged reads on ``gs://``), or the artifact folder itself when the store was written into it."""
+    pointer = Path(artifact_path) / STORE_LOCATION_FILE
+    if pointer.is_file():
+        return str(json.loads(pointer.read_text())["uri"])
+    return str(artifact_path)
+
+
 def tracking_context(tracking_uri: str, experiment: str, parent_run_id: str) -> TrackingContext:
     """Where this step logs (``fewframes.runs.resolve_tracking``): from the stable coordinates every step
     takes as parameters, not from start-tracking's output, so that KFP can serve the step from its cache."""

@@ -6,11 +6,14 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from fewframes import fsio
 
 from fewframes.config import get_preset
 from fewframes.runs import TrackingContext, step_run
 
-from .common import StepResult, reports_errors
+from .common import STORE_LOCATION_FILE, StepResult, _write_json, reports_errors
 
 
 def parse_source(source: str, default_preset: str) -> tuple[str, str]:
@@ -35,14 +38,19 @@ def ingest_split_step(
     test_fraction: float,
     tracking: TrackingContext,
     num_classes: int = 0,
+    store_root: str = "",
 ) -> StepResult:
     """Synthesize (``synth:<preset>`` or '') or read YouTube-8M TFRecords, write the frame store and its split.
 
     ``num_classes``: the label vocabulary; 0 = the synthetic preset's classes, or YouTube-8M's 3862 for
-    TFRecords."""
+    TFRecords. ``store_root`` (``gs://BUCKET/...`` on a cluster): the store is written under it, at a name
+    derived from these inputs, and ``store_path`` (the KFP artifact) only points to it (``location.json``),
+    so the steps that use it read their frames in place instead of each downloading the whole store; a
+    store already complete at that name (a retry, or the same inputs again) is reused. '' = the store is
+    written into ``store_path`` itself (local runs)."""
     from fewframes.data.ingest import ingest
     from fewframes.data.split import write_split
-    from fewframes.data.store import FrameStore
+    from fewframes.data.store import METADATA_FILE, FrameStore
 
     kind, where = parse_source(source, preset)
     params = {
@@ -53,22 +61,33 @@ def ingest_split_step(
         "test_fraction": test_fraction,
         "num_classes": num_classes,
     }
-    store_dir = Path(store_path)
+    store_dir: Any = Path(store_path)
+    if store_root:
+        store_dir = fsio.join(store_root.rstrip("/"), f"{kind}-{_inputs_key(params)}")
     with step_run(tracking, "ingest-split", params=params) as tracker:
         started = time.perf_counter()
-        if kind == "synth":
+        if store_root and fsio.exists(fsio.join(store_dir, METADATA_FILE)):
+            pass  # complete (its store.json is written last): the same inputs made it
+        elif kind == "synth":
             from fewframes.data.synth import generate_synthetic
 
-            # The synthetic TFRecords go beside the store and are removed once ingested.
-            store_dir.parent.mkdir(parents=True, exist_ok=True)
+            # The synthetic TFRecords go beside a local store (in a local temporary folder for one on GCS)
+            # and are removed once ingested.
+            scratch = None
+            if not store_root:
+                store_dir.parent.mkdir(parents=True, exist_ok=True)
+                scratch = store_dir.parent
             data = get_preset(where).data
-            with tempfile.TemporaryDirectory(prefix=".synth-", dir=store_dir.parent) as tfrecord_dir:
+            with tempfile.TemporaryDirectory(prefix=".synth-", dir=scratch) as tfrecord_dir:
                 generate_synthetic(tfrecord_dir, data)
                 ingest(os.path.join(tfrecord_dir, "*.tfrecord"), str(store_dir), num_classes=num_classes or data.classes)
         else:
             from fewframes.data.ingest import DEFAULT_NUM_CLASSES
 
             ingest(where, str(store_dir), num_classes=num_classes or DEFAULT_NUM_CLASSES)
+        if store_root:
+            Path(store_path).mkdir(parents=True, exist_ok=True)
+            _write_json(Path(store_path) / STORE_LOCATION_FILE, {"uri": str(store_dir)})
         write_split(
             store_dir, validation_fraction=validation_fraction, test_fraction=test_fraction, seed=seed
         )
@@ -82,7 +101,15 @@ def ingest_split_step(
             "seconds": time.perf_counter() - started,
         }
         tracker.log_metrics(metrics)
-    return StepResult(
-        metrics=metrics,
-        metadata={"videos": len(store), "num_classes": store.num_classes, "max_length": max(lengths)},
-    )
+    metadata = {"videos": len(store), "num_classes": store.num_classes, "max_length": max(lengths)}
+    if store_root:
+        metadata["uri"] = str(store_dir)
+    return StepResult(metrics=metrics, metadata=metadata)
+
+
+def _inputs_key(params: dict[str, Any]) -> str:
+    """A short name determined by the ingest's inputs (the same inputs make the same store)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
