@@ -106,3 +106,38 @@ def test_final_states_map_to_mlflow_statuses_and_the_first_close_wins(mlflow_ser
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags[TAG_FAILURE] == "train-teacher: out of memory"
     assert close_parent_run("", run_id, "FAILED") == "" and close_parent_run(mlflow_server, "", "FAILED") == ""
+
+
+@pytest.mark.slow  # a real `fewframes run` until ingest starts, then Ctrl-C: ~30-60 s on 2 busy cores
+def test_ctrl_c_during_a_local_run_leaves_the_parent_killed(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group (the CLI and kfp.local's task
+    subprocess); the DAG's exit task never runs, so `fewframes run` closes the parent through the same
+    close_parent_run: KILLED, with the tag saying it was interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fewframes.runs import local_tracking_uri
+
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fewframes", "run", "--preset", "tiny", "--out", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not list(run_dir.glob("kfp/*/ingest-split")):  # start-tracking has finished
+            assert process.poll() is None, process.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "ingest-split never started"
+            time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGINT)
+        output = process.communicate(timeout=120)[0].decode()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode != 0, output[-2000:]
+    parent = _parent(local_tracking_uri(run_dir), "fewframes")
+    assert parent.info.status == "KILLED", output[-2000:]
+    assert parent.data.tags[TAG_FAILURE] == "interrupted"
