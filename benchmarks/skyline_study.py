@@ -84,6 +84,13 @@ ARMS: dict[str, dict[str, Any]] = {
         baselines=[("random", 15), ("uniform", 30), ("random", 6)],
         teacher_arm="netvlad-k8",
     ),
+    # Exactly the `plateau` preset's rule (150 epochs, patience 20) for the teacher and Uniform-30.
+    "netvlad-plateau": dict(
+        data=REPORT_DATA,
+        model=dict(family="netvlad", hidden_size=64, clusters=8),
+        train=dict(epochs=150, batch_size=32, learning_rate=1e-2, patience=20),
+        baselines=[("uniform", 30), ("uniform", 6)],
+    ),
     # Not run in the study: its expansion (1024 -> 2048 a frame, ~2 M multiply-adds against NetVLAD-8's ~20 k)
     # makes a teacher epoch an estimated ~10x NetVLAD's on this CPU (not measured).
     "nextvlad-k8": dict(
