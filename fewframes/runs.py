@@ -246,8 +246,11 @@ def step_run(
     run_name: str | None = None,
     params: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[Any]:
     """A child run of the pipeline's parent run for one component execution; yields a ``Tracker``.
+
+    ``system_metrics``: MLflow samples CPU/memory/GPU into the run while it lasts (training steps).
 
     With tracking off the Tracker is the library's no-op one. The run ends FAILED if the step raises.
     """
@@ -263,6 +266,7 @@ def step_run(
         parent_run_id=context.parent_run_id or None,
         tags=all_tags,
         params=_clean_params(params or {}),
+        system_metrics=system_metrics,
     )
     try:
         yield tracker

@@ -43,6 +43,8 @@ from fewframes.errors import TrackingError
 PARENT_RUN_TAG = "mlflow.parentRunId"
 HEALTH_TIMEOUT_S = 5.0
 CHAMPION_ALIAS = "champion"
+MODEL_ID_TAG = "fewframes.model_id"  # on a registered model version: the logged model it is
+SYSTEM_METRICS_INTERVAL_S = 5.0
 # The experiment tag the MLflow UI reads for the experiment's type; this value is its "machine learning"
 # (model training) type, which opens on the runs table rather than the GenAI overview.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -132,6 +134,8 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self._params: dict[str, str] = {}
         self._ended = False
+        self._owns_status = True  # False: a run someone else started and ends (``existing``)
+        self._system_metrics: Any = None
 
     # -- creation -----------------------------------------------------------------------------------
 
@@ -151,8 +155,13 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        system_metrics: bool = False,
     ) -> Tracker:
-        """Start (or with ``run_id`` re-attach to) a run in ``experiment``; disabled if ``tracking_uri`` is empty."""
+        """Start (or with ``run_id`` re-attach to) a run in ``experiment``; disabled if ``tracking_uri`` is empty.
+
+        ``system_metrics``: sample CPU, memory, disk, network (and GPU) into the run's ``system/*`` metrics
+        until it ends (MLflow's ``SystemMetricsMonitor``; skipped when psutil is missing).
+        """
         if not tracking_uri:
             return cls.disabled()
         check_tracking_uri(tracking_uri)
@@ -178,7 +187,39 @@ class Tracker:
             tracker.set_tags(tags)
         if params:
             tracker.log_params(params)
+        if system_metrics:
+            tracker._start_system_metrics()
         return tracker
+
+    @classmethod
+    def existing(cls, tracking_uri: str | None, run_id: str | None) -> Tracker:
+        """A tracker that logs into the existing run ``run_id`` without touching its status (``end`` does
+        nothing): e.g. the evaluate step adding test metrics to a finished model run. Disabled if either is empty."""
+        if not tracking_uri or not run_id:
+            return cls.disabled()
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        tracker = cls(client=client, tracking_uri=tracking_uri, run_id=run_id)
+        with tracker._mlflow_call("get run"):
+            run = client.get_run(run_id)
+        tracker.experiment_id = run.info.experiment_id
+        tracker._params = dict(run.data.params)
+        tracker._owns_status = False
+        return tracker
+
+    def _start_system_metrics(self) -> None:
+        try:
+            import psutil  # noqa: F401  (MLflow's monitor needs it)
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError:
+            return
+        # Every SYSTEM_METRICS_INTERVAL_S: short enough that a short training run gets samples.
+        self._system_metrics = SystemMetricsMonitor(
+            self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, tracking_uri=self.tracking_uri
+        )
+        with _quiet_logger("mlflow.system_metrics"):
+            self._system_metrics.start()
 
     def start_child(self, run_name: str, **kwargs: Any) -> Tracker:
         """A run nested under this one (same server and experiment); disabled if this one is."""
@@ -233,8 +274,9 @@ class Tracker:
                 self._client.log_batch(self.run_id, params=[Param(k, v) for k, v in chunk])
         self._params.update(new)
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log numeric metrics at ``step`` (None: step 0, as MLflow)."""
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, *, model_id: str | None = None) -> None:
+        """Log numeric metrics at ``step`` (None: step 0, as MLflow); ``model_id``: also the metrics of that
+        logged model (shown on its page)."""
         if not self.active or not metrics:
             return
         from mlflow.entities import Metric
@@ -246,7 +288,7 @@ class Tracker:
                 number = float(value)
             except (TypeError, ValueError):
                 raise TrackingError(f"metric {name!r} must be a number, got {value!r}") from None
-            entities.append(Metric(str(name), number, timestamp, int(step or 0)))
+            entities.append(Metric(str(name), number, timestamp, int(step or 0), model_id=model_id))
         with self._mlflow_call("log_metrics"):
             for start in range(0, len(entities), 1000):  # MLflow's per-request metric limit
                 self._client.log_batch(self.run_id, metrics=entities[start : start + 1000])
@@ -340,8 +382,12 @@ class Tracker:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
+            # The model's artifact location as the source: a ``models:/<id>`` source would be resolved by a
+            # local (sqlite) registry through MLflow's process-global tracking URI, not this client's.
+            source = self._client.get_logged_model(model_id).artifact_location
+            # MLflow's own registry stores no model_id (the source links them): the tag keeps the logged model's id.
             version = self._client.create_model_version(
-                name, source=f"models:/{model_id}", run_id=self.run_id, model_id=model_id
+                name, source=source, run_id=self.run_id, model_id=model_id, tags={MODEL_ID_TAG: model_id}
             )
             self._client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
@@ -356,7 +402,11 @@ class Tracker:
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
 
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's hint about integer columns and missing values
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
         with self._mlflow_call(f"log_input {name}"):
             self._client.log_inputs(
                 self.run_id,
@@ -378,8 +428,13 @@ class Tracker:
             return
         if status not in ("FINISHED", "FAILED", "KILLED"):
             raise TrackingError(f"run status must be FINISHED, FAILED or KILLED, got {status!r}")
-        with self._mlflow_call("end run"):
-            self._client.set_terminated(self.run_id, status=status)
+        if self._system_metrics is not None:
+            with _quiet_logger("mlflow.system_metrics"):
+                self._system_metrics.finish()
+            self._system_metrics = None
+        if self._owns_status:
+            with self._mlflow_call("end run"):
+                self._client.set_terminated(self.run_id, status=status)
         self._ended = True
 
     def __enter__(self) -> Tracker:
@@ -416,6 +471,8 @@ def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
     if existing is not None:
         if existing.lifecycle_stage == "deleted":
             raise TrackingError(f"MLflow experiment {name!r} at {tracking_uri} is deleted; restore it or pick another")
+        if EXPERIMENT_KIND_TAG not in (existing.tags or {}):  # made before fewframes set it, or by hand
+            client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return existing.experiment_id
     database = _sqlite_path(tracking_uri)
     location = (database.resolve().parent / "mlartifacts").as_uri() if database is not None else None
@@ -431,4 +488,4 @@ def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
         return existing.experiment_id
 
 
-__all__ = ["CHAMPION_ALIAS", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "PARENT_RUN_TAG", "Tracker", "check_tracking_uri", "flatten_params"]
+__all__ = ["CHAMPION_ALIAS", "MODEL_ID_TAG", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "PARENT_RUN_TAG", "Tracker", "check_tracking_uri", "flatten_params"]

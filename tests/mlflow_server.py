@@ -38,14 +38,17 @@ def _healthy(uri: str) -> bool:
 
 
 @contextmanager
-def running_mlflow_server(folder: Path) -> Iterator[str]:
-    """Start ``mlflow server`` (SQLite backend, artifacts in ``folder/artifacts``); yield its URI; stop it."""
+def running_mlflow_server(folder: Path, backend_store_uri: str | None = None) -> Iterator[str]:
+    """Start ``mlflow server`` (SQLite backend, artifacts in ``folder/artifacts``); yield its URI; stop it.
+
+    ``backend_store_uri``: serve that existing store (e.g. a finished local run's ``sqlite:///…/mlflow.db``)
+    instead of a new ``folder/mlflow.db``."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}",
         "--default-artifact-root", str(folder / "artifacts"),
         "--host", "127.0.0.1",
         "--port", str(port),

@@ -160,6 +160,9 @@ def test_teacher_step_trains_on_two_gloo_processes_and_its_model_loads_and_evalu
     assert run.data.tags["mlflow.parentRunId"] == context.parent_run_id
     assert run.data.params["role"] == "teacher" and run.data.params["hidden_size"] == "16"
     assert {"train_loss", "val_gap", "best_val_gap"} <= set(run.data.metrics)  # rank 0's and the step's
+    (output,) = run.outputs.model_outputs  # rank 0 logged the model as an MLflow 3 logged model of this run
+    assert mlflow.MlflowClient(tracking_uri=mlflow_server).get_logged_model(output.model_id).name == "teacher"
+    assert any(d.dataset.name.endswith(":train") for d in run.inputs.dataset_inputs)  # the step's train split
 
 
 def test_gpu_count_without_visible_gpus_is_a_one_line_error(

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+mlflow = pytest.importorskip("mlflow")
+
 from fewframes.errors import TrackingError
 from fewframes.tracking import PARENT_RUN_TAG, Tracker, check_tracking_uri, flatten_params
 
@@ -192,3 +194,32 @@ def test_core_library_imports_without_mlflow() -> None:
 def test_constructor_is_not_a_way_to_start_a_run() -> None:
     with pytest.raises(TypeError):
         Tracker("sqlite:///x.db", "experiment", run_name="r")  # type: ignore[misc]
+
+
+def test_system_metrics_sampled_while_a_training_run_lasts(
+    mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``system_metrics=True`` (training steps): MLflow's monitor logs system/* metrics into the run until it ends."""
+    pytest.importorskip("psutil")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # the test's cadence, not the default 5 s
+    with Tracker.start(mlflow_server, "system-metrics", "train", system_metrics=True) as tracker:
+        time.sleep(2.0)
+    metrics = mlflow.MlflowClient(mlflow_server).get_run(tracker.run_id).data.metrics
+    assert any(name.startswith("system/cpu_utilization") for name in metrics), sorted(metrics)
+
+
+def test_experiment_is_a_model_training_experiment_and_existing_runs_take_test_metrics(mlflow_server: str) -> None:
+    """New and pre-existing experiments get the UI's model-training type; ``Tracker.existing`` adds metrics
+    to a finished run (the evaluate step into a model's run) without changing its status."""
+    from fewframes.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+
+    client = mlflow.MlflowClient(mlflow_server)
+    old = client.create_experiment("made-by-hand")
+    with Tracker.start(mlflow_server, "made-by-hand", "model") as tracker:
+        pass
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    finished = client.get_run(tracker.run_id).info
+    Tracker.existing(mlflow_server, tracker.run_id).log_metrics({"gap": 0.5})
+    run = client.get_run(tracker.run_id)
+    assert run.data.metrics["gap"] == 0.5
+    assert (run.info.status, run.info.end_time) == (finished.status, finished.end_time)

@@ -46,13 +46,15 @@ def benchmark_step(
     """Parameters, FLOPs, latency and throughput of every model (``fewframes.benchmark``), on the same
     videos; the figures also land on each model's evaluate run so one MLflow row holds GAP and cost."""
     from fewframes.benchmark import add_ratios, benchmark_models, describe_machine, log_benchmark
+    from fewframes.run_results import add_test_metrics
     from fewframes.runs import log_metrics_to_run
 
     _limit_threads()
-    evaluate_runs = {}
+    evaluate_runs, model_runs = {}, {}
     for evaluation_dir in evaluation_dirs:
         row = read_row(evaluation_dir)
         evaluate_runs[row["model_key"]] = row.get("evaluate_run_id", "")
+        model_runs[row["model_key"]] = (row.get("mlflow_run_id", ""), row.get("role"))
     infos = {}
     for model_dir in model_dirs:
         info = read_model_info(model_dir)
@@ -74,6 +76,8 @@ def benchmark_step(
             figures = {ours: float(bench[theirs]) for theirs, ours in BENCHMARK_METRICS.items() if bench.get(theirs) is not None}
             rows.append({"model_key": key, "role": infos[key][0]["role"], **figures, "raw": bench})
             log_metrics_to_run(tracking.uri, evaluate_runs.get(key, ""), figures)
+            model_run_id, role = model_runs.get(key, ("", None))
+            add_test_metrics(tracking.uri, model_run_id, figures, role)
             summary[f"{key}.latency_ms_p50"] = figures["latency_ms_p50"]
             summary[f"{key}.gflops"] = figures["gflops"]
         out = Path(out_dir)

@@ -22,6 +22,7 @@ def evaluate_step(store_path: str, model_dir: str, out_dir: str, tracking: Track
     """GAP@20, mAP, Hit@1, PERR (and per-class AP, encodings) of one model on the test split."""
     from fewframes.data.store import FrameStore
     from fewframes.evaluation import evaluate
+    from fewframes.run_results import add_test_metrics, log_split
     from fewframes.training import load_model
 
     _limit_threads()
@@ -40,6 +41,9 @@ def evaluate_step(store_path: str, model_dir: str, out_dir: str, tracking: Track
         results = evaluate(model, store, split="test", strategy=strategy, k=k, out_dir=out)
         metrics = {name: float(results[name]) for name in EVALUATION_METRICS if name in results}
         tracker.log_metrics(metrics)
+        log_split(tracker, store_path, "test", "evaluation")
+        # The model's own run (its training run) gets its test metrics too: one row per model in MLflow.
+        add_test_metrics(tracking.uri, info.get("mlflow_run_id", ""), metrics, role)
         for name in ("metrics.json", "per_class_ap.parquet"):
             if (out / name).exists():
                 tracker.log_artifact(out / name)

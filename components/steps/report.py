@@ -97,10 +97,15 @@ def report_step(
     if recommended is not None:
         metrics["recommended_k"] = float(recommended["k"])
         metrics["recommended_gap"] = float(recommended["gap"])
+    files = [report.markdown, report.html, report.folder / "summary.json", *report.figures]
     with step_run(tracking, "report", params={"tolerance": tolerance}) as tracker:
         tracker.log_metrics(metrics)
-        for path in [report.markdown, report.html, report.folder / "summary.json", *report.figures]:
+        for path in files:
             tracker.log_artifact(path)
+    # The parent run: headline metrics, the report (folder ``report``), the registered champion student.
+    from fewframes.run_results import publish_to_parent
+
+    publish_to_parent(tracking, rows, recommended["model_key"] if recommended else None, files)
     return StepResult(
         metrics=metrics,
         metadata={"recommended": recommended["model_key"] if recommended else "",

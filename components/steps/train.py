@@ -173,8 +173,13 @@ def _train(
     """Run one training step in this process, or under torchrun (``training_launch``); returns the result,
     its MLflow run id and the metrics logged. Either way the step's MLflow child run is created here."""
     launch = training_launch()
-    with step_run(tracking, step, run_name, params=params, tags=tags) as tracker:
+    from fewframes.run_results import log_split
+
+    with step_run(tracking, step, run_name, params=params, tags=tags, system_metrics=True) as tracker:
         run_id = getattr(tracker, "run_id", "") or ""
+        train_config = configs["train"]
+        log_split(tracker, store_path, "train", "training", train_fraction=train_config.train_fraction,
+                  seed=train_config.seed)
         if launch.processes > 1:
             train_config = configs["train"]
             if launch.device is not None:

@@ -530,7 +530,8 @@ def _finish(
                  f"{role.metric_prefix}best_val_map": result.best_val_map,
                  f"{role.metric_prefix}best_epoch": float(result.best_epoch)}
             )
-            run.tracker.log_torch_model(result.model, role.name)
+            # An MLflow 3 logged model (pyfunc, the model file as artifact: servable, nothing pickled).
+            run.tracker.log_model_file(_role_path(run, role), role.name)
     return results
 
 
