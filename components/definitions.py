@@ -43,8 +43,9 @@ def start_tracking(
     run_name: str,
     tracking: Output[Artifact],
 ):
-    """Create (cluster) or tag (local) the pipeline run's parent MLflow run; every later step reads the
-    ``tracking`` artifact (URI, experiment, parent run id, pipeline run id) to log its child run."""
+    """Create (cluster) or tag (local) the pipeline run's parent MLflow run, tagged with the KFP run id and
+    the pod's Argo workflow (how the later steps and the exit task find it). The ``tracking`` artifact
+    records the coordinates for the KFP UI; no step takes it as an input (it would defeat their caching)."""
     from fewframes.components.steps import start_tracking_step
 
     parent = start_tracking_step(tracking_uri, experiment, parent_run_id, pipeline_run_id, pipeline, run_name, tracking.path)

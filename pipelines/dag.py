@@ -12,8 +12,12 @@ the preset (sizes, epochs, k list) and the pipeline's grid; ``gpu`` (a ``fewfram
 is applied when the DAG is built — it is a property of the compiled pipeline, not a run-time parameter:
 ``CPU_ONLY`` for local runs (no accelerator, node selector, toleration or image change), ``DEFAULT_GPU`` or
 the ``fewframes compile/submit --gpus/--accelerator`` flags for cluster runs. Training and benchmark tasks
-on a GPU ask for the accelerator type and count, CPU/memory, the GPU node pool's node selector and the
-toleration of its taint (both from ``fewframes.cluster``), and use the CUDA image.
+on a GPU ask for ``nvidia.com/gpu`` x count, CPU/memory, the GPU node pool's node selector (GPU model,
+spot or on-demand) and the toleration of its taint (all from ``fewframes.cluster``), and use the CUDA
+image. Every task also gets its preset's CPU/memory, pod timeout and retry policy
+(``fewframes.cluster.task_sizing``), and the whole DAG runs inside a ``dsl.ExitHandler`` whose exit task
+closes the MLflow parent run. ``pipeline_root`` puts KFP's artifacts (and, by default, the frame store the
+steps read in place) on the project's bucket; an image lock names the images by digest.
 
 The plan steps turn the list parameters into the fan-out (``dsl.ParallelFor`` over their output), so the
 grid is a run-time parameter that the KFP UI shows and ``--param`` overrides.
