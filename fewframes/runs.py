@@ -229,6 +229,9 @@ def close_parent_run(uri: str, run_id: str, state: str, message: str = "") -> st
         return ""
     import mlflow
 
+    from fewframes.tracking import bound_http_retries
+
+    bound_http_retries()  # a dead server: a few seconds, not MLflow's 8 minutes of retries
     status = parent_run_status(state)
     client = mlflow.MlflowClient(tracking_uri=uri)
     if client.get_run(run_id).info.status != "RUNNING":
@@ -237,6 +240,25 @@ def close_parent_run(uri: str, run_id: str, state: str, message: str = "") -> st
         client.set_tag(run_id, TAG_FAILURE, message[:4000])
     client.set_terminated(run_id, status=status)
     return status
+
+
+def reopen_parent_run(uri: str, run_id: str) -> None:
+    """Set a closed (KILLED/FAILED) parent run RUNNING again: ``fewframes run --resume`` goes on with it, and
+    :func:`close_parent_run` closes it at the end as usual."""
+    if not uri or not run_id:
+        return
+    import mlflow
+
+    from fewframes.tracking import bound_http_retries
+
+    bound_http_retries()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        client.update_run(run_id, status="RUNNING")
+    except Exception as exc:  # MlflowException: no such run (another store?), server trouble
+        raise PipelineError(f"--resume: cannot reopen MLflow parent run {run_id} at {uri}: {str(exc).splitlines()[0]}") from None
+    with contextlib.suppress(Exception):  # the interruption's failure tag, if it was set
+        client.delete_tag(run_id, TAG_FAILURE)
 
 
 @contextlib.contextmanager
@@ -395,6 +417,7 @@ __all__ = [
     "parent_run_status",
     "resolve_tracking",
     "log_metrics_to_run",
+    "reopen_parent_run",
     "start_parent_run",
     "step_run",
     "write_rows_csv",

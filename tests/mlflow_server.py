@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 START_TIMEOUT_S = 90.0
+# The server process of each running URI, so a test can kill it mid-run (kill_mlflow_server).
+SERVER_PROCESSES: dict[str, "subprocess.Popen[bytes]"] = {}
 
 
 def free_port() -> int:
@@ -69,9 +71,21 @@ def running_mlflow_server(folder: Path, backend_store_uri: str | None = None) ->
                 tail = log_path.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"mlflow server did not start at {uri} (exit {process.poll()}):\n{tail}")
             time.sleep(0.3)
+        SERVER_PROCESSES[uri] = process
         yield uri
     finally:
+        SERVER_PROCESSES.pop(uri, None)
         _stop(process)
+
+
+def kill_mlflow_server(uri: str) -> None:
+    """SIGKILL the server at ``uri`` and its workers at once (a crash, not a shutdown)."""
+    process = SERVER_PROCESSES[uri]
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

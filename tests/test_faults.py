@@ -39,8 +39,8 @@ def cli(*args: str, prefix: tuple[str, ...] = (), timeout: float = 300) -> subpr
 
 
 def stderr_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
-    """stderr without blank lines and progress bars (tqdm's lines end in "...it/s]" or "...video/s]")."""
-    return [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip() and "/s]" not in line]
+    """stderr without blank lines and progress bars (tqdm's lines hold "NN%|")."""
+    return [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
@@ -147,6 +147,19 @@ def test_read_only_output_folder_is_one_line_for_ingest_predict_and_run(
         done = as_restricted(prefix, ["run", "--preset", "tiny", "--out", str(locked / "run")])
         one_line_error(done, f"--out {locked / 'run'}", "permission denied")
         assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_unreadable_source_folder_is_permission_denied_not_no_shards(tmp_path: Path, tiny_tfrecords: Path) -> None:
+    prefix = _capsh_prefix()
+    locked = tmp_path / "shards"
+    shutil.copytree(tiny_tfrecords, locked)
+    locked.chmod(0o000)
+    try:
+        for command in (["data", "inspect", str(locked), "--quiet"],
+                        ["data", "ingest", "--src", str(locked), "--out", str(tmp_path / "s"), "--quiet"]):
+            one_line_error(as_restricted(prefix, command), f"{locked}: permission denied")
     finally:
         locked.chmod(0o755)
 
@@ -496,3 +509,172 @@ def test_model_file_without_checksum_loads_with_a_warning(tmp_path: Path, model_
     err = capsys.readouterr().err
     assert f"fewframes: warning: model file {old} has no checksum" in err
     assert len(out.read_text().splitlines()) == 1 + 160
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. MLflow: a dead server fails the run within a minute with one line; SIGTERM/Ctrl-C close the parent run
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _start_run(run_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
+    """``fewframes run --preset tiny --out RUN_DIR`` in its own session (as a terminal would run it)."""
+    log = run_dir.parent / f"{run_dir.name}.stderr"
+    env = dict(os.environ, FEWFRAMES_DEBUG="", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fewframes", "run", "--preset", "tiny", "--out", str(run_dir), *extra],
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"), text=True, env=env, cwd=REPO, start_new_session=True,
+    )
+    return process, log
+
+
+def _wait_for_tasks(run_dir: Path, process: subprocess.Popen[str], count: int, timeout_s: float = 600) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while len(list((run_dir / "kfp").glob("**/executor_output.json"))) < count:
+        assert process.poll() is None, f"the run ended early: {process.returncode}"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.5)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def _parent_status(uri: str) -> str:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("fewframes")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`fewframes.step` = 'pipeline'")
+    assert len(runs) == 1
+    return runs[0].info.status
+
+
+@pytest.mark.slow
+def test_dead_mlflow_server_fails_the_run_within_a_minute_with_one_line(tmp_path: Path) -> None:
+    import time
+
+    from mlflow_server import kill_mlflow_server, running_mlflow_server
+
+    with running_mlflow_server(tmp_path / "server") as uri:
+        run_dir = tmp_path / "run"
+        process, log = _start_run(run_dir, "--tracking-uri", uri)
+        try:
+            _wait_for_tasks(run_dir, process, 3)  # start-tracking, ingest/split and a plan have logged
+            kill_mlflow_server(uri)
+            killed = time.monotonic()
+            process.wait(timeout=180)
+            seconds = time.monotonic() - killed
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, 9)
+    done = subprocess.CompletedProcess(process.args, process.returncode, "", log.read_text())
+    line = one_line_error(done, uri)
+    assert seconds < 60, (seconds, line)
+    assert _processes_mentioning(str(run_dir)) == []
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_parent_run_killed_and_every_child(tmp_path: Path) -> None:
+    import signal
+
+    from fewframes.runs import local_tracking_uri
+
+    run_dir = tmp_path / "run"
+    process, log = _start_run(run_dir)
+    try:
+        _wait_for_tasks(run_dir, process, 3)
+        assert _processes_mentioning(str(run_dir / "kfp")), "no step was running"
+        os.kill(process.pid, signal.SIGTERM)  # the run alone, not its process group: children must be stopped
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+    assert process.returncode == 143, log.read_text()[-2000:]
+    assert "fewframes: terminated (SIGTERM)" in log.read_text()
+    assert _parent_status(local_tracking_uri(run_dir)) == "KILLED"
+    assert _processes_mentioning(str(run_dir)) == []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 6. resume: Ctrl-C a run mid-way, `report --run` says it is incomplete, `run --resume` ends as an
+#    uninterrupted run does
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _gaps(run_dir: Path) -> dict[str, float]:
+    import json
+
+    from fewframes.components.steps import ROW_FILE
+
+    rows = [json.loads(p.read_text()) for p in (run_dir / "kfp").glob(f"**/evaluation/{ROW_FILE}")]
+    return {row["model_key"]: row["gap"] for row in rows}
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_ends_with_the_uninterrupted_results(tmp_path: Path, tiny_run: Path) -> None:
+    import signal
+
+    from fewframes.runs import local_tracking_uri
+
+    import time
+
+    run_dir = tmp_path / "run"
+    process, log = _start_run(run_dir)
+    try:
+        # Ctrl-C while the teacher trains, after its first epoch's checkpoint: the resume must go on from it
+        deadline = time.monotonic() + 600
+        while not list((run_dir / "kfp").glob("*/train-teacher/teacher/checkpoints/ckpt-*.pt")):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        interrupted = time.time()
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal's whole process group
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+    assert process.returncode == 130, log.read_text()[-2000:]
+    assert _parent_status(local_tracking_uri(run_dir)) == "KILLED"
+    assert _processes_mentioning(str(run_dir)) == []
+    # Tasks finished well before the interruption (one that ended in its last moment may not be recorded yet)
+    finished = {p: p.stat().st_mtime_ns for p in (run_dir / "kfp").glob("**/executor_output.json")
+                if p.stat().st_mtime < interrupted - 3}
+    assert 2 <= len(finished) < len(list((tiny_run / "kfp").glob("**/executor_output.json")))
+
+    # the same --out again: refused, pointing at --resume
+    done = cli("run", "--preset", "tiny", "--out", str(run_dir))
+    one_line_error(done, f"--out {run_dir}: folder exists and is not empty; `fewframes run --resume {run_dir}`")
+    # report of the interrupted run: marked incomplete
+    done = cli("report", "--run", str(run_dir), "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "INCOMPLETE RUN" in done.stdout and "INCOMPLETE RUN" in (tmp_path / "report" / "report.md").read_text()
+
+    done = cli("run", "--resume", str(run_dir), timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # finished steps were not run again (start-tracking always runs: it is never cached, by design)
+    rerun = sorted(str(p.relative_to(run_dir)) for p, mtime in finished.items() if p.stat().st_mtime_ns != mtime)
+    assert all("/start-tracking/" in path for path in rerun), rerun
+    assert _parent_status(local_tracking_uri(run_dir)) == "FINISHED"
+    resumed, uninterrupted = _gaps(run_dir), _gaps(tiny_run)
+    assert resumed.keys() == uninterrupted.keys()
+    for key, gap in uninterrupted.items():
+        assert resumed[key] == pytest.approx(gap, abs=1e-6), key
+    assert (run_dir / "run.json").is_file() and (run_dir / "report.md").is_file()
+
+
+def test_resume_refuses_what_it_cannot_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    in_process_error(capsys, ["run", "--resume", str(tmp_path / "nope")], f"--resume {tmp_path / 'nope'}: no such run folder")
+    in_process_error(capsys, ["run", "--resume", str(tmp_path)], f"--resume {tmp_path}: not a `fewframes run` folder (no resume.json)")
+    (tmp_path / "resume.json").write_text("{not json")
+    in_process_error(capsys, ["run", "--resume", str(tmp_path)], "resume.json is damaged")
+    (tmp_path / "run.json").write_text("{}")
+    in_process_error(capsys, ["run", "--resume", str(tmp_path)], "the run finished (run.json is there); nothing to resume")
+    in_process_error(capsys, ["run", "--resume", str(tmp_path), "--param", "epochs=3"], "--resume takes the run's own settings; drop --param")

@@ -13,9 +13,11 @@ command line) or ``FEWFRAMES_DEBUG=1`` lets the exception through with its trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from fewframes.config import ConfigError
@@ -72,16 +74,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
-        print("fewframes: interrupted", file=sys.stderr)
-        return 130
+        with _sigterm_as_interrupt():
+            return int(args.handler(args) or 0)
+    except KeyboardInterrupt as exc:
+        terminated = str(exc) == SIGTERM_TEXT
+        print(f"fewframes: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as exc:
         if debug:
             raise
         line, code = error_line(exc)
         print(f"fewframes: error: {line}", file=sys.stderr)
         return code
+
+
+SIGTERM_TEXT = "SIGTERM"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt("SIGTERM") while a command runs, so it unwinds like Ctrl-C: the same
+    clean-up (the MLflow parent run closed KILLED, child processes stopped, temp files removed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(SIGTERM_TEXT)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def error_line(exc: BaseException) -> tuple[str, int]:

@@ -184,6 +184,10 @@ def _atomic_copy(source: Path, target: Path) -> None:
     write_bytes_atomic(target, source.read_bytes())
 
 
+RESUME_FILE = "resume.json"  # written when a local run starts: what `fewframes run --resume` needs
+KFP_CACHE = "kfp-cache"  # kfp.local's task cache, RUN_DIR/kfp-cache: the finished tasks a resume reuses
+
+
 def run_local(
     preset: str = "demo",
     pipeline: str = "distill",
@@ -192,53 +196,97 @@ def run_local(
     experiment: str = "fewframes",
     params: list[str] | None = None,
     quiet_log: bool = True,
+    resume: str | None = None,
 ) -> dict[str, Any]:
-    """Run the whole DAG with kfp.local in this environment; returns the run's summary (also RUN_DIR/run.json)."""
+    """Run the whole DAG with kfp.local in this environment; returns the run's summary (also RUN_DIR/run.json).
+
+    ``resume=RUN_DIR`` goes on with an interrupted run (Ctrl-C, SIGTERM, SIGKILL, a failed step): same
+    arguments, same MLflow parent run (reopened), same kfp output folder; kfp.local's task cache hands back
+    the outputs of every task that finished, and a training task that was cut short resumes from the
+    checkpoints in its output folder. The result is the one an uninterrupted run gives (docs/faults.md).
+    """
     from fewframes.components.steps import ERROR_FILE_ENV, TORCH_THREADS_ENV, read_model_info
     from fewframes.components.steps.warm import warm_steps
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
     from fewframes.fsio import check_output_dir, is_gcs, write_bytes_atomic
-    from fewframes.runs import TrackingContext, check_tracking, close_parent_run, local_tracking_uri, start_parent_run
+    from fewframes.runs import (
+        TrackingContext,
+        check_tracking,
+        close_parent_run,
+        local_tracking_uri,
+        reopen_parent_run,
+        start_parent_run,
+    )
 
-    preset_config = get_preset(preset)
-    defaults = parameter_defaults(pipeline, preset_config)
-    arguments = {**defaults, **parse_params(params or [], defaults)}
-    check_arguments(arguments)
-    expected = _expected_tasks(arguments)
+    if resume is not None:
+        state = read_resume_state(resume)
+        run_dir, preset, pipeline = Path(resume).resolve(), state["preset"], state["pipeline"]
+        preset_config = get_preset(preset)
+        arguments, run_id, uri = state["arguments"], state["run_id"], state["tracking_uri"]
+        experiment, parent_run_id = state["experiment"], arguments["parent_run_id"]
+        check_tracking(uri)
+        reopen_parent_run(uri, parent_run_id)
+        expected = _expected_tasks(arguments)
+    else:
+        preset_config = get_preset(preset)
+        defaults = parameter_defaults(pipeline, preset_config)
+        arguments = {**defaults, **parse_params(params or [], defaults)}
+        check_arguments(arguments)
+        expected = _expected_tasks(arguments)
 
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    if out and is_gcs(out):
-        raise PipelineError(
-            f"--out {out}: a local run needs a local folder (kfp.local's pipeline root); "
-            "data and models on gs:// are for cluster runs (fewframes submit)"
-        )
-    run_dir = Path(out) if out else Path(DEFAULT_RUNS_DIR) / f"{pipeline}-{preset}-{stamp}"
-    if os.path.lexists(run_dir) and not run_dir.is_dir():
-        raise PipelineError(f"--out {run_dir}: is an existing file, not a run folder")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise PipelineError(f"--out {run_dir}: folder exists and is not empty (pick a new run folder)")
-    check_output_dir(run_dir, "--out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = run_dir.resolve()
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        if out and is_gcs(out):
+            raise PipelineError(
+                f"--out {out}: a local run needs a local folder (kfp.local's pipeline root); "
+                "data and models on gs:// are for cluster runs (fewframes submit)"
+            )
+        run_dir = Path(out) if out else Path(DEFAULT_RUNS_DIR) / f"{pipeline}-{preset}-{stamp}"
+        if os.path.lexists(run_dir) and not run_dir.is_dir():
+            raise PipelineError(f"--out {run_dir}: is an existing file, not a run folder")
+        if run_dir.exists() and any(run_dir.iterdir()):
+            resumable = (run_dir / RESUME_FILE).is_file() and not (run_dir / "run.json").is_file()
+            hint = f"; `fewframes run --resume {run_dir}` goes on with it" if resumable else " (pick a new run folder)"
+            raise PipelineError(f"--out {run_dir}: folder exists and is not empty{hint}")
+        check_output_dir(run_dir, "--out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = run_dir.resolve()
 
-    uri = tracking_uri if tracking_uri is not None else local_tracking_uri(run_dir)
-    check_tracking(uri)  # fail now, not after training
-    run_id = f"local-{pipeline}-{stamp}"
-    arguments.update(tracking_uri=uri, experiment=experiment, run_name=arguments["run_name"] or run_id)
-    context = TrackingContext(uri=uri, experiment=experiment, pipeline_run_id=run_id, pipeline=pipeline)
-    recorded = {k: v for k, v in arguments.items() if k not in ("tracking_uri", "parent_run_id", "run_name")}
-    parent_run_id = start_parent_run(context, arguments["run_name"], params=recorded)
-    arguments["parent_run_id"] = parent_run_id
+        uri = tracking_uri if tracking_uri is not None else local_tracking_uri(run_dir)
+        check_tracking(uri)  # fail now, not after training
+        run_id = f"local-{pipeline}-{stamp}"
+        arguments.update(tracking_uri=uri, experiment=experiment, run_name=arguments["run_name"] or run_id)
+        context = TrackingContext(uri=uri, experiment=experiment, pipeline_run_id=run_id, pipeline=pipeline)
+        recorded = {k: v for k, v in arguments.items() if k not in ("tracking_uri", "parent_run_id", "run_name")}
+        parent_run_id = start_parent_run(context, arguments["run_name"], params=recorded)
+        arguments["parent_run_id"] = parent_run_id
+        state = {"preset": preset, "pipeline": pipeline, "run_id": run_id, "tracking_uri": uri,
+                 "experiment": experiment, "arguments": arguments}
+        write_bytes_atomic(run_dir / RESUME_FILE, json.dumps(state, indent=2, default=str).encode())
 
     from kfp import local
 
     pipeline_root = run_dir / "kfp"
     error_file = run_dir / "step_errors.log"
     log_path = run_dir / "pipeline.log"
+    pinned = _interrupted_pipeline_folder(pipeline_root) if resume is not None else None
+    if resume is not None:
+        _restore_metrics_files(run_dir / KFP_CACHE)
+    # urllib3 logs each MLflow retry as a WARNING (kfp.local configures logging): the one line is ours.
+    import logging
+
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    error_file.unlink(missing_ok=True)  # a cause from the interrupted attempt is not this attempt's
     os.environ[ERROR_FILE_ENV] = str(error_file)
     os.environ[TORCH_THREADS_ENV] = str(max(1, (os.cpu_count() or 2) // 2))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    # Caching on: every finished task leaves an entry in RUN_DIR/kfp-cache that a resume reuses. Keys hold
+    # the task's inputs (artifact paths included), and the folder is this run's own: nothing crosses runs.
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        enable_caching=True,
+        cache_root=str(run_dir / KFP_CACHE),
+    )
     dag = make_pipeline(pipeline, preset_config)
 
     started = time.perf_counter()
@@ -251,15 +299,19 @@ def run_local(
     real_print = builtins.print
     try:
         # warm_steps: every step runs in a fork of one process that imported torch and mlflow once.
-        with warm_steps(), log_path.open("w") as log, _TaskProgress(pipeline_root, expected, terminal):
+        with warm_steps(), log_path.open("a" if resume else "w") as log, _TaskProgress(pipeline_root, expected, terminal):
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
-            with redirect, _quiet_kfp_warnings():
+            with redirect, _quiet_kfp_warnings(), _pinned_pipeline_folder(pinned):
                 try:
                     dag(**arguments)
                 except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
                     failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    except BaseException:  # Ctrl-C (SIGINT/SIGTERM) while the DAG runs: its exit task never ran
-        close_parent_run(uri, parent_run_id, "KILLED", "interrupted")
+    except BaseException as exc:  # Ctrl-C (SIGINT/SIGTERM) while the DAG runs: its exit task never ran
+        stop_child_processes()  # a SIGTERM reached this process only; its steps would run on
+        try:
+            close_parent_run(uri, parent_run_id, "KILLED", f"interrupted ({exc or type(exc).__name__})")
+        except Exception as close_error:  # e.g. the server is gone too: the interruption is what to report
+            print(f"fewframes: warning: could not close the MLflow parent run: {close_error}", file=sys.stderr)
         raise
     finally:  # also after Ctrl-C: the caller's print and environment as they were
         builtins.print = real_print
@@ -267,7 +319,12 @@ def run_local(
         os.environ.pop(TORCH_THREADS_ENV, None)
     seconds = time.perf_counter() - started
     # The DAG's exit task (close-tracking) has closed the parent already; this covers a failure before it.
-    close_parent_run(uri, parent_run_id, "FAILED" if failure is not None else "SUCCEEDED", failure or "")
+    try:
+        close_parent_run(uri, parent_run_id, "FAILED" if failure is not None else "SUCCEEDED", failure or "")
+    except Exception:
+        if failure is None:
+            raise
+        # The failure is the one line to report (most often this same server, dead); the parent stays as it is.
     if failure is not None:
         cause = error_file.read_text().strip().splitlines()[0] if error_file.is_file() else ""
         raise PipelineError(cause or f"{failure} (task logs: {log_path})")
@@ -310,6 +367,120 @@ def _report_output(pipeline_root: Path, name: str) -> Path:
     if not found:
         raise PipelineError(f"the report task wrote no {name} under {pipeline_root}")
     return found[-1]
+
+
+def read_resume_state(run_dir: str) -> dict[str, Any]:
+    """What ``fewframes run`` recorded when RUN_DIR started; one line when it cannot be resumed."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise PipelineError(f"--resume {run_dir}: no such run folder")
+    if (folder / "run.json").is_file():
+        raise PipelineError(f"--resume {run_dir}: the run finished (run.json is there); nothing to resume")
+    try:
+        state = json.loads((folder / RESUME_FILE).read_text())
+        state["arguments"]["parent_run_id"]  # noqa: B018 - the fields a resume needs
+        state["preset"], state["pipeline"], state["run_id"], state["tracking_uri"], state["experiment"]  # noqa: B018
+    except FileNotFoundError:
+        raise PipelineError(f"--resume {run_dir}: not a `fewframes run` folder (no {RESUME_FILE})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(f"--resume {run_dir}: {RESUME_FILE} is damaged ({exc})") from None
+    return state
+
+
+def _interrupted_pipeline_folder(pipeline_root: Path) -> str | None:
+    """The name kfp.local gave the interrupted attempt's output folder (``fewframes-distill-<time>``)."""
+    found = [p.name for p in pipeline_root.glob("*") if p.is_dir() and not p.name.startswith(".")]
+    if len(found) > 1:
+        raise PipelineError(f"--resume {pipeline_root.parent}: {len(found)} pipeline folders under {pipeline_root}; expected one")
+    return found[0] if found else None  # interrupted before kfp made one: a fresh start in the same run
+
+
+def _restore_metrics_files(cache_root: Path) -> int:
+    """Give every ``system.Metrics`` output in the cache an (empty) file; returns how many were made.
+
+    A Metrics artifact is metadata only (the figures travel in the cache entry itself) and the steps never
+    write its file, but kfp.local's cache treats an entry whose local artifact file is missing as a miss:
+    without this every task with a metrics output (ingest, training, evaluation) would run again."""
+    made = 0
+    for entry in cache_root.glob("*.json"):
+        try:
+            outputs = json.loads(entry.read_text())
+        except (OSError, ValueError):
+            continue
+        for value in outputs.values() if isinstance(outputs, dict) else ():
+            artifacts = value.get("artifacts", []) if isinstance(value, dict) and "artifacts" in value else [value]
+            for artifact in artifacts:
+                if not isinstance(artifact, dict) or artifact.get("schema_title") != "system.Metrics":
+                    continue
+                uri = Path(str(artifact.get("uri", "")))
+                if uri.is_absolute() and not uri.exists() and uri.parent.is_dir():
+                    uri.touch()
+                    made += 1
+    return made
+
+
+@contextlib.contextmanager
+def _pinned_pipeline_folder(name: str | None) -> Any:
+    """Make kfp.local write into the existing output folder ``name`` instead of a new timestamped one, so
+    every task's inputs (artifact paths) are those of the interrupted attempt and its cache entries match.
+    kfp.local names that folder in one function (kfp 2.x, ``executor_input_utils``), replaced here."""
+    if name is None:
+        yield
+        return
+    from unittest import mock
+
+    from kfp.local import executor_input_utils
+
+    with mock.patch.object(executor_input_utils, "get_local_pipeline_resource_name", lambda pipeline_name: name):
+        yield
+
+
+def _descendants(root: int) -> list[int]:
+    """Process ids under ``root`` (children first level first), from /proc; [] where there is no /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue
+        parent = int(text.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.parent.name))
+    found, frontier = [], [root]
+    while frontier:
+        frontier = [child for pid in frontier for child in children.get(pid, [])]
+        found += frontier
+    return found
+
+
+def stop_child_processes(grace_s: float = 5.0) -> list[int]:
+    """SIGTERM every descendant of this process (the KFP steps and what they started), SIGKILL those still
+    there after ``grace_s``; returns the ids signalled. Ctrl-C reaches the whole terminal process group, but a
+    SIGTERM sent to ``fewframes run`` alone does not: without this its steps would run on."""
+    import signal
+
+    pids = _descendants(os.getpid())
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if _alive(pid)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own children, or they stay as zombies that look alive
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @contextlib.contextmanager
@@ -368,7 +539,13 @@ def run_summary_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        given = [flag for flag, value in (("--out", args.out), ("--param", args.param), ("--tracking-uri", args.tracking_uri))
+                 if value]
+        if given:
+            raise PipelineError(f"--resume takes the run's own settings; drop {', '.join(given)}")
     summary = run_local(
+        resume=args.resume,
         preset=args.preset,
         pipeline=args.pipeline,
         out=args.out,
@@ -716,6 +893,10 @@ def register(subparsers: Any) -> None:
     run.add_argument("--experiment", default="fewframes", help="MLflow experiment (default fewframes)")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter")
     run.add_argument("--verbose", action="store_true", help="show KFP's task logs here, not only in RUN_DIR/pipeline.log")
+    run.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="go on with an interrupted run: finished steps are reused, cut-short training resumes from its checkpoint",
+    )
     run.set_defaults(handler=_cmd_run)
 
     comp = subparsers.add_parser("compile", help="compile a pipeline to IR YAML for the Kubeflow UI")

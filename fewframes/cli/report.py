@@ -20,7 +20,10 @@ from fewframes.errors import PipelineError
 
 def _pipeline_root(run_dir: Path) -> Path:
     """The kfp.local output folder of the run (the newest one if the folder holds several)."""
-    roots = sorted((p for p in (run_dir / "kfp").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    roots = sorted(
+        (p for p in (run_dir / "kfp").glob("*") if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not roots:
         raise PipelineError(f"--run {run_dir}: no kfp/<pipeline run> folder (not a `fewframes run --out` folder?)")
     return roots[-1]
@@ -50,8 +53,11 @@ def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes
     benchmark_dir = str(benchmarks[-1].parent) if benchmarks else None
 
     summary: dict[str, Any] = {}
-    if (folder / "run.json").is_file():
+    incomplete = not (folder / "run.json").is_file()  # fewframes run writes it last, when every step finished
+    if not incomplete:
         summary = json.loads((folder / "run.json").read_text())
+    else:
+        notes = [incomplete_note(run_dir)] + notes
     uri = summary.get("tracking_uri")
     if uri is None:
         uri = local_tracking_uri(folder) if (folder / "mlflow.db").is_file() else ""
@@ -65,17 +71,30 @@ def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes
     bounds = json.loads(bounds_path.read_text()) if bounds_path.is_file() else None
     report = report_of_run(evaluation_dirs, benchmark_dir, out, tracking_uri=uri, run_info=run_info,
                            tolerance=tolerance, notes=notes, bounds=bounds)
-    if summary.get("seconds") is not None:  # known only after the run: summary.json, not report.md
-        report.summary["run"]["seconds"] = summary["seconds"]
+    if summary.get("seconds") is not None or incomplete:  # known only after the run: summary.json, not report.md
+        if summary.get("seconds") is not None:
+            report.summary["run"]["seconds"] = summary["seconds"]
+        report.summary["run"]["incomplete"] = incomplete
         from fewframes.fsio import write_bytes_atomic
 
         write_bytes_atomic(report.folder / "summary.json", json.dumps(report.summary, indent=2, default=str).encode())
     return report
 
 
+def incomplete_note(run_dir: str) -> str:
+    """The paragraph that marks the report of a run that did not finish (no run.json)."""
+    return (
+        f"INCOMPLETE RUN: {run_dir} has no run.json, so `fewframes run` did not finish (interrupted, failed, or "
+        f"still running); this report covers only the models evaluated so far. `fewframes run --resume {run_dir}` "
+        "goes on with it."
+    )
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     report = rebuild_report(args.run, args.out, args.tolerance, args.notes)
     print(f"report of {args.run}: {report.markdown} (HTML: {report.html})")
+    if report.summary["run"].get("incomplete"):
+        print(f"  {incomplete_note(args.run)}")
     for claim in report.summary["claims"]:
         print(f"  {claim['verdict']:<14} {claim['key']}: {claim['claim']}")
     recommended = report.summary["recommended"]

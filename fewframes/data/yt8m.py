@@ -227,6 +227,7 @@ def list_shards(path_or_glob: str | os.PathLike[str]) -> list[str]:
         gfile = _quiet_tensorflow().io.gfile
         isdir, glob = gfile.isdir, gfile.glob
     else:
+        _check_readable_folder(pattern)
         import glob as globbing
 
         isdir, glob = os.path.isdir, globbing.glob
@@ -236,6 +237,15 @@ def list_shards(path_or_glob: str | os.PathLike[str]) -> list[str]:
     if not shards:
         raise DataError(f"no TFRecord shards match {os.fspath(path_or_glob)!r}")
     return shards
+
+
+def _check_readable_folder(pattern: str) -> None:
+    """A local folder (or a glob's folder) that cannot be listed is "permission denied", not "no shards match"."""
+    folder = pattern if os.path.isdir(pattern) else os.path.dirname(pattern) or "."
+    if any(c in folder for c in "*?["):
+        return
+    if os.path.isdir(folder) and not os.access(folder, os.R_OK | os.X_OK):
+        raise DataError(f"{folder}: permission denied (cannot list the folder)")
 
 
 def shard_size(shard: str) -> int:
