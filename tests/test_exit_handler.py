@@ -52,6 +52,7 @@ def _parent(tracking_uri: str, experiment: str) -> Any:
     return parent
 
 
+@pytest.mark.slow  # three kfp.local task processes (start-tracking, ingest-split, close-tracking): ~40 s
 def test_a_failed_step_leaves_the_parent_failed_with_the_cause(mlflow_server: str, tmp_path: Path) -> None:
     experiment = f"exit-failed-{uuid.uuid4().hex[:8]}"
     error = _run_cluster_shaped(tmp_path, mlflow_server, experiment, source=str(tmp_path / "missing" / "*.tfrecord"))
