@@ -67,6 +67,13 @@ ARMS: dict[str, dict[str, Any]] = {
         train=dict(epochs=40, batch_size=32, learning_rate=6e-3, patience=10),
         baselines=[("uniform", k) for k in (10, 30)],
     ),
+    # The hierarchical LSTM with twice the cells (capacity).
+    "hrnn-64": dict(
+        data=REPORT_DATA,
+        model=dict(family="hrnn", hidden_size=64, num_layers=2, block_length=20),
+        train=dict(epochs=40, batch_size=32, learning_rate=6e-3, patience=10),
+        baselines=[("uniform", 30)],
+    ),
     # NetVLAD (WILLOW's NetVLADModelLF), few clusters: cheap at these sizes. It learns slowly (L2-normalised
     # VLAD into a linear projection): lr 1e-2 and up to 100 epochs, a patience that outlasts noisy epochs.
     "netvlad-k8": dict(
