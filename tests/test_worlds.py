@@ -230,3 +230,14 @@ def test_bounds_command_writes_json_and_refuses_an_unknown_preset(tmp_path, caps
     assert written["preset"] == "tiny" and written["rows"][0]["selection"] == "all"
     assert {(r["selection"], r["k"]) for r in written["rows"][1:]} == {(s, 6) for s in
                                                                        ("uniform", "random", "first", "middle", "last", "first_middle_last")}
+
+
+def test_synth_command_writes_the_chosen_world(tmp_path):
+    import json
+
+    from fewframes.cli import main
+
+    out = tmp_path / "null"
+    assert main(["data", "synth", "--out", str(out), "--videos", "6", "--classes", "5", "--world", "null", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["world"] == "null"

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--classes", type=int, help="number of classes (default: the preset's)")
     synth.add_argument("--seed", type=int, help="random seed; same seed -> byte-identical shards (default: the preset's)")
     synth.add_argument("--shards", type=int, help="number of TFRecord shards (default: about 500 videos each)")
+    synth.add_argument("--world", choices=("standard", "null", "redundant"), default="standard",
+                       help="standard (the spec), null (labels independent of the frames) or redundant (every frame "
+                       "shows every label): checks of the benchmark, docs/synthetic_data.md 'Worlds' (default: standard)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=run_synth)
 
@@ -113,7 +116,7 @@ def run_synth(args: argparse.Namespace) -> int:
     preset = SYNTH_PRESETS[args.preset]
     changes = {k: v for k, v in (("videos", args.videos), ("classes", args.classes), ("seed", args.seed)) if v is not None}
     data = preset.data.replace(**changes)
-    model = GenerativeModel(fixed_frames=preset.fixed_frames)
+    model = GenerativeModel(fixed_frames=preset.fixed_frames, world=args.world)
     if fsio.is_gcs(args.out):
         # Generate locally, then upload with the manifest last: a reader that sees it sees every shard.
         staging = fsio.local_temp_dir("fewframes-synth-")
