@@ -327,3 +327,29 @@ def test_bench_inference_script_writes_results_with_command_machine_and_load(tmp
     plain = payload["plain_lstm"]
     assert payload["summary"]["teacher_vs_plain_lstm_met"] == (plain["hierarchical_videos_s"] >= plain["plain_lstm_videos_s"])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left behind
+
+
+def test_benchmark_cli_names_plain_model_paths_from_their_metadata(tmp_path: Path, bench_store: Path) -> None:
+    """The paths `fewframes run` prints (every student file is called student.pt) work as they are: each row
+    is named from its model file (the pipeline's model key); the same model twice gets its file name added."""
+    from fewframes.cli import main as cli_main
+    from fewframes.training import save_model
+
+    teacher, student6 = _teacher_and_student(6)
+    _, student3 = _teacher_and_student(3)
+    paths = {"teacher": tmp_path / "t" / "teacher.pt", "k6": tmp_path / "a" / "student.pt",
+             "k3": tmp_path / "b" / "student.pt", "k6again": tmp_path / "c" / "student6.pt"}
+    for path in paths.values():
+        path.parent.mkdir()
+    save_model(teacher, paths["teacher"], teacher.config, role="teacher")
+    save_model(student6, paths["k6"], student6.config, StudentConfig(k=6), role="student")
+    save_model(student3, paths["k3"], student3.config, StudentConfig(k=3, loss="rep"), role="student")
+    save_model(student6, paths["k6again"], student6.config, StudentConfig(k=6), role="student")
+    out = tmp_path / "bench.json"
+    code = cli_main(["benchmark", "--models", *map(str, paths.values()), "--store", str(bench_store),
+                     "--batch", "3", "--videos", "3", "--rounds", "1", "--out", str(out)])
+    assert code == 0
+    assert [row["name"] for row in json.loads(out.read_text())["rows"]] == [
+        "teacher", "student-serial-rep_pred_ce-final-k6", "student-serial-rep-final-k3",
+        "student-serial-rep_pred_ce-final-k6@student6",
+    ]

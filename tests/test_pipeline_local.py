@@ -166,6 +166,9 @@ def test_tiny_run_prints_where_everything_is_and_its_mlflow_ui_command_works(tin
     uri = local_tracking_uri(tiny_run)
     assert f"MLflow      {uri}" in printed and summary["parent_run_id"] in printed
     assert f"artifacts (models, reports, figures) in {tiny_run / 'mlartifacts'}" in printed
+    # The frame store predict, benchmark and inspect need: printed, and a complete store.
+    (store_line,) = [line for line in printed.splitlines() if line.startswith("  store       ")]
+    assert store_line.split()[1] == summary["store"] and (Path(summary["store"]) / "store.json").is_file()
     (ui_line,) = [line for line in printed.splitlines() if line.startswith("  MLflow UI   ")]
     command = shlex.split(ui_line.removeprefix("  MLflow UI   "))
     assert command[:2] == ["mlflow", "ui"]
@@ -325,3 +328,12 @@ def test_missing_teacher_artifact_is_named(tiny_store: Path, tmp_path):
             str(tiny_store), str(empty_teacher), str(tmp_path / "student"), k=6, loss="rep_ce", mode="serial",
             matching="final", train_fraction=1.0, sizes=sizes, tracking=TrackingContext(),
         )
+
+
+def test_run_names_are_unique_within_one_second():
+    """Run ids, names and folders: the UTC second plus a random suffix, so runs started together differ."""
+    from fewframes.cli.pipeline import unique_name
+
+    names = [unique_name("local-distill") for _ in range(10)]  # well within one or two seconds
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"local-distill-\d{8}-\d{6}-[0-9a-f]{6}", name) for name in names), names

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Students read only their k frames. Prints a table and writes JSON with the machine described.",
     )
     parser.add_argument("--models", nargs="+", required=True, metavar="MODEL",
-                        help="saved model files (teacher first; NAME=PATH to name a row)")
+                        help="saved model files, e.g. the paths `fewframes run` prints (teacher first); each row is named "
+                             "from its file's metadata, or NAME=PATH names it")
     parser.add_argument("--store", required=True, help="frame store to read the videos from (local or gs://)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--batch", type=int, default=64, help="batch size for throughput (default: 64)")
@@ -49,16 +50,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def model_name_of(path: str) -> str:
+    """A model file's row name from its own metadata: the pipeline's model key (``teacher``,
+    ``student-serial-rep_pred_ce-final-k10``, ``baseline-uniform-k10``)."""
+    from fewframes.components.steps.common import model_key
+    from fewframes.training.results import read_model_file
+
+    payload = read_model_file(path)
+    role = str(payload.get("role") or "model")
+    student = payload.get("student_config") or {}
+    if role == "teacher" or not student:
+        return "teacher" if role == "teacher" else Path(path).stem
+    return model_key(role, int(student["k"]), mode=student.get("mode", "serial"), loss=student.get("loss", ""),
+                     matching=student.get("matching", "final"), frame_selection=student.get("frame_selection", ""))
+
+
 def _named(models: list[str]) -> dict[str, str]:
-    named: dict[str, str] = {}
+    """Row name -> path. ``NAME=PATH`` names a row; a plain path is named from the model file's metadata
+    (``model_name_of``), and two files describing the same model get their file names appended."""
+    named: dict[str, str] = {}  # in the order given
     for item in models:
         name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).stem, item
-        if not name or not path:
-            raise BenchmarkError(f"--models: expected PATH or NAME=PATH, got {item!r}")
-        if name in named:
-            raise BenchmarkError(f"--models: the name {name!r} is given twice; use NAME=PATH")
+        if sep:
+            if not name or not path:
+                raise BenchmarkError(f"--models: expected PATH or NAME=PATH, got {item!r}")
+            if name in named:
+                raise BenchmarkError(f"--models: the name {name!r} is given twice (or is another model's own name)")
+        else:
+            path = item
+            name = base = model_name_of(item)
+            if name in named:
+                name = base = f"{name}@{Path(item).stem}"
+            number = 2
+            while name in named:  # the same file given twice
+                name, number = f"{base}#{number}", number + 1
         named[name] = path
     return named
 

@@ -235,13 +235,12 @@ def run_local(
         check_arguments(arguments)
         expected = _expected_tasks(arguments)
 
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         if out and is_gcs(out):
             raise PipelineError(
                 f"--out {out}: a local run needs a local folder (kfp.local's pipeline root); "
                 "data and models on gs:// are for cluster runs (fewframes submit)"
             )
-        run_dir = Path(out) if out else Path(DEFAULT_RUNS_DIR) / f"{pipeline}-{preset}-{stamp}"
+        run_dir = Path(out) if out else Path(DEFAULT_RUNS_DIR) / unique_name(f"{pipeline}-{preset}")
         if os.path.lexists(run_dir) and not run_dir.is_dir():
             raise PipelineError(f"--out {run_dir}: is an existing file, not a run folder")
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -254,7 +253,7 @@ def run_local(
 
         uri = tracking_uri if tracking_uri is not None else local_tracking_uri(run_dir)
         check_tracking(uri)  # fail now, not after training
-        run_id = f"local-{pipeline}-{stamp}"
+        run_id = unique_name(f"local-{pipeline}")  # two runs started in the same second still differ
         arguments.update(tracking_uri=uri, experiment=experiment, run_name=arguments["run_name"] or run_id)
         context = TrackingContext(uri=uri, experiment=experiment, pipeline_run_id=run_id, pipeline=pipeline)
         recorded = {k: v for k, v in arguments.items() if k not in ("tracking_uri", "parent_run_id", "run_name")}
@@ -337,6 +336,9 @@ def run_local(
     for extra in sorted(markdown.parent.glob("*.png")) + [markdown.parent / "summary.json"]:
         if extra.is_file():
             _atomic_copy(extra, run_dir / extra.name)
+    from fewframes.components.steps import store_location
+
+    stores = sorted(pipeline_root.glob("*/ingest-split/store"), key=lambda path: path.stat().st_mtime)
     models = {}
     for info_file in sorted(pipeline_root.glob("**/model.json")):
         info = read_model_info(info_file.parent)
@@ -350,6 +352,7 @@ def run_local(
         "report": str(run_dir / "report.md"),
         "report_html": str(run_dir / "report.html"),
         "models": models,
+        "store": store_location(stores[-1]) if stores else "",
         "tracking_uri": uri,
         "experiment": experiment,
         "parent_run_id": parent_run_id,
@@ -509,6 +512,14 @@ def mlflow_ui_hint(uri: str) -> str:
 _MODELS_LISTED = 12
 
 
+def unique_name(prefix: str) -> str:
+    """``PREFIX-YYYYmmdd-HHMMSS-xxxxxx``: a UTC second plus 6 random hex digits, so two runs started in the
+    same second (two terminals, a script) still get different run ids, names and folders."""
+    import secrets
+
+    return f"{prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
 def run_summary_lines(summary: dict[str, Any]) -> list[str]:
     """What ``fewframes run`` prints at the end: where the report, the models and the MLflow store are,
     and the command that opens the MLflow UI."""
@@ -524,6 +535,8 @@ def run_summary_lines(summary: dict[str, Any]) -> list[str]:
     if len(models) <= _MODELS_LISTED:
         width = max((len(key) for key in models), default=0)
         lines += [f"    {key:<{width}}  {path}" for key, path in sorted(models.items())]
+    if summary.get("store"):  # what predict, benchmark and inspect read
+        lines.append(f"  store       {summary['store']}  (read by predict --src, benchmark --store, data inspect)")
     uri = summary["tracking_uri"]
     if uri:
         lines.append(f"  MLflow      {uri}  experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}")
@@ -704,8 +717,7 @@ def submit(
     if tracking_uri is not None:
         arguments["tracking_uri"] = tracking_uri
     arguments.setdefault("tracking_uri", MLFLOW_TRACKING_URI)  # unless --param tracking_uri= said otherwise
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    name = run_name or f"{pipeline}-{preset}-{stamp}"
+    name = run_name or unique_name(f"{pipeline}-{preset}")
     arguments.setdefault("run_name", name)
     if pipeline_root is None:
         from fewframes.cluster import PIPELINE_ROOT
