@@ -83,3 +83,23 @@ def test_only_canonical_frame_lists_take_the_numpy_step() -> None:
     feature_list.feature[1].bytes_list.value.append(b"\0" * 128)  # a frame with two values
     assert tfrecord.frame_rows(feature_list.SerializeToString(), 128) is None
     assert tfrecord.frame_rows(b"", 128).shape == (0, 128)
+
+
+def test_feature_lists_are_found_in_place_only_when_the_layout_is_plain() -> None:
+    video = _video(np.random.default_rng(5), 4)
+    record = serialize_video(video)
+    found = tfrecord.feature_list_bytes(record)
+    parsed = tf.train.SequenceExample.FromString(record)
+    assert set(found) == {"rgb", "audio"}
+    for name in found:
+        assert bytes(found[name]) == parsed.feature_lists.feature_list[name].SerializeToString()
+    # The feature_lists field twice (protobuf merges the two): left to the parser, which still reads it.
+    example = tf.train.SequenceExample.FromString(record)
+    rgb_only, audio_only = tf.train.SequenceExample(), tf.train.SequenceExample()
+    rgb_only.feature_lists.feature_list["rgb"].CopyFrom(example.feature_lists.feature_list["rgb"])
+    audio_only.context.CopyFrom(example.context)
+    audio_only.feature_lists.feature_list["audio"].CopyFrom(example.feature_lists.feature_list["audio"])
+    split = audio_only.SerializeToString() + rgb_only.SerializeToString()
+    assert tfrecord.feature_list_bytes(split) is None
+    assert parse_video(split) == video
+    assert tfrecord.feature_list_bytes(b"\x08\x01") is None  # an unknown varint field

@@ -5,6 +5,7 @@ native speed; ``import tensorflow`` alone costs ~5 CPU-seconds).
   ``feature.proto`` (same package, names, field numbers and types, so the bytes are the same) in a private
   protobuf descriptor pool (no clash with TensorFlow's own classes when both are loaded). Parsing runs in
   protobuf's C implementation (upb).
+- ``feature_list_bytes``: where each feature list's bytes lie in a serialised record (found in place).
 - ``frame_rows``: the frames of one feature list as a ``uint8[n, width]`` array in one numpy step, when
   every frame is encoded the canonical way (one ``bytes_list`` of one ``width``-byte value: a fixed header
   before each frame). Anything else returns None and the caller walks the frames one by one (and names
@@ -95,7 +96,71 @@ def _frame_header(width: int) -> bytes:
     return _varint(1 << 3 | 2) + _varint(len(feature) + width) + feature  # FeatureList.feature
 
 
-def frame_rows(feature_list: bytes, width: int) -> np.ndarray | None:
+def _varint_at(data: Any, pos: int, end: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError("bad varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def feature_list_bytes(record: bytes) -> dict[str, memoryview] | None:
+    """The serialised FeatureLists of a serialised SequenceExample, by name, found in place (no copy, no
+    re-serialisation), or None when the record is not laid out plainly (the feature_lists field more than
+    once, a name twice, an unknown field, a bad length): the caller then uses the parsed message, whose
+    answer is the same. Where this returns a dict, protobuf's parser gives each of these lists."""
+    view = memoryview(record)
+    size, pos, lists = len(record), 0, None
+    try:
+        while pos < size:
+            tag, pos = _varint_at(record, pos, size)
+            if tag & 7 != 2 or tag >> 3 not in (1, 2):  # context (1) and feature_lists (2), both messages
+                return None
+            length, pos = _varint_at(record, pos, size)
+            if pos + length > size:
+                return None
+            if tag >> 3 == 2:
+                if lists is not None:  # repeated: protobuf merges them; leave that to the parser
+                    return None
+                lists = (pos, pos + length)
+            pos += length
+        found: dict[str, memoryview] = {}
+        if lists is None:
+            return found
+        pos, end = lists
+        while pos < end:
+            tag, pos = _varint_at(record, pos, end)
+            length, pos = _varint_at(record, pos, end)
+            entry_end = pos + length
+            if tag != 0x0A or entry_end > end:
+                return None
+            key = value = None
+            while pos < entry_end:
+                tag, pos = _varint_at(record, pos, entry_end)
+                length, pos = _varint_at(record, pos, entry_end)
+                if pos + length > entry_end or tag not in (0x0A, 0x12):
+                    return None
+                if tag == 0x0A and key is None:
+                    key = bytes(view[pos : pos + length]).decode("utf-8")
+                elif tag == 0x12 and value is None:
+                    value = view[pos : pos + length]
+                else:  # a key or value twice in one entry
+                    return None
+                pos += length
+            if key is None or key in found:
+                return None
+            found[key] = value if value is not None else view[0:0]
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return found
+
+
+def frame_rows(feature_list: bytes | memoryview, width: int) -> np.ndarray | None:
     """``uint8[n, width]`` when every frame of the serialised FeatureList is canonical, else None."""
     header = _frame_header(width)
     row = len(header) + width
@@ -186,6 +251,7 @@ __all__ = [
     "CorruptRecord",
     "encode_feature_lists",
     "encode_frame_list",
+    "feature_list_bytes",
     "frame_record",
     "frame_rows",
     "read_records",

@@ -35,6 +35,7 @@ Contract details chosen here (not in the issue; the fault catalogue is docs/faul
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import shutil
 import tempfile
@@ -51,6 +52,7 @@ from fewframes.data.tfrecord import (
     CorruptRecord,
     encode_feature_lists,
     encode_frame_list,
+    feature_list_bytes,
     frame_record,
     frame_rows,
     read_records,
@@ -323,10 +325,12 @@ def parse_video(
             "the frame-level shards (the 'frame' partitions of YouTube-8M)"
         )
     frames = {}
+    in_place = feature_list_bytes(serialized)  # each list's bytes where they lie in the record, when plain
     for name, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
         if name not in lists:
             raise DataError(f"{where}: missing feature list '{name}'")
-        regular = frame_rows(lists[name].SerializeToString(), width)  # all frames at once, when canonical
+        raw = in_place[name] if in_place is not None and name in in_place else lists[name].SerializeToString()
+        regular = frame_rows(raw, width)  # all frames at once, when canonical
         if regular is not None:
             frames[name] = regular
             continue
@@ -398,8 +402,18 @@ def _read_local_shard(
     else:
         if not os.path.exists(source):
             raise DataError(f"{shard}: no such TFRecord shard")
-        with open(source, "rb") as handle:
-            data = handle.read()
+        with open(source, "rb") as handle:  # mapped, not read: each record is copied out once
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(handle.fileno()).st_size else b""
+    try:
+        yield from _read_records(data, shard, num_classes, skip_invalid, stats, labelled, allow_empty)
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
+
+
+def _read_records(
+    data: Any, shard: str, num_classes: int | None, skip_invalid: bool, stats: ReadStats, labelled: bool, allow_empty: bool
+) -> Iterator[Video]:
     size = len(data)
     if size == 0 and not allow_empty:
         raise DataError(f"{shard}: empty TFRecord shard (0 bytes, no records); pass --allow-empty to accept it")
