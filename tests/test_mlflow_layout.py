@@ -57,7 +57,7 @@ def test_finished_run_as_the_mlflow_rest_api_shows_it(tiny_run: Path, rest) -> N
         metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
         params = {p["key"]: p["value"] for p in run["data"].get("params", [])}
         # One row per model: its params, training curve, test metrics and cost figures.
-        assert {"k", "frame_selection", "loss", "mode", "seed", "teacher_run_id"} <= set(params), name
+        assert {"k", "frame_selection", "loss", "mode", "family", "seed", "teacher_run_id"} <= set(params), name
         assert {"gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50", "best_val_gap"} <= set(metrics), name
         history = rest("api/2.0/mlflow/metrics/get-history", run_id=run["info"]["run_id"], metric_key="val_gap")
         assert len(history["metrics"]) >= 1, name

@@ -175,6 +175,7 @@ def _train(
     launch = training_launch()
     from fewframes.run_results import log_split
 
+    params = {**params, "family": configs["model"].family}  # a model's run says which encoder it has
     with step_run(tracking, step, run_name, params=params, tags=tags, system_metrics=True) as tracker:
         run_id = getattr(tracker, "run_id", "") or ""
         train_config = configs["train"]
