@@ -66,6 +66,7 @@ def test_finished_run_as_the_mlflow_rest_api_shows_it(tiny_run: Path, rest) -> N
         assert outputs, f"{name}: no logged model"
         model = rest(f"api/2.0/mlflow/logged-models/{outputs[0]['model_id']}")["model"]
         assert model["info"]["source_run_id"] == run["info"]["run_id"] and model["info"]["status"] == "LOGGED_MODEL_READY"
+        assert {"gap", "map", "gflops"} <= {m["key"] for m in model["data"]["metrics"]}, name  # on its page too
         mlmodel = rest(f"ajax-api/2.0/mlflow/logged-models/{model['info']['model_id']}/artifacts/files",
                        artifact_file_path="MLmodel").decode()
         assert "signature:" in mlmodel and "inputs:" in mlmodel and "saved_input_example_info" in mlmodel, name
