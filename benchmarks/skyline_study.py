@@ -74,6 +74,13 @@ ARMS: dict[str, dict[str, Any]] = {
         train=dict(epochs=40, batch_size=32, learning_rate=6e-3, patience=10),
         baselines=[("uniform", 30)],
     ),
+    # The hierarchical LSTM with teacher blocks of 10 frames (the paper: 20): shorter lower recurrences.
+    "hrnn-l10": dict(
+        data=REPORT_DATA,
+        model=dict(family="hrnn", hidden_size=32, num_layers=2, block_length=10),
+        train=dict(epochs=40, batch_size=32, learning_rate=6e-3, patience=10),
+        baselines=[("uniform", 30)],
+    ),
     # NetVLAD (WILLOW's NetVLADModelLF), few clusters: cheap at these sizes. It learns slowly (L2-normalised
     # VLAD into a linear projection): lr 1e-2 and up to 100 epochs, a patience that outlasts noisy epochs.
     "netvlad-k8": dict(
