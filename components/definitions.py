@@ -65,13 +65,12 @@ def close_tracking(
     Runs on every backend after everything else, success or failure. It takes no task outputs (KFP forbids
     an exit task to depend on other tasks), so on a cluster it finds the parent run by the KFP run id that
     ``start-tracking`` tagged it with; locally ``fewframes run`` passes the parent's id."""
-    from fewframes.runs import close_parent_run, find_parent_run
+    from fewframes.components.steps import close_tracking_step
 
-    parent = parent_run_id or find_parent_run(tracking_uri, experiment, pipeline_run_id)
     failure = ""
     if status.error_message:
         failure = f"{status.pipeline_task_name or 'pipeline'}: {status.error_message}"
-    ended = close_parent_run(tracking_uri, parent, status.state, failure)
+    parent, ended = close_tracking_step(tracking_uri, experiment, parent_run_id, pipeline_run_id, status.state, failure)
     print(f"pipeline ended {status.state}; MLflow parent run {parent or '(none)'}: {ended or 'left as it was'}")
 
 

@@ -45,6 +45,7 @@ from .common import (
     tracking_context,
 )
 from .tracking import (
+    close_tracking_step,
     start_tracking_step,
 )
 from .ingest_split import (
@@ -103,6 +104,7 @@ __all__ = [
     "TrainingLaunch",
     "benchmark_machine",
     "benchmark_step",
+    "close_tracking_step",
     "distill_student_step",
     "evaluate_step",
     "ingest_split_step",

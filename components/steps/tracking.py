@@ -59,3 +59,15 @@ def start_tracking_step(
     context = TrackingContext(tracking_uri, experiment, parent_run_id, pipeline_run_id, pipeline)
     _write_json(Path(out_path), asdict(context))
     return parent_run_id
+
+
+@reports_errors("close-tracking")
+def close_tracking_step(
+    tracking_uri: str, experiment: str, parent_run_id: str, pipeline_run_id: str, state: str, failure: str
+) -> tuple[str, str]:
+    """The exit handler's work: end the parent MLflow run as the pipeline ended (``runs.close_parent_run``);
+    ``(parent run id, status set)``. A step like the others, so a local run's warm server runs it."""
+    from fewframes.runs import close_parent_run, find_parent_run
+
+    parent = parent_run_id or find_parent_run(tracking_uri, experiment, pipeline_run_id)
+    return parent, close_parent_run(tracking_uri, parent, state, failure)
