@@ -213,6 +213,9 @@ def resolve_tracking(uri: str, experiment: str, parent_run_id: str = "") -> Trac
         try:
             tags = client.get_run(parent_run_id).data.tags
         except mlflow.exceptions.MlflowException:
+            from fewframes.tracking import check_tracking_uri
+
+            check_tracking_uri(uri)  # a dead server is "unreachable", not "no such run"
             raise PipelineError(f"parent_run_id {parent_run_id!r} is not a run at {uri}") from None
     return TrackingContext(uri, experiment, parent_run_id, tags.get(TAG_PIPELINE_RUN, ""), tags.get(TAG_PIPELINE, ""))
 

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -286,7 +287,7 @@ def run_local(
         enable_caching=True,
         cache_root=str(run_dir / KFP_CACHE),
     )
-    dag = make_pipeline(pipeline, preset_config)
+    dag = _without_retries(make_pipeline(pipeline, preset_config))
 
     started = time.perf_counter()
     failure: str | None = None
@@ -326,7 +327,7 @@ def run_local(
         # The failure is the one line to report (most often this same server, dead); the parent stays as it is.
     if failure is not None:
         cause = error_file.read_text().strip().splitlines()[0] if error_file.is_file() else ""
-        raise PipelineError(cause or f"{failure} (task logs: {log_path})")
+        raise PipelineError(cause or _first_logged_error(log_path) or f"{_plain(failure)} (task logs: {log_path})")
 
     markdown = _report_output(pipeline_root, "markdown")
     html = _report_output(pipeline_root, "html")
@@ -370,6 +371,41 @@ def _report_output(pipeline_root: Path, name: str) -> Path:
     if not found:
         raise PipelineError(f"the report task wrote no {name} under {pipeline_root}")
     return found[-1]
+
+
+_LOGGED_ERROR = re.compile(r"fewframes\.(?:errors\.\w+|config\.ConfigError): (.+)$")
+
+
+def _first_logged_error(log_path: Path) -> str:
+    """The first fewframes error a task logged (its one-line message), for a failure that did not reach the
+    step error file (raised in a component's body around the step function); '' when there is none."""
+    try:
+        with log_path.open(errors="replace") as log:
+            for line in log:
+                found = _LOGGED_ERROR.search(line.rstrip("\n"))
+                if found:
+                    return found.group(1).strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _plain(text: str) -> str:
+    """``text`` without terminal colour codes (kfp.local colours task names in its messages)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _without_retries(dag: Any) -> Any:
+    """``dag`` with every task's retry policy removed, for kfp.local. The policies are for a cluster (a
+    preempted node: retry after a backoff of minutes); on this machine a failed step fails the same way again
+    (bad input, a dead MLflow server) and retrying only delays its one-line error by minutes.
+    ``fewframes run --resume`` is the local way to go on after a failure."""
+    spec = dag.pipeline_spec  # the GraphComponent's own proto: kfp.local executes this object
+    for component in [spec.root, *spec.components.values()]:
+        if component.WhichOneof("implementation") == "dag":
+            for task in component.dag.tasks.values():
+                task.ClearField("retry_policy")
+    return dag
 
 
 def read_resume_state(run_dir: str) -> dict[str, Any]:

@@ -48,7 +48,8 @@ def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes
     root = _pipeline_root(folder)
     evaluation_dirs = sorted(str(p.parent) for p in root.glob(f"**/evaluation/{ROW_FILE}"))
     if not evaluation_dirs:
-        raise PipelineError(f"--run {run_dir}: no evaluated models under {root}")
+        unfinished = "" if (folder / "run.json").is_file() else f" ({incomplete_note(run_dir)})"
+        raise PipelineError(f"--run {run_dir}: no evaluated models under {root}{unfinished}")
     benchmarks = sorted(root.glob(f"**/{BENCHMARK_FILE}"))
     benchmark_dir = str(benchmarks[-1].parent) if benchmarks else None
 
