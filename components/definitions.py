@@ -113,6 +113,19 @@ def ingest_split(
 
 
 @_component
+def plan_teachers(
+    fraction_k: int,
+    train_fractions: List[float],
+    repeat_seeds: List[int],
+    seed: int,
+) -> List[dict]:
+    """The teachers to train: one per seed on all the data, one per reduced train fraction (Table 3)."""
+    from fewframes.components.steps import plan_teachers_step
+
+    return plan_teachers_step(fraction_k, train_fractions, repeat_seeds, seed)
+
+
+@_component
 def plan_students(
     store: Input[Dataset],
     ks: List[int],
@@ -124,13 +137,31 @@ def plan_students(
     repeat_seeds: List[int],
     repeat_ks: List[int],
     seed: int,
+    controls: List[str],
 ) -> List[dict]:
-    """The students to distil (one dict per ParallelFor iteration, each with its seed), checked against the store."""
+    """The students (and warm-start controls) to train, one dict per ParallelFor iteration, each with its seed,
+    checked against the store."""
     from fewframes.components.steps import plan_students_step, store_location
 
     return plan_students_step(
-        store_location(store.path), ks, losses, modes, intermediate_k, fraction_k, train_fractions, repeat_seeds, repeat_ks, seed
+        store_location(store.path), ks, losses, modes, intermediate_k, fraction_k, train_fractions, repeat_seeds, repeat_ks, seed,
+        controls,
     )
+
+
+@_component
+def plan_teacher_on_k(
+    store: Input[Dataset],
+    ks: List[int],
+    repeat_seeds: List[int],
+    repeat_ks: List[int],
+    seed: int,
+    controls: List[str],
+) -> List[dict]:
+    """The teacher-on-k control evaluations (a teacher seed and a k each), checked against the store."""
+    from fewframes.components.steps import plan_teacher_on_k_step, store_location
+
+    return plan_teacher_on_k_step(store_location(store.path), ks, repeat_seeds, repeat_ks, seed, controls)
 
 
 @_component
@@ -157,31 +188,50 @@ def train_teacher(
     hidden_size: int,
     num_layers: int,
     teacher_block_length: int,
-    epochs: int,
+    max_epochs: int,
+    patience: int,
     batch_size: int,
     learning_rate: float,
     seed: int,
     device: str,
+    family: str,
+    preset: str,
     tracking_uri: str,
     experiment: str,
     parent_run_id: str,
     teacher: Output[Model],
     metrics: Output[Metrics],
+    train_fraction: float = 1.0,
+    repeat: bool = False,
 ):
-    """Train the hierarchical-LSTM teacher on all frames."""
-    from fewframes.components.steps import Sizes, tracking_context, train_teacher_step, store_location
+    """Train a teacher (``family``) on all frames of ``train_fraction`` of the training data, with ``seed``."""
+    from fewframes.components.steps import Sizes, store_location, tracking_context, train_teacher_step
 
-    sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
-    result = train_teacher_step(store_location(store.path), teacher.path, sizes, tracking_context(tracking_uri, experiment, parent_run_id))
+    sizes = Sizes(hidden_size, num_layers, teacher_block_length, max_epochs, batch_size, learning_rate, seed, device,
+                  patience=patience, family=family, preset=preset)
+    result = train_teacher_step(store_location(store.path), teacher.path, sizes, tracking_context(tracking_uri, experiment, parent_run_id),
+                                train_fraction=train_fraction, repeat=repeat)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     teacher.metadata.update(result.metadata)
 
 
 @_component
+def gather_teachers(
+    teachers: Input[List[Model]],
+    gathered: Output[Model],
+):
+    """Every trained teacher in one artifact, so each student takes the teacher of its own seed and fraction."""
+    from fewframes.components.steps import gather_teachers_step
+
+    result = gather_teachers_step([t.path for t in teachers], gathered.path)
+    gathered.metadata.update(result.metadata)
+
+
+@_component
 def distill_student(
     store: Input[Dataset],
-    teacher: Input[Model],
+    teachers: Input[Model],
     k: int,
     loss: str,
     mode: str,
@@ -190,11 +240,14 @@ def distill_student(
     hidden_size: int,
     num_layers: int,
     teacher_block_length: int,
-    epochs: int,
+    max_epochs: int,
+    patience: int,
     batch_size: int,
     learning_rate: float,
     seed: int,
     device: str,
+    family: str,
+    preset: str,
     tracking_uri: str,
     experiment: str,
     parent_run_id: str,
@@ -202,13 +255,15 @@ def distill_student(
     metrics: Output[Metrics],
     repeat: bool = False,
 ):
-    """Distil a student that reads k frames from the teacher (serial) or alongside one (parallel)."""
-    from fewframes.components.steps import Sizes, distill_student_step, tracking_context, store_location
+    """Distil a student that reads k frames from the teacher of its seed and fraction (serial; ``teachers``: the
+    gathered teachers) or alongside one (parallel); loss "ce" is the warm-start control."""
+    from fewframes.components.steps import Sizes, distill_student_step, store_location, tracking_context
 
-    sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
+    sizes = Sizes(hidden_size, num_layers, teacher_block_length, max_epochs, batch_size, learning_rate, seed, device,
+                  patience=patience, family=family, preset=preset)
     result = distill_student_step(
         store_location(store.path),
-        teacher.path,
+        teachers.path,
         student.path,
         k=k,
         loss=loss,
@@ -233,11 +288,14 @@ def train_baseline(
     hidden_size: int,
     num_layers: int,
     teacher_block_length: int,
-    epochs: int,
+    max_epochs: int,
+    patience: int,
     batch_size: int,
     learning_rate: float,
     seed: int,
     device: str,
+    family: str,
+    preset: str,
     tracking_uri: str,
     experiment: str,
     parent_run_id: str,
@@ -248,7 +306,8 @@ def train_baseline(
     """Train a k-frame baseline from scratch (no teacher)."""
     from fewframes.components.steps import Sizes, tracking_context, train_baseline_step, store_location
 
-    sizes = Sizes(hidden_size, num_layers, teacher_block_length, epochs, batch_size, learning_rate, seed, device)
+    sizes = Sizes(hidden_size, num_layers, teacher_block_length, max_epochs, batch_size, learning_rate, seed, device,
+                  patience=patience, family=family, preset=preset)
     result = train_baseline_step(
         store_location(store.path),
         baseline.path,
@@ -284,12 +343,37 @@ def evaluate(
 
 
 @_component
+def evaluate_teacher_on_k(
+    store: Input[Dataset],
+    teachers: Input[Model],
+    seed: int,
+    k: int,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    repeat: bool = False,
+):
+    """The teacher-on-k control: the all-data teacher of ``seed`` fed k uniform frames, no training."""
+    from fewframes.components.steps import evaluate_teacher_on_k_step, store_location, tracking_context
+
+    result = evaluate_teacher_on_k_step(
+        store_location(store.path), teachers.path, evaluation.path, tracking_context(tracking_uri, experiment, parent_run_id),
+        seed=seed, k=k, repeat=repeat,
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    evaluation.metadata.update(result.metadata)
+
+
+@_component
 def benchmark(
     store: Input[Dataset],
-    teacher: Input[Model],
+    teachers: Input[List[Model]],
     students: Input[List[Model]],
     baselines: Input[List[Model]],
-    teacher_evaluation: Input[Dataset],
+    teacher_evaluations: Input[List[Dataset]],
     student_evaluations: Input[List[Dataset]],
     baseline_evaluations: Input[List[Dataset]],
     device: str,
@@ -304,8 +388,9 @@ def benchmark(
 
     result = benchmark_step(
         store_location(store.path),
-        [teacher.path] + [m.path for m in students] + [m.path for m in baselines],
-        [teacher_evaluation.path] + [e.path for e in student_evaluations] + [e.path for e in baseline_evaluations],
+        [m.path for m in teachers] + [m.path for m in students] + [m.path for m in baselines],
+        [e.path for e in teacher_evaluations] + [e.path for e in student_evaluations]
+        + [e.path for e in baseline_evaluations],
         results.path,
         tracking_context(tracking_uri, experiment, parent_run_id),
         device=device,
@@ -317,9 +402,10 @@ def benchmark(
 
 @_component
 def report(
-    teacher_evaluation: Input[Dataset],
+    teacher_evaluations: Input[List[Dataset]],
     student_evaluations: Input[List[Dataset]],
     baseline_evaluations: Input[List[Dataset]],
+    control_evaluations: Input[List[Dataset]],
     benchmark_results: Input[Dataset],
     tolerance: float,
     tracking_uri: str,
@@ -333,7 +419,8 @@ def report(
     from fewframes.components.steps import report_step, tracking_context
 
     result = report_step(
-        [teacher_evaluation.path] + [e.path for e in student_evaluations] + [e.path for e in baseline_evaluations],
+        [e.path for e in teacher_evaluations] + [e.path for e in student_evaluations]
+        + [e.path for e in baseline_evaluations] + [e.path for e in control_evaluations],
         benchmark_results.path,
         markdown.path,
         html.path,
@@ -350,12 +437,16 @@ COMPONENTS = {
     "start-tracking": start_tracking,
     "close-tracking": close_tracking,
     "ingest-split": ingest_split,
+    "plan-teachers": plan_teachers,
     "plan-students": plan_students,
     "plan-baselines": plan_baselines,
+    "plan-teacher-on-k": plan_teacher_on_k,
     "train-teacher": train_teacher,
+    "gather-teachers": gather_teachers,
     "distill-student": distill_student,
     "train-baseline": train_baseline,
     "evaluate": evaluate,
+    "evaluate-teacher-on-k": evaluate_teacher_on_k,
     "benchmark": benchmark,
     "report": report,
 }

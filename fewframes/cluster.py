@@ -177,13 +177,17 @@ class TaskSizing(_DictMixin):
 TASK_KINDS: dict[str, str] = {
     "start-tracking": "control",
     "close-tracking": "control",
+    "plan-teachers": "control",
     "plan-students": "control",
     "plan-baselines": "control",
+    "plan-teacher-on-k": "control",
     "ingest-split": "ingest",
     "train-teacher": "train",
+    "gather-teachers": "evaluate",  # copies every teacher file (hundreds of MB each at paper sizes)
     "distill-student": "train",
     "train-baseline": "train",
     "evaluate": "evaluate",
+    "evaluate-teacher-on-k": "evaluate",
     "benchmark": "benchmark",
     "report": "report",
 }

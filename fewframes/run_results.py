@@ -83,7 +83,8 @@ def champion(rows: list[Mapping[str, Any]], recommended_key: str | None) -> tupl
         chosen = next((r for r in rows if r.get("model_key") == recommended_key), None)
         if chosen is not None:
             return chosen, "recommended: within the report's tolerance of the teacher's GAP"
-    students = [r for r in rows if r.get("role") != "teacher" and r.get("gap") is not None]
+    # Controls (warm-start, teacher on k frames) are yardsticks, not candidates.
+    students = [r for r in rows if r.get("role") in ("student", "baseline") and r.get("gap") is not None]
     if not students:
         return None, ""
     best = max(students, key=lambda r: (float(r["gap"]), str(r.get("model_key", ""))))

@@ -34,7 +34,7 @@ DEFAULT_EXPERIMENT = "fewframes"
 
 # Tag names shared by every run of a pipeline run.
 TAG_STEP = "fewframes.step"  # start-tracking | ingest-split | train-teacher | ... | report ("pipeline" on the parent)
-TAG_ROLE = "fewframes.role"  # teacher | student | baseline (runs about one model)
+TAG_ROLE = "fewframes.role"  # teacher | student | baseline | control (runs about one model)
 TAG_MODEL_KEY = "fewframes.model_key"  # one name per model of a pipeline run, e.g. student-serial-rep_pred_ce-final-k30
 TAG_PIPELINE_RUN = "fewframes.pipeline_run_id"  # the KFP run id, or the local run's id
 TAG_PIPELINE = "fewframes.pipeline"  # distill | paper
@@ -44,6 +44,8 @@ TAG_FAILURE = "fewframes.failure"  # on a parent run that did not finish: what f
 # Parameters that describe one model; every run about a model logs all of them (blank when not relevant).
 MODEL_PARAMS: tuple[str, ...] = (
     "role",
+    "family",
+    "control",
     "k",
     "frame_selection",
     "loss",

@@ -426,11 +426,15 @@ class Tracker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MLflow's hint about integer columns and missing values
             dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
-        with self._mlflow_call(f"log_input {name}"):
-            self._client.log_inputs(
-                self.run_id,
-                [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
-            )
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+        try:
+            with self._mlflow_call(f"log_input {name}"):
+                self._client.log_inputs(self.run_id, inputs)
+        except TrackingError:
+            # Parallel steps log the same dataset (the store's train split) at once: on a SQLite store the
+            # second insert of its row fails on the unique key. The row exists now; linking it again works.
+            with self._mlflow_call(f"log_input {name}"):
+                self._client.log_inputs(self.run_id, inputs)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set (or overwrite) run tags."""

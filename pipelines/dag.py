@@ -1,11 +1,27 @@
 """Build the ``distill`` and ``paper`` pipelines: one DAG shape, two sets of parameter defaults.
 
 ```
-start-tracking -> ingest-split -> train-teacher -> evaluate(teacher) ----------------------------.
-                      |-> plan-students  -> ParallelFor: distill-student -> evaluate -> Collected -+-> benchmark -> report
-                      `-> plan-baselines -> ParallelFor: train-baseline  -> evaluate -> Collected -'
+start-tracking -> ingest-split -> plan-teachers -> ParallelFor: train-teacher -> evaluate(teacher) -------------.
+                      |                                 `-> gather-teachers (every teacher, one artifact)       |
+                      |-> plan-students    -> ParallelFor: distill-student (its seed's teacher) -> evaluate -----+
+                      |-> plan-baselines   -> ParallelFor: train-baseline -> evaluate ---------------------------+-> benchmark -> report
+                      `-> plan-teacher-on-k -> ParallelFor: evaluate-teacher-on-k (its seed's teacher) ----------'
 (all inside a dsl.ExitHandler whose exit task, close-tracking, ends the MLflow parent run FINISHED/FAILED)
 ```
+
+The grid (issue 10): one teacher per seed (``seed`` and each of ``repeat_seeds``) on all the training data,
+and one per reduced ``train_fractions`` entry (Table 3: the teacher sees only what its students see); each
+student distils from the teacher of its own seed and fraction. ``controls``: ``warm_start`` (the student
+architecture warm-started from its teacher's classifier, L_CE only, trained by distill-student with loss
+"ce", role ``control``) at every k, and ``teacher_on_k`` (the trained teacher fed k uniform frames, no
+training) at every k. The configurations the claims use — teacher, Uniform-k, Serial (c) and the controls —
+run again for each of ``repeat_seeds`` at ``repeat_ks`` (empty: every k). Every model trains for at most
+``max_epochs`` with early stopping after ``patience`` epochs without a better validation GAP (0: off), in
+the model ``family``.
+
+A student task cannot take one item of another ParallelFor's outputs (KFP's compiler rejects a
+``dsl.Collected`` inside a loop body, and nested loops cannot be collected), so ``gather-teachers`` puts
+every teacher in one artifact and each student picks its own teacher from it by seed and fraction.
 
 ``make_pipeline(name, preset, gpu)`` returns a KFP pipeline function whose parameter DEFAULTS come from
 the preset (sizes, epochs, k list) and the pipeline's grid; ``gpu`` (a ``fewframes.cluster.GpuSettings``)
@@ -29,6 +45,7 @@ and cannot parse postponed (string) ones.
 from typing import Any, Callable, Dict, Optional, Union
 
 from fewframes.cluster import CPU_ONLY, WORKFLOW_ENV, WORKFLOW_LABEL, GpuSettings, TaskSizing, image, task_sizing
+from fewframes.components.steps.common import CONTROLS
 from fewframes.config import BASELINE_SELECTIONS, DISTILL_LOSSES, Preset, get_preset
 from fewframes.errors import PipelineError
 
@@ -50,6 +67,7 @@ def grid_defaults(pipeline: str, preset: Preset) -> Dict[str, Any]:
             "train_fractions": [],
             "repeat_seeds": [],
             "repeat_ks": [],
+            "controls": list(CONTROLS),
         }
     if pipeline == "paper":
         return {
@@ -60,9 +78,11 @@ def grid_defaults(pipeline: str, preset: Preset) -> Dict[str, Any]:
             "intermediate_k": 30,
             "fraction_k": 30,
             "train_fractions": [0.1, 0.25, 0.5],
-            # Two more seeds of Uniform-k and Serial (c) at k=10 and 30: the report's mean +- spread.
+            # Two more seeds (3 in all) of the teacher, and of Uniform-k, Serial (c) and the controls at every k:
+            # what the claims' intervals need.
             "repeat_seeds": [1, 2],
-            "repeat_ks": [10, 30],
+            "repeat_ks": [],
+            "controls": list(CONTROLS),
         }
     raise PipelineError(f"--pipeline must be one of distill, paper, got {pipeline!r}")
 
@@ -79,7 +99,9 @@ def parameter_defaults(pipeline: str, preset: Union[Preset, str]) -> Dict[str, A
         "hidden_size": preset.hidden_size,
         "num_layers": preset.num_layers,
         "teacher_block_length": preset.teacher_block_length,
-        "epochs": preset.train.epochs,
+        "max_epochs": preset.train.epochs,
+        "patience": preset.train.patience,
+        "family": preset.model_config().family,
         "batch_size": preset.train.batch_size,
         "learning_rate": preset.train.learning_rate,
         "seed": preset.train.seed,
@@ -222,10 +244,13 @@ def make_pipeline(
         train_fractions: List[float] = d["train_fractions"],
         repeat_seeds: List[int] = d["repeat_seeds"],
         repeat_ks: List[int] = d["repeat_ks"],
+        controls: List[str] = d["controls"],
+        family: str = d["family"],
         hidden_size: int = d["hidden_size"],
         num_layers: int = d["num_layers"],
         teacher_block_length: int = d["teacher_block_length"],
-        epochs: int = d["epochs"],
+        max_epochs: int = d["max_epochs"],
+        patience: int = d["patience"],
         batch_size: int = d["batch_size"],
         learning_rate: float = d["learning_rate"],
         seed: int = d["seed"],
@@ -254,11 +279,14 @@ def make_pipeline(
             "hidden_size": hidden_size,
             "num_layers": num_layers,
             "teacher_block_length": teacher_block_length,
-            "epochs": epochs,
+            "max_epochs": max_epochs,
+            "patience": patience,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
             "seed": seed,
             "device": device,
+            "family": family,
+            "preset": preset,
         }
         ingest_task = c.ingest_split(
             source=source,
@@ -272,9 +300,25 @@ def make_pipeline(
         ).set_display_name("ingest/split").after(tracking_task)
         store = ingest_task.outputs["store"]
 
-        teacher_task = apply_gpu(c.train_teacher(store=store, **sizes, **tracking), gpu)
-        teacher = teacher_task.outputs["teacher"]
-        teacher_eval = c.evaluate(store=store, model=teacher, **tracking).set_display_name("evaluate-teacher")
+        # One teacher per seed and per reduced train fraction; each trains and is evaluated with its own seed.
+        teachers_plan = c.plan_teachers(
+            fraction_k=fraction_k, train_fractions=train_fractions, repeat_seeds=repeat_seeds, seed=seed
+        )
+        with dsl.ParallelFor(teachers_plan.output) as planned_teacher:
+            teacher_task = apply_gpu(
+                c.train_teacher(
+                    store=store,
+                    train_fraction=planned_teacher.train_fraction,
+                    repeat=planned_teacher.repeat,
+                    **{**sizes, "seed": planned_teacher.seed},
+                    **tracking,
+                ),
+                gpu,
+            )
+            teacher_eval = c.evaluate(
+                store=store, model=teacher_task.outputs["teacher"], **tracking
+            ).set_display_name("evaluate-teacher")
+        teachers = c.gather_teachers(teachers=dsl.Collected(teacher_task.outputs["teacher"])).outputs["gathered"]
 
         students_plan = c.plan_students(
             store=store,
@@ -287,13 +331,14 @@ def make_pipeline(
             repeat_seeds=repeat_seeds,
             repeat_ks=repeat_ks,
             seed=seed,
+            controls=controls,
         )
-        # Each planned model trains with its own seed (the teacher stays the one trained with `seed`).
+        # Each planned model trains with its own seed, from the teacher of that seed and data fraction.
         with dsl.ParallelFor(students_plan.output) as student:
             student_task = apply_gpu(
                 c.distill_student(
                     store=store,
-                    teacher=teacher,
+                    teachers=teachers,
                     k=student.k,
                     loss=student.loss,
                     mode=student.mode,
@@ -330,11 +375,19 @@ def make_pipeline(
                 store=store, model=baseline_task.outputs["baseline"], **tracking
             ).set_display_name("evaluate-baseline")
 
+        teacher_on_k_plan = c.plan_teacher_on_k(
+            store=store, ks=ks, repeat_seeds=repeat_seeds, repeat_ks=repeat_ks, seed=seed, controls=controls
+        )
+        with dsl.ParallelFor(teacher_on_k_plan.output) as on_k:
+            teacher_on_k_eval = c.evaluate_teacher_on_k(
+                store=store, teachers=teachers, seed=on_k.seed, k=on_k.k, repeat=on_k.repeat, **tracking
+            )
+
 
         def evaluations() -> Dict[str, Any]:
             # A fresh dsl.Collected per consumer: KFP cannot share one between two tasks.
             return {
-                "teacher_evaluation": teacher_eval.outputs["evaluation"],
+                "teacher_evaluations": dsl.Collected(teacher_eval.outputs["evaluation"]),
                 "student_evaluations": dsl.Collected(student_eval.outputs["evaluation"]),
                 "baseline_evaluations": dsl.Collected(baseline_eval.outputs["evaluation"]),
             }
@@ -342,7 +395,7 @@ def make_pipeline(
         benchmark_task = apply_gpu(
             c.benchmark(
                 store=store,
-                teacher=teacher,
+                teachers=dsl.Collected(teacher_task.outputs["teacher"]),
                 students=dsl.Collected(student_task.outputs["student"]),
                 baselines=dsl.Collected(baseline_task.outputs["baseline"]),
                 device=device,
@@ -353,6 +406,7 @@ def make_pipeline(
         )
         report_task = c.report(
             **evaluations(),
+            control_evaluations=dsl.Collected(teacher_on_k_eval.outputs["evaluation"]),
             benchmark_results=benchmark_task.outputs["results"],
             tolerance=tolerance,
             **tracking,
@@ -362,7 +416,7 @@ def make_pipeline(
     dag = _inside_exit_handler(dag, c.close_tracking, preset.name, gpu, image_lock)
     dag.__name__ = name
     description = (
-        "fewframes: distil k-frame video classifiers from a hierarchical-LSTM teacher "
+        "fewframes: distil k-frame video classifiers from an all-frames teacher "
         f"({name} grid, {preset.name} sizes{', GPU x%d %s' % (gpu.gpus, gpu.accelerator_type) if gpu.enabled else ''})."
     )
     return dsl.pipeline(name=f"fewframes-{name}", description=description, pipeline_root=root or None)(dag)

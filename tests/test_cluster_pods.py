@@ -117,7 +117,7 @@ def test_a_second_run_with_the_same_inputs_is_served_from_the_cache(tmp_path):
     assert run_b.cached == steps
     assert all(run_a.keys[path] == run_b.keys[path] for path in steps)
     # A real change is a miss for what it touches and what depends on it, nothing else.
-    _, changed = simulate_runs(spec_a, spec_b, arguments, {**arguments, "epochs": 7})
+    _, changed = simulate_runs(spec_a, spec_b, arguments, {**arguments, "max_epochs": 7})
     assert any(path.endswith("/ingest-split") for path in changed.cached)
     assert not any("train-teacher" in path or "distill-student" in path or "report" in path for path in changed.cached)
 

@@ -142,7 +142,7 @@ def test_teacher_step_trains_on_two_gloo_processes_and_its_model_loads_and_evalu
     experiment = f"ddp-step-{tmp_path.name}"
     context = TrackingContext(uri=mlflow_server, experiment=experiment, pipeline_run_id="ddp-test", pipeline="distill")
     context = TrackingContext(mlflow_server, experiment, start_parent_run(context, "pipeline"), "ddp-test", "distill")
-    sizes = Sizes(hidden_size=16, num_layers=2, teacher_block_length=10, epochs=1, batch_size=SMALL_BATCH,
+    sizes = Sizes(hidden_size=16, num_layers=2, teacher_block_length=10, max_epochs=1, batch_size=SMALL_BATCH,
                   learning_rate=5e-3, seed=0)
     model_dir = tmp_path / "teacher"
     step = train_teacher_step(str(store), str(model_dir), sizes, context)
@@ -175,7 +175,7 @@ def test_gpu_count_without_visible_gpus_is_a_one_line_error(
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has the GPUs")
     monkeypatch.setenv(GPUS_ENV, "2")
-    sizes = Sizes(hidden_size=16, num_layers=2, teacher_block_length=10, epochs=1, batch_size=8, learning_rate=5e-3,
+    sizes = Sizes(hidden_size=16, num_layers=2, teacher_block_length=10, max_epochs=1, batch_size=8, learning_rate=5e-3,
                   seed=0)
     with pytest.raises(PipelineError, match=r"^FEWFRAMES_GPUS=2 but this task sees \d CUDA GPU\(s\)$"):
         train_teacher_step(str(store), str(tmp_path / "teacher"), sizes, TrackingContext())

@@ -224,7 +224,7 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, tiny_tfrecords
 
 def test_parameters_are_checked_before_any_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for param, fragment in (
-        ("epochs=0", "--param epochs=0: must be >= 1"),
+        ("max_epochs=0", "--param max_epochs=0: must be >= 1"),
         ("learning_rate=-0.01", "--param learning_rate=-0.01: must be >= 0"),
         ("batch_size=0", "--param batch_size=0"),
         ("hidden_size=0", "--param hidden_size=0"),
@@ -238,10 +238,10 @@ def test_parameters_are_checked_before_any_step(tmp_path: Path, capsys: pytest.C
 
 
 def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
-    done = cli("--debug", "run", "--preset", "tiny", "--out", str(tmp_path / "r"), "--param", "epochs=0")
+    done = cli("--debug", "run", "--preset", "tiny", "--out", str(tmp_path / "r"), "--param", "max_epochs=0")
     assert done.returncode == 1 and "Traceback" in done.stderr and "PipelineError" in done.stderr
-    done = cli("run", "--preset", "tiny", "--out", str(tmp_path / "r"), "--param", "epochs=0")
-    one_line_error(done, "--param epochs=0")
+    done = cli("run", "--preset", "tiny", "--out", str(tmp_path / "r"), "--param", "max_epochs=0")
+    one_line_error(done, "--param max_epochs=0")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -17,12 +17,16 @@ from fewframes.pipelines.dag import GPU_TASKS, compile_pipeline, parameter_defau
 STEP_COMPONENTS = {
     "start-tracking",
     "ingest-split",
+    "plan-teachers",
     "plan-students",
     "plan-baselines",
+    "plan-teacher-on-k",
     "train-teacher",
+    "gather-teachers",
     "distill-student",
     "train-baseline",
     "evaluate",
+    "evaluate-teacher-on-k",
     "benchmark",
     "report",
 }
@@ -78,30 +82,46 @@ def test_every_component_and_the_dag_edges(compiled, pipeline):
 
     assert deps("start-tracking") == set()
     assert "start-tracking" in deps("ingest-split")
-    assert "ingest-split" in deps("train-teacher")
-    assert {"ingest-split", "train-teacher"} <= deps("evaluate")  # the teacher's evaluation
     assert "ingest-split" in deps("plan-students") and "ingest-split" in deps("plan-baselines")
+    assert "ingest-split" in deps("plan-teacher-on-k")
 
     bodies = _loop_bodies(spec)
-    assert set(bodies) == {"plan-students", "plan-baselines"}
-    students, baselines = bodies["plan-students"], bodies["plan-baselines"]
+    assert set(bodies) == {"plan-teachers", "plan-students", "plan-baselines", "plan-teacher-on-k"}
+    teachers, students = bodies["plan-teachers"], bodies["plan-students"]
+    baselines, on_k = bodies["plan-baselines"], bodies["plan-teacher-on-k"]
+    # One teacher per planned seed/fraction, each trained with the loop item's seed and fraction, and evaluated.
+    assert set(teachers) == {"train-teacher", "evaluate"}
+    assert teachers["evaluate"]["dependentTasks"] == ["train-teacher"]
+    teacher_inputs = teachers["train-teacher"]["inputs"]["parameters"]
+    assert "loop-item" in str(teacher_inputs["seed"]) and "loop-item" in str(teacher_inputs["train_fraction"])
+    # gather-teachers waits for the teachers' loop and collects every teacher.
+    teacher_loop = next(name for name, task in root.items() if task.get("parameterIterator")
+                        and "plan-teachers" in task.get("dependentTasks", []))
+    assert deps("gather-teachers") == {teacher_loop}
+    assert "train-teacher" in str(root["gather-teachers"]["inputs"]["artifacts"]["teachers"])
     assert set(students) == {"distill-student", "evaluate-2"}
     assert students["evaluate-2"]["dependentTasks"] == ["distill-student"]
     assert set(baselines) == {"train-baseline", "evaluate-3"}
-    # The student reads its k, loss, mode from the loop item, and the teacher's model artifact.
+    assert set(on_k) == {"evaluate-teacher-on-k"}
+    # The student reads its k, loss, mode and seed from the loop item, and the gathered teachers (it picks the
+    # teacher of its own seed and fraction); so does the teacher-on-k control.
     student_inputs = students["distill-student"]["inputs"]
-    assert "loop-item" in str(student_inputs["parameters"]["k"])
-    assert "pipelinechannel--train-teacher-teacher" in str(student_inputs["artifacts"]["teacher"])
+    assert "loop-item" in str(student_inputs["parameters"]["k"]) and "loop-item" in str(student_inputs["parameters"]["seed"])
+    assert "pipelinechannel--gather-teachers-gathered" in str(student_inputs["artifacts"]["teachers"])
+    on_k_inputs = on_k["evaluate-teacher-on-k"]["inputs"]
+    assert "loop-item" in str(on_k_inputs["parameters"]["k"]) and "loop-item" in str(on_k_inputs["parameters"]["seed"])
+    assert "pipelinechannel--gather-teachers-gathered" in str(on_k_inputs["artifacts"]["teachers"])
+    assert "gather-teachers" in str(root[next(n for n, t in root.items() if t.get("parameterIterator")
+                                             and "plan-students" in t.get("dependentTasks", []))]["dependentTasks"])
 
-    # Collected fan-in: benchmark and report wait for both loops.
+    # Collected fan-in: benchmark and report wait for every loop they read.
     loops = {name for name, task in root.items() if task.get("parameterIterator")}
-    assert len(loops) == 2
-    assert loops <= deps("benchmark") and loops <= deps("report")
+    assert len(loops) == 4
+    assert loops <= deps("report") and len(loops & deps("benchmark")) == 3  # teacher-on-k trains no model
     assert "benchmark" in deps("report")
     report_inputs = root["report"]["inputs"]["artifacts"]
-    assert {"teacher_evaluation", "student_evaluations", "baseline_evaluations", "benchmark_results"} <= set(
-        report_inputs
-    )
+    assert {"teacher_evaluations", "student_evaluations", "baseline_evaluations", "control_evaluations",
+            "benchmark_results"} <= set(report_inputs)
     # Everything runs inside one exit handler whose exit task closes the MLflow parent run from KFP's
     # final status, after success or failure (no pipeline output: KFP allows none from inside it).
     top = spec["root"]["dag"]["tasks"]
@@ -120,7 +140,8 @@ def test_parameters_and_defaults_differ_by_grid(compiled):
     distill_params = distill["root"]["inputDefinitions"]["parameters"]
     paper_params = paper["root"]["inputDefinitions"]["parameters"]
     assert set(distill_params) == set(paper_params) == set(parameter_defaults("distill", "demo"))
-    for name in ("source", "ks", "losses", "modes", "epochs", "hidden_size", "tracking_uri", "seed"):
+    for name in ("source", "ks", "losses", "modes", "max_epochs", "patience", "family", "controls", "repeat_seeds",
+                 "hidden_size", "tracking_uri", "seed"):
         assert name in distill_params
     assert distill_params["ks"]["defaultValue"] == list(parameter_defaults("distill", "demo")["ks"])
     assert paper_params["ks"]["defaultValue"] == [6.0, 10.0, 15.0, 20.0, 30.0]
@@ -130,6 +151,12 @@ def test_parameters_and_defaults_differ_by_grid(compiled):
     assert paper_params["modes"]["defaultValue"] == ["serial", "parallel"]
     assert paper_params["intermediate_k"]["defaultValue"] == 30
     assert paper_params["train_fractions"]["defaultValue"] == [0.1, 0.25, 0.5]
+    # 3 seeds (the pipeline's and two more) of what the claims use, at every k; the controls in both grids.
+    assert paper_params["repeat_seeds"]["defaultValue"] == [1.0, 2.0] and paper_params["repeat_ks"]["defaultValue"] == []
+    assert distill_params["repeat_seeds"]["defaultValue"] == []
+    for params in (distill_params, paper_params):
+        assert params["controls"]["defaultValue"] == ["warm_start", "teacher_on_k"]
+        assert params["family"]["defaultValue"] == "hrnn"
 
 
 def _executor_of(spec: dict, task_component: str) -> str:
@@ -238,7 +265,7 @@ def test_components_are_lightweight_and_import_fewframes(compiled):
     # start-tracking creates a new parent run every time: never served from the cache.
     assert _steps(spec)["start-tracking"]["cachingOptions"] == {}
     assert spec["root"]["dag"]["tasks"]["close-tracking"]["cachingOptions"] == {}
-    assert _steps(spec)["train-teacher"]["cachingOptions"] == {"enableCache": True}
+    assert _loop_bodies(spec)["plan-teachers"]["train-teacher"]["cachingOptions"] == {"enableCache": True}
 
 
 @pytest.mark.parametrize("pipeline", ["distill", "paper"])
@@ -307,14 +334,16 @@ def test_cli_compile_bad_out_is_one_line(tmp_path, capsys):
 
 def test_params_are_typed_and_unknown_ones_named():
     defaults = parameter_defaults("distill", "tiny")
-    values = parse_params(["ks=6,10", "losses=[\"rep\", \"rep_ce\"]", "epochs=3", "learning_rate=0.01"], defaults)
-    assert values == {"ks": [6, 10], "losses": ["rep", "rep_ce"], "epochs": 3, "learning_rate": 0.01}
+    values = parse_params(["ks=6,10", "losses=[\"rep\", \"rep_ce\"]", "max_epochs=3", "patience=2",
+                           "learning_rate=0.01", "family=netvlad", "controls=warm_start"], defaults)
+    assert values == {"ks": [6, 10], "losses": ["rep", "rep_ce"], "max_epochs": 3, "patience": 2,
+                      "learning_rate": 0.01, "family": "netvlad", "controls": ["warm_start"]}
     with pytest.raises(PipelineError, match="--param nope: unknown pipeline parameter"):
         parse_params(["nope=1"], defaults)
-    with pytest.raises(PipelineError, match="--param epochs=many"):
-        parse_params(["epochs=many"], defaults)
+    with pytest.raises(PipelineError, match="--param max_epochs=many"):
+        parse_params(["max_epochs=many"], defaults)
     with pytest.raises(PipelineError, match="key=value"):
-        parse_params(["epochs"], defaults)
+        parse_params(["max_epochs"], defaults)
 
 
 def test_pipeline_root_and_spot_flags(tmp_path, capsys, monkeypatch):

@@ -29,7 +29,7 @@ def _closed_port_url() -> str:
 def test_submit_and_watch_against_kfp_api_standin(standin, capsys):
     code = main([
         "submit", "--host", standin.url, "--preset", "tiny", "--experiment", "distil-tests",
-        "--run-name", "try-1", "--param", "epochs=1", "--param", "ks=6,10", "--watch", "--poll", "0.05",
+        "--run-name", "try-1", "--param", "max_epochs=1", "--param", "ks=6,10", "--watch", "--poll", "0.05",
         "--gpus", "2", "--accelerator", "nvidia-l4",
     ])
     out = capsys.readouterr().out
@@ -49,7 +49,7 @@ def test_submit_and_watch_against_kfp_api_standin(standin, capsys):
     assert run["display_name"] == "try-1"
     assert run["experiment_id"] == experiment["experiment_id"]
     parameters = run["runtime_config"]["parameters"]
-    assert parameters["epochs"] == 1 and parameters["ks"] == [6, 10]
+    assert parameters["max_epochs"] == 1 and parameters["ks"] == [6, 10]
     assert parameters["experiment"] == "distil-tests"  # the MLflow experiment follows the KFP one
     assert parameters["tracking_uri"] == MLFLOW_TRACKING_URI  # the in-cluster server, by default
     assert f"MLflow {MLFLOW_TRACKING_URI}" in out

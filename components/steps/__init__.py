@@ -5,14 +5,19 @@ functions, and writes the returned metrics/metadata back onto its KFP outputs. K
 the steps are importable, testable and reusable without KFP, and the component bodies stay a few lines.
 
 Every step logs one MLflow child run (``fewframes.runs.step_run``) of the pipeline's parent run, except
-the two ``plan_*`` steps: they are pure bookkeeping (the fan-out lists, checked against the store) and
-log nothing.
+the ``plan_*`` steps and ``gather_teachers_step``: they are pure bookkeeping (the fan-out lists, checked
+against the store; the teachers put in one artifact) and log nothing.
 
 Artifacts written here:
 - a frame store (``ingest_split_step``) — a directory, as ``fewframes.data.store`` writes it;
 - a model directory holding the library's self-describing model file (``model.json`` beside it says which);
-- an evaluation directory: the library's metrics.json, per_class_ap.parquet, encodings.parquet and our
-  ``row.json`` (the model's parameters + metrics + MLflow run ids), which benchmark and report read;
+- a teachers directory (``gather_teachers_step``: each teacher's model directory and ``teachers.json``);
+- an evaluation directory: the library's metrics.json, per_class_ap.parquet, encodings.parquet,
+  predictions.parquet and our ``row.json`` (the model's parameters + metrics + MLflow run ids), which
+  benchmark and report read. Every row has ``role`` (teacher | student | baseline | control), ``control``
+  (warm_start | teacher_on_k for role control, else blank), ``family``, ``k`` (blank for a teacher),
+  ``frame_selection``, ``loss``, ``mode``, ``matching``, ``train_fraction``, ``seed``, ``teacher_run_id``,
+  ``model_key``, ``teacher_key`` (students and controls: the model key of their teacher) and the metrics;
 - a benchmark directory (``benchmark.json``: one row per model);
 - the report (``fewframes.report``: Markdown + HTML, figures, summary.json).
 
@@ -21,7 +26,9 @@ One module a step (``tracking``, ``ingest_split``, ``plan``, ``train``, ``evalua
 ``fewframes.components.steps``.
 
 Choices where the contracts were silent:
-- Students trained on a fraction of the training split (the paper's Table 3) use the full-data teacher.
+- Each teacher seed trains its own teacher; a serial student (and the warm-start control) distils from the
+  teacher of its own seed and train fraction. On a fraction of the training split (the paper's Table 3)
+  the teacher and its students see the same subset (the subset is drawn with the shared seed).
 - A parallel-mode student trains its own teacher alongside (``train_parallel``); the pipeline's
   ``train-teacher`` output is then unused by that task, except as the record of ``teacher_run_id``.
 - "Within 1% GAP of the teacher" is relative: student GAP >= teacher GAP * (1 - tolerance).
@@ -31,6 +38,11 @@ from __future__ import annotations
 
 from .common import (
     BENCHMARK_FILE,
+    CONTROLS,
+    ROLES,
+    TEACHER_ON_K,
+    WARM_START,
+    WARM_START_LOSS,
     ERROR_FILE_ENV,
     MODEL_INFO_FILE,
     model_key,
@@ -57,10 +69,17 @@ from .plan import (
     plan_baselines_step,
     plan_students,
     plan_students_step,
+    plan_teacher_on_k,
+    plan_teacher_on_k_step,
+    plan_teachers,
+    plan_teachers_step,
 )
 from .train import (
     CPU_PROCESSES_ENV,
     distill_student_step,
+    gather_teachers_step,
+    resolve_teacher,
+    TEACHERS_FILE,
     GPUS_ENV,
     Sizes,
     train_baseline_step,
@@ -70,6 +89,7 @@ from .train import (
 )
 from .evaluate import (
     evaluate_step,
+    evaluate_teacher_on_k_step,
     EVALUATION_METRICS,
     read_row,
 )
@@ -87,6 +107,19 @@ from .report import (
 )
 
 __all__ = [
+    "CONTROLS",
+    "ROLES",
+    "TEACHER_ON_K",
+    "WARM_START",
+    "WARM_START_LOSS",
+    "plan_teacher_on_k",
+    "plan_teacher_on_k_step",
+    "plan_teachers",
+    "plan_teachers_step",
+    "gather_teachers_step",
+    "resolve_teacher",
+    "TEACHERS_FILE",
+    "evaluate_teacher_on_k_step",
     "BENCHMARK_BATCH",
     "BENCHMARK_FILE",
     "BENCHMARK_LATENCY_VIDEOS",

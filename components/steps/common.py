@@ -149,7 +149,15 @@ def tracking_context(tracking_uri: str, experiment: str, parent_run_id: str) -> 
     return resolve_tracking(tracking_uri, experiment, parent_run_id)
 
 
-def model_key(role: str, k: int = 0, **spec: Any) -> str:
+# The grid's controls (role "control"): the student architecture warm-started from the teacher's classifier and
+# trained with L_CE alone (StudentConfig.loss WARM_START_LOSS), and the trained teacher fed k uniform frames.
+WARM_START, TEACHER_ON_K = "warm_start", "teacher_on_k"
+CONTROLS: tuple[str, ...] = (WARM_START, TEACHER_ON_K)
+WARM_START_LOSS = "ce"  # config.CONTROL_LOSSES: the student starts from its teacher's classifier, L_CE alone
+ROLES: tuple[str, ...] = ("teacher", "student", "baseline", "control")
+
+
+def model_key(role: str, /, k: int = 0, **spec: Any) -> str:
     """One readable name per model of a pipeline run (the join key of evaluate, benchmark and report)."""
     fraction = float(spec.get("train_fraction", 1.0))
     suffix = "" if fraction >= 1.0 else f"-frac{fraction:g}"
@@ -157,6 +165,8 @@ def model_key(role: str, k: int = 0, **spec: Any) -> str:
         suffix += f"-seed{int(spec['seed'])}"
     if role == "teacher":
         return "teacher" + suffix
+    if role == "control":
+        return f"control-{spec['control']}-k{k}{suffix}"
     if role == "student":
         return f"student-{spec['mode']}-{spec['loss']}-{spec.get('matching', 'final')}-k{k}{suffix}"
     return f"baseline-{spec['frame_selection']}-k{k}{suffix}"
@@ -172,10 +182,15 @@ def model_params(
     train_fraction: float = 1.0,
     teacher_run_id: str = "",
     seed: int | str = "",
+    family: str = "",
+    control: str = "",
 ) -> dict[str, Any]:
-    """The same parameter names on every run about a model (``fewframes.runs.MODEL_PARAMS``)."""
+    """The same parameter names on every run about a model (``fewframes.runs.MODEL_PARAMS``): ``role`` one of
+    ``ROLES``, ``control`` one of ``CONTROLS`` for role control (else blank), ``family`` the model family."""
     return {
         "role": role,
+        "family": family,
+        "control": control,
         "k": "" if k is None else int(k),
         "frame_selection": frame_selection,
         "loss": loss,

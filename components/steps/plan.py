@@ -1,4 +1,5 @@
-"""plan-students / plan-baselines: the fan-out lists of the DAG, checked against the frame store."""
+"""plan-teachers / plan-students / plan-baselines / plan-teacher-on-k: the fan-out lists of the DAG, checked
+against the frame store."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from fewframes.config import BASELINE_SELECTIONS, DISTILL_LOSSES, MAX_FRAMES, TRAINING_MODES
 from fewframes.errors import PipelineError
 
-from .common import reports_errors
+from .common import CONTROLS, TEACHER_ON_K, WARM_START, WARM_START_LOSS, reports_errors
 
 
 def _store_max_length(store_path: str) -> int:
@@ -60,6 +61,34 @@ def _repeat_seeds(repeat_seeds: Iterable[int] | None, seed: int) -> list[int]:
     return extra
 
 
+def _controls(controls: Iterable[str] | None) -> list[str]:
+    return _check_choices("controls", controls or [], CONTROLS)
+
+
+def _again_ks(repeat_ks: Iterable[int] | None, ks: list[int], max_length: int, where: str) -> list[int]:
+    """The ks the extra seeds cover: ``repeat_ks``, or every k of ``ks`` when it is empty."""
+    return _check_ks(repeat_ks, max_length, where) if repeat_ks else list(ks)
+
+
+def plan_teachers(
+    fraction_k: int = 0,
+    train_fractions: list[float] | None = None,
+    repeat_seeds: list[int] | None = None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """The teachers to train: one on all the training data for ``seed`` and for each of ``repeat_seeds``
+    (each student distils from the teacher of its own seed), and one for ``seed`` on each reduced fraction of
+    ``train_fractions`` when ``fraction_k`` is set (Table 3: the teacher sees only what its students see)."""
+    fractions = _fractions(train_fractions or [])
+    extra_seeds = _repeat_seeds(repeat_seeds, seed)
+    plan = [{"role": "teacher", "seed": int(seed), "train_fraction": 1.0, "repeat": False}]
+    plan += [{"role": "teacher", "seed": s, "train_fraction": 1.0, "repeat": True} for s in extra_seeds]
+    if fraction_k:
+        plan += [{"role": "teacher", "seed": int(seed), "train_fraction": f, "repeat": False}
+                 for f in fractions if f < 1.0]
+    return plan
+
+
 def plan_students(
     ks: list[int],
     losses: list[str],
@@ -70,27 +99,34 @@ def plan_students(
     repeat_seeds: list[int] | None = None,
     repeat_ks: list[int] | None = None,
     seed: int = 0,
+    controls: list[str] | None = None,
     *,
     max_length: int = MAX_FRAMES,
     where: str = "",
 ) -> list[dict[str, Any]]:
     """The students to distil: modes x losses x ks (final matching), plus intermediate matching at
     ``intermediate_k`` (each mode x loss), Serial(c) on ``train_fractions`` of the data at ``fraction_k``,
-    and Serial(c) again at each of ``repeat_ks`` for each of ``repeat_seeds`` (other than ``seed``), so the
-    report can give mean +- spread over seeds. Every entry carries its ``seed``; ``repeat`` marks the extra
-    seeds (their model keys end in ``-seed<N>``). ``max_length``: the longest video (``where`` names its
-    frame store in errors)."""
+    and Serial(c) again at each of ``repeat_ks`` (empty: every k) for each of ``repeat_seeds`` (other than
+    ``seed``), so the report can give mean +- spread over seeds. With ``warm_start`` in ``controls``, the
+    warm-start control (role ``control``: the student warm-started from its teacher's classifier, L_CE only,
+    loss ``WARM_START_LOSS``) at every k and again for the extra seeds at ``repeat_ks``. Every entry carries
+    its ``role`` and ``seed``; ``repeat`` marks the extra seeds (their model keys end in ``-seed<N>``); a
+    student distils from the teacher of its own seed and train fraction (``plan_teachers``).
+    ``max_length``: the longest video (``where`` names its frame store in errors)."""
     ks = _check_ks(ks, max_length, where)
     losses = _check_choices("losses", losses, DISTILL_LOSSES)
     modes = _check_choices("modes", modes, TRAINING_MODES)
     fractions = _fractions(train_fractions or [])
     extra_seeds = _repeat_seeds(repeat_seeds, seed)
-    again_ks = _check_ks(repeat_ks or [], max_length, where)
+    again_ks = _again_ks(repeat_ks, ks, max_length, where)
+    warm_start = WARM_START in _controls(controls)
 
     def student(
         k: int, loss: str, mode: str, matching: str = "final", fraction: float = 1.0, run_seed: int | None = None
     ) -> dict[str, Any]:
-        return {"k": k, "loss": loss, "mode": mode, "matching": matching, "train_fraction": fraction,
+        control = loss == WARM_START_LOSS
+        return {"role": "control" if control else "student", "control": WARM_START if control else "",
+                "k": k, "loss": loss, "mode": mode, "matching": matching, "train_fraction": fraction,
                 "seed": int(seed) if run_seed is None else run_seed, "repeat": run_seed is not None}
 
     plan = [student(k, loss, mode) for mode in modes for loss in losses for k in ks]
@@ -101,6 +137,9 @@ def plan_students(
         (k,) = _check_ks([fraction_k], max_length, where)
         plan += [student(k, "rep_pred_ce", "serial", "final", f) for f in fractions if f < 1.0]
     plan += [student(k, "rep_pred_ce", "serial", run_seed=s) for s in extra_seeds for k in again_ks]
+    if warm_start:
+        plan += [student(k, WARM_START_LOSS, "serial") for k in ks]
+        plan += [student(k, WARM_START_LOSS, "serial", run_seed=s) for s in extra_seeds for k in again_ks]
     return plan
 
 
@@ -117,16 +156,17 @@ def plan_baselines(
     where: str = "",
 ) -> list[dict[str, Any]]:
     """The k-frame baselines trained from scratch: frame_selections x ks, plus Uniform-k on
-    ``train_fractions`` of the data at ``fraction_k`` and Uniform-k at ``repeat_ks`` for each of
-    ``repeat_seeds`` (other than ``seed``); entries carry ``seed`` and ``repeat`` as in ``plan_students``."""
+    ``train_fractions`` of the data at ``fraction_k`` and Uniform-k at ``repeat_ks`` (empty: every k) for
+    each of ``repeat_seeds`` (other than ``seed``); entries carry ``seed`` and ``repeat`` as in
+    ``plan_students``."""
     ks = _check_ks(ks, max_length, where)
     selections = _check_choices("baselines", frame_selections, BASELINE_SELECTIONS)
     fractions = _fractions(train_fractions or [])
     extra_seeds = _repeat_seeds(repeat_seeds, seed)
-    again_ks = _check_ks(repeat_ks or [], max_length, where)
+    again_ks = _again_ks(repeat_ks, ks, max_length, where)
 
     def baseline(k: int, selection: str, fraction: float = 1.0, run_seed: int | None = None) -> dict[str, Any]:
-        return {"k": k, "frame_selection": selection, "train_fraction": fraction,
+        return {"role": "baseline", "k": k, "frame_selection": selection, "train_fraction": fraction,
                 "seed": int(seed) if run_seed is None else run_seed, "repeat": run_seed is not None}
 
     plan = [baseline(k, s) for s in selections for k in ks]
@@ -135,6 +175,39 @@ def plan_baselines(
         plan += [baseline(k, "uniform", f) for f in fractions if f < 1.0]
     plan += [baseline(k, "uniform", run_seed=s) for s in extra_seeds for k in again_ks]
     return plan
+
+
+def plan_teacher_on_k(
+    ks: list[int],
+    repeat_seeds: list[int] | None = None,
+    repeat_ks: list[int] | None = None,
+    seed: int = 0,
+    controls: list[str] | None = None,
+    *,
+    max_length: int = MAX_FRAMES,
+    where: str = "",
+) -> list[dict[str, Any]]:
+    """The teacher-on-k control (role ``control``, no training): the all-data teacher of ``seed`` fed k
+    uniformly spaced frames at every k, and each extra seed's teacher at ``repeat_ks`` (empty: every k);
+    empty unless ``teacher_on_k`` is in ``controls``."""
+    ks = _check_ks(ks, max_length, where)
+    extra_seeds = _repeat_seeds(repeat_seeds, seed)
+    again_ks = _again_ks(repeat_ks, ks, max_length, where)
+    if TEACHER_ON_K not in _controls(controls):
+        return []
+
+    def entry(k: int, run_seed: int | None = None) -> dict[str, Any]:
+        return {"role": "control", "control": TEACHER_ON_K, "k": k, "frame_selection": "uniform",
+                "train_fraction": 1.0, "seed": int(seed) if run_seed is None else run_seed,
+                "repeat": run_seed is not None}
+
+    return [entry(k) for k in ks] + [entry(k, s) for s in extra_seeds for k in again_ks]
+
+
+@reports_errors("plan-teachers")
+def plan_teachers_step(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """``plan_teachers`` (one line on bad input)."""
+    return plan_teachers(*args, **kwargs)
 
 
 @reports_errors("plan-students")
@@ -147,3 +220,9 @@ def plan_students_step(store_path: str, *args: Any, **kwargs: Any) -> list[dict[
 def plan_baselines_step(store_path: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
     """``plan_baselines`` checked against the frame store's longest video."""
     return plan_baselines(*args, max_length=_store_max_length(store_path), where=store_path, **kwargs)
+
+
+@reports_errors("plan-teacher-on-k")
+def plan_teacher_on_k_step(store_path: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """``plan_teacher_on_k`` checked against the frame store's longest video."""
+    return plan_teacher_on_k(*args, max_length=_store_max_length(store_path), where=store_path, **kwargs)

@@ -90,7 +90,9 @@ def report_step(
         "claims_inconclusive": float(verdicts.count("inconclusive")),
         "claims_not_measured": float(verdicts.count("not measured")),
     }
-    teacher = next((r for r in rows if r["role"] == "teacher"), None)
+    # The pipeline seed's teacher on all the data (other teachers: extra seeds, reduced fractions).
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    teacher = next((r for r in teachers if r["model_key"] == "teacher"), teachers[0] if teachers else None)
     if teacher is not None:
         metrics["teacher_gap"] = float(teacher["gap"])
     recommended = summary["recommended"]

@@ -1,19 +1,25 @@
-"""train-teacher, distill-student, train-baseline: one model each, in this process or under torchrun."""
+"""train-teacher, gather-teachers, distill-student, train-baseline: one model each (in this process or under
+torchrun), and the teachers of a run gathered into one artifact for the students."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fewframes.config import ModelConfig, StudentConfig, TrainConfig, env_number
+from fewframes.config import ModelConfig, StudentConfig, TrainConfig, env_number, get_preset
 from fewframes.errors import PipelineError
 from fewframes.runs import TAG_MODEL_KEY, TAG_ROLE, TrackingContext, step_run
 
 from .common import (
+    MODEL_INFO_FILE,
+    WARM_START,
+    WARM_START_LOSS,
     StepResult,
+    _write_json,
     _limit_threads,
     _write_model_info,
     model_key,
@@ -25,28 +31,39 @@ from .common import (
 
 @dataclass(frozen=True)
 class Sizes:
-    """The model and training settings every training step receives as pipeline parameters."""
+    """The model and training settings every training step receives as pipeline parameters.
+
+    ``preset`` (a name; '' = the library's defaults) supplies every setting that is not a pipeline parameter
+    (learning-rate decay, dropout, classifier, ...); the fields here override it. ``max_epochs`` is
+    ``TrainConfig.epochs``, the most a stage trains; ``patience`` > 0 stops a stage earlier (early stopping on
+    validation GAP, the same rule for every model). ``family`` ('' = the preset's) is ``ModelConfig.family``.
+    """
 
     hidden_size: int
     num_layers: int
     teacher_block_length: int
-    epochs: int
+    max_epochs: int
     batch_size: int
     learning_rate: float
     seed: int
     device: str = "auto"
+    patience: int = 0
+    family: str = ""
+    preset: str = ""
 
     def model_config(self, num_classes: int) -> ModelConfig:
-        return ModelConfig(
-            num_classes=num_classes,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            block_length=self.teacher_block_length,
-        )
+        base = get_preset(self.preset).model_config(num_classes) if self.preset else ModelConfig(num_classes)
+        changes: dict[str, Any] = {"hidden_size": self.hidden_size, "num_layers": self.num_layers,
+                                   "block_length": self.teacher_block_length}
+        if self.family:
+            changes["family"] = self.family
+        return base.replace(**changes)
 
     def train_config(self, train_fraction: float = 1.0) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
+        base = get_preset(self.preset).train if self.preset else TrainConfig()
+        return base.replace(
+            epochs=self.max_epochs,
+            patience=self.patience,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             seed=self.seed,
@@ -59,7 +76,8 @@ class Sizes:
             "hidden_size": self.hidden_size,
             "num_layers": self.num_layers,
             "teacher_block_length": self.teacher_block_length,
-            "epochs": self.epochs,
+            "max_epochs": self.max_epochs,
+            "patience": self.patience,
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             "seed": self.seed,
@@ -198,26 +216,93 @@ def _train(
 
 
 @reports_errors("train-teacher")
-def train_teacher_step(store_path: str, model_dir: str, sizes: Sizes, tracking: TrackingContext) -> StepResult:
-    """Train the teacher on all frames (L_CE); best epoch by validation GAP."""
+def train_teacher_step(
+    store_path: str,
+    model_dir: str,
+    sizes: Sizes,
+    tracking: TrackingContext,
+    train_fraction: float = 1.0,
+    repeat: bool = False,
+) -> StepResult:
+    """Train a teacher on all frames (L_CE) of ``train_fraction`` of the training split, with ``sizes.seed``;
+    best epoch by validation GAP."""
     from fewframes.data.store import FrameStore
     from fewframes.training import train_teacher
 
     _limit_threads()
     store = FrameStore.open(store_path)
     out = Path(model_dir)
-    model_config, train_config = sizes.model_config(store.num_classes), sizes.train_config()
-    described = model_params("teacher", frame_selection="all", seed=sizes.seed)
+    fraction = float(train_fraction)
+    model_config, train_config = sizes.model_config(store.num_classes), sizes.train_config(fraction)
+    key = model_key("teacher", train_fraction=fraction, seed=sizes.seed, repeat=repeat)
+    described = model_params("teacher", frame_selection="all", train_fraction=fraction, seed=sizes.seed,
+                             family=model_config.family)
     result, run_id, metrics = _train(
-        "train-teacher", "teacher", "train-teacher", store_path, model_dir,
+        "train-teacher", "teacher", key, store_path, model_dir,
         {"model": model_config, "train": train_config},
-        {**described, **sizes.params()}, {TAG_ROLE: "teacher", TAG_MODEL_KEY: "teacher"}, tracking,
+        {**described, **sizes.params()}, {TAG_ROLE: "teacher", TAG_MODEL_KEY: key}, tracking,
         lambda tracker: train_teacher(store, model_config, train_config, out_dir=out, tracker=tracker),
     )
-    info = _write_model_info(
-        out, Path(result.model_path), {**described, "model_key": "teacher", "mlflow_run_id": run_id}
-    )
+    info = _write_model_info(out, Path(result.model_path), {**described, "model_key": key, "mlflow_run_id": run_id})
     return StepResult(metrics=metrics, metadata=info)
+
+
+# The index of a teachers artifact (``gather_teachers_step``): one entry per teacher, its folder inside.
+TEACHERS_FILE = "teachers.json"
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows it (a local run: no copy), else a copy."""
+    import shutil
+
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+@reports_errors("gather-teachers")
+def gather_teachers_step(teacher_dirs: list[str], out_dir: str) -> StepResult:
+    """Put every trained teacher in one artifact (a folder per teacher and the index ``teachers.json``), so a
+    student task inside the students' fan-out can take the teacher of its own seed and data fraction: KFP
+    cannot hand a task inside one ParallelFor an item of another ParallelFor's outputs."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = []
+    for teacher_dir in teacher_dirs:
+        info = read_model_info(teacher_dir, "teacher")
+        key = str(info["model_key"])
+        target = out / key
+        if target.exists():
+            raise PipelineError(f"gather-teachers: two teachers are named {key}")
+        # The model file and what describes it; not the training checkpoints (optimizer state: large).
+        for name in (MODEL_INFO_FILE, info["model_file"], "result.json"):
+            source = Path(teacher_dir) / name
+            if source.is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(str(source), str(target / name))
+        index.append({"model_key": key, "seed": int(info["seed"]), "train_fraction": float(info["train_fraction"]),
+                      "dir": key})
+    _write_json(out / TEACHERS_FILE, index)
+    return StepResult(metrics={"teachers": float(len(index))}, metadata={"teachers": [e["model_key"] for e in index]})
+
+
+def resolve_teacher(teachers_dir: str | os.PathLike[str], seed: int, train_fraction: float = 1.0) -> Path:
+    """The model folder of the teacher trained with ``seed`` on ``train_fraction`` of the data, from a teachers
+    artifact (``gather_teachers_step``); a single teacher's model folder is taken as it is."""
+    folder = Path(teachers_dir)
+    if (folder / MODEL_INFO_FILE).is_file() or not (folder / TEACHERS_FILE).is_file():
+        read_model_info(folder, "teacher")  # a clear error when neither a model nor a teachers artifact
+        return folder
+    index = json.loads((folder / TEACHERS_FILE).read_text())
+    for entry in index:
+        if int(entry["seed"]) == int(seed) and abs(float(entry["train_fraction"]) - float(train_fraction)) < 1e-9:
+            return folder / entry["dir"]
+    have = ", ".join(f"seed {e['seed']} fraction {float(e['train_fraction']):g}" for e in index) or "none"
+    raise PipelineError(
+        f"teachers artifact {teachers_dir} has no teacher for seed {seed} on train fraction {float(train_fraction):g} "
+        f"(it has: {have})"
+    )
 
 
 @reports_errors("distill-student")
@@ -235,23 +320,32 @@ def distill_student_step(
     tracking: TrackingContext,
     repeat: bool = False,
 ) -> StepResult:
-    """Distil a k-frame student from the teacher artifact (serial) or alongside a new teacher (parallel)."""
+    """Distil a k-frame student from the teacher of its own seed and data fraction (serial), or alongside a
+    new teacher (parallel). ``teacher_dir``: a teachers artifact (``gather_teachers_step``) or one teacher's
+    model folder. ``loss`` ``WARM_START_LOSS`` is the warm-start control (role ``control``): the student starts
+    from the teacher's classifier and trains with L_CE alone."""
     from fewframes.data.store import FrameStore
     from fewframes.training import train_parallel, train_student
 
     _limit_threads()
-    teacher_info = read_model_info(teacher_dir, "teacher")
-    teacher_path = Path(teacher_dir) / teacher_info["model_file"]
+    k, fraction = int(k), float(train_fraction)
+    role, control = ("control", WARM_START) if loss == WARM_START_LOSS else ("student", "")
+    if control and mode != "serial":
+        raise PipelineError(f"the warm-start control (loss {WARM_START_LOSS!r}) trains in serial mode, got mode {mode!r}")
+    teacher_info: dict[str, Any] = {}
+    if mode == "serial":
+        teacher_folder = resolve_teacher(teacher_dir, sizes.seed, fraction)
+        teacher_info = read_model_info(teacher_folder, "teacher")
+        teacher_path = teacher_folder / teacher_info["model_file"]
     teacher_run_id = teacher_info.get("mlflow_run_id", "")
-    k = int(k)
     student_config = StudentConfig(k=k, frame_selection="uniform", loss=loss, mode=mode, matching=matching)
     store = FrameStore.open(store_path)
     model_config = sizes.model_config(store.num_classes)
-    train_config = sizes.train_config(float(train_fraction))
-    key = model_key("student", k, loss=loss, mode=mode, matching=matching, train_fraction=float(train_fraction),
-                    seed=sizes.seed, repeat=repeat)
-    described = model_params("student", k, "uniform", loss, mode, matching, train_fraction,
-                             teacher_run_id if mode == "serial" else "", seed=sizes.seed)
+    train_config = sizes.train_config(fraction)
+    key = model_key(role, k, loss=loss, mode=mode, matching=matching, train_fraction=fraction, seed=sizes.seed,
+                    repeat=repeat, control=control)
+    described = model_params(role, k, "uniform", loss, mode, matching, fraction, teacher_run_id, seed=sizes.seed,
+                             family=model_config.family, control=control)
     out = Path(model_dir)
 
     def train(tracker: Any) -> Any:
@@ -268,9 +362,11 @@ def distill_student_step(
     result, run_id, metrics = _train(
         "distill-student", "parallel" if mode == "parallel" else "student", key, store_path, model_dir,
         {"model": model_config, "train": train_config, "student": student_config},
-        {**described, **sizes.params()}, {TAG_ROLE: "student", TAG_MODEL_KEY: key}, tracking, train, extra,
+        {**described, **sizes.params()}, {TAG_ROLE: role, TAG_MODEL_KEY: key}, tracking, train, extra,
     )
-    info = _write_model_info(out, Path(result.model_path), {**described, "model_key": key, "mlflow_run_id": run_id})
+    info = _write_model_info(out, Path(result.model_path), {
+        **described, "model_key": key, "mlflow_run_id": run_id, "teacher_key": teacher_info.get("model_key", ""),
+    })
     return StepResult(metrics=metrics, metadata=info)
 
 
@@ -298,7 +394,8 @@ def train_baseline_step(
     train_config = sizes.train_config(float(train_fraction))
     key = model_key("baseline", k, frame_selection=frame_selection, train_fraction=float(train_fraction),
                     seed=sizes.seed, repeat=repeat)
-    described = model_params("baseline", k, frame_selection, train_fraction=train_fraction, seed=sizes.seed)
+    described = model_params("baseline", k, frame_selection, train_fraction=train_fraction, seed=sizes.seed,
+                             family=model_config.family)
     out = Path(model_dir)
     result, run_id, metrics = _train(
         "train-baseline", "baseline", key, store_path, model_dir,

@@ -89,22 +89,25 @@ def _list_kind(key: str) -> type:
 
 def _expected_tasks(params: dict[str, Any]) -> int:
     """How many tasks the local DAG runs (for the progress bar); also checks the grid before anything runs."""
-    from fewframes.components.steps import plan_baselines, plan_students
+    from fewframes.components.steps import plan_baselines, plan_students, plan_teacher_on_k, plan_teachers
 
     repeats = (params["repeat_seeds"], params["repeat_ks"], params["seed"])
+    teachers = plan_teachers(params["fraction_k"], params["train_fractions"], params["repeat_seeds"], params["seed"])
     students = plan_students(
         params["ks"], params["losses"], params["modes"], params["intermediate_k"], params["fraction_k"],
-        params["train_fractions"], *repeats,
+        params["train_fractions"], *repeats, params["controls"],
     )
     baselines = plan_baselines(
         params["ks"], params["baselines"], params["fraction_k"], params["train_fractions"], *repeats
     )
-    # start-tracking, ingest-split, 2 plans, train-teacher, evaluate(teacher), benchmark, report, close-tracking
-    return 9 + 2 * len(students) + 2 * len(baselines)
+    teacher_on_k = plan_teacher_on_k(params["ks"], *repeats, params["controls"])
+    # start-tracking, ingest-split, 4 plans, gather-teachers, benchmark, report, close-tracking; a training
+    # task and its evaluation per model; one evaluation per teacher-on-k control.
+    return 10 + 2 * (len(teachers) + len(students) + len(baselines)) + len(teacher_on_k)
 
 
 def check_arguments(arguments: dict[str, Any]) -> None:
-    """Every pipeline argument checked at once, before any step runs (a bad ``epochs`` or learning rate must
+    """Every pipeline argument checked at once, before any step runs (a bad ``max_epochs`` or learning rate must
     not wait for ingest to finish): sizes and training settings through the configuration types that the
     steps build from them, fractions and the device here. Raises ``PipelineError`` naming ``--param KEY``."""
     from fewframes.config import ConfigError, ModelConfig, TrainConfig
@@ -115,8 +118,10 @@ def check_arguments(arguments: dict[str, Any]) -> None:
     if arguments["num_classes"] < 0:
         raise param_error("num_classes", "must be >= 0 (0: the store's own)")
     checks = (
-        (TrainConfig, {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate", "seed": "seed"}),
-        (ModelConfig, {"hidden_size": "hidden_size", "num_layers": "num_layers", "teacher_block_length": "block_length"}),
+        (TrainConfig, {"max_epochs": "epochs", "patience": "patience", "batch_size": "batch_size",
+                       "learning_rate": "learning_rate", "seed": "seed"}),
+        (ModelConfig, {"hidden_size": "hidden_size", "num_layers": "num_layers", "teacher_block_length": "block_length",
+                       "family": "family"}),
     )
     for config_type, fields in checks:
         values = {field: arguments[key] for key, field in fields.items()}
@@ -206,7 +211,7 @@ def run_local(
     the outputs of every task that finished, and a training task that was cut short resumes from the
     checkpoints in its output folder. The result is the one an uninterrupted run gives (docs/faults.md).
     """
-    from fewframes.components.steps import ERROR_FILE_ENV, TORCH_THREADS_ENV, read_model_info
+    from fewframes.components.steps import ERROR_FILE_ENV, TEACHERS_FILE, TORCH_THREADS_ENV, read_model_info
     from fewframes.components.steps.warm import warm_steps
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
@@ -342,6 +347,8 @@ def run_local(
     stores = sorted(pipeline_root.glob("*/ingest-split/store"), key=lambda path: path.stat().st_mtime)
     models = {}
     for info_file in sorted(pipeline_root.glob("**/model.json")):
+        if (info_file.parent.parent / TEACHERS_FILE).is_file():
+            continue  # gather-teachers' copy of a teacher listed from its own training task
         info = read_model_info(info_file.parent)
         models[info["model_key"]] = str(info_file.parent / info["model_file"])
     summary = {
