@@ -141,4 +141,4 @@ def test_ctrl_c_during_a_local_run_leaves_the_parent_killed(tmp_path: Path) -> N
     assert process.returncode != 0, output[-2000:]
     parent = _parent(local_tracking_uri(run_dir), "fewframes")
     assert parent.info.status == "KILLED", output[-2000:]
-    assert parent.data.tags[TAG_FAILURE] == "interrupted"
+    assert parent.data.tags[TAG_FAILURE] == "interrupted (KeyboardInterrupt)"

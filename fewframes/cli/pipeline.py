@@ -314,7 +314,7 @@ def run_local(
     except BaseException as exc:  # Ctrl-C (SIGINT/SIGTERM) while the DAG runs: its exit task never ran
         stop_child_processes()  # a SIGTERM reached this process only; its steps would run on
         try:
-            close_parent_run(uri, parent_run_id, "KILLED", f"interrupted ({exc or type(exc).__name__})")
+            close_parent_run(uri, parent_run_id, "KILLED", f"interrupted ({str(exc) or type(exc).__name__})")
         except Exception as close_error:  # e.g. the server is gone too: the interruption is what to report
             print(f"fewframes: warning: could not close the MLflow parent run: {close_error}", file=sys.stderr)
         raise
