@@ -93,7 +93,7 @@ def test_a_k30_students_evaluate_step_fetches_about_k_over_n_of_the_frames(
 
     # A k=30 student (Uniform-30, trained one epoch from the store on GCS), as its loop iteration has it.
     model_dir = tmp_path / "kfp" / "train-baseline" / "baseline"
-    sizes = Sizes(hidden_size=16, num_layers=1, teacher_block_length=20, epochs=1, batch_size=32, learning_rate=0.01, seed=0, device="cpu")
+    sizes = Sizes(hidden_size=16, num_layers=1, teacher_block_length=20, max_epochs=1, batch_size=32, learning_rate=0.01, seed=0, device="cpu")
     train_baseline_step(
         uri, str(model_dir), k=K, frame_selection="uniform", train_fraction=1.0, sizes=sizes, tracking=tracking
     )
