@@ -636,7 +636,7 @@ def test_ctrl_c_then_resume_ends_with_the_uninterrupted_results(tmp_path: Path, 
     try:
         # Ctrl-C while the teacher trains, after its first epoch's checkpoint: the resume must go on from it
         deadline = time.monotonic() + 600
-        while not list((run_dir / "kfp").glob("*/train-teacher/teacher/checkpoints/ckpt-*.pt")):
+        while not list((run_dir / "kfp").glob("**/train-teacher/teacher/checkpoints/ckpt-*.pt")):
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.1)
         interrupted = time.time()
