@@ -86,6 +86,7 @@ def ingest_split(
     experiment: str,
     parent_run_id: str,
     store_root: str,
+    vocabulary: str,
     store: Output[Dataset],
     metrics: Output[Metrics],
 ):
@@ -106,6 +107,7 @@ def ingest_split(
         tracking=tracking_context(tracking_uri, experiment, parent_run_id),
         num_classes=num_classes,
         store_root=store_root,
+        vocabulary=vocabulary,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -15,6 +15,9 @@ from fewframes.runs import TrackingContext, step_run
 
 from .common import STORE_LOCATION_FILE, StepResult, _write_json, reports_errors
 
+# How a pipeline's user sets the classes (named by the line printed when they were assumed).
+PIPELINE_OVERRIDE = "--param vocabulary=FILE (class names and count) or --param num_classes=N"
+
 
 def parse_source(source: str, default_preset: str) -> tuple[str, str]:
     """``('synth', preset)`` for '' or 'synth:<preset>', else ``('tfrecords', source)`` (path, glob, gs://)."""
@@ -39,11 +42,14 @@ def ingest_split_step(
     tracking: TrackingContext,
     num_classes: int = 0,
     store_root: str = "",
+    vocabulary: str = "",
 ) -> StepResult:
     """Synthesize (``synth:<preset>`` or '') or read YouTube-8M TFRecords, write the frame store and its split.
 
-    ``num_classes``: the label vocabulary; 0 = the synthetic preset's classes, or YouTube-8M's 3862 for
-    TFRecords. ``store_root`` (``gs://BUCKET/...`` on a cluster): the store is written under it, at a name
+    ``num_classes``: the class count; 0 = the synthetic preset's classes, or for TFRecords the vocabulary's,
+    else a recognised YouTube-8M release's, else the largest label + 1 (``fewframes.data.ingest``; the step
+    prints which, and the store records it). ``vocabulary``: a vocabulary file (class names; '' = none).
+    ``store_root`` (``gs://BUCKET/...`` on a cluster): the store is written under it, at a name
     derived from these inputs, and ``store_path`` (the KFP artifact) only points to it (``location.json``),
     so the steps that use it read their frames in place instead of each downloading the whole store; a
     store already complete at that name (a retry, or the same inputs again) is reused. '' = the store is
@@ -61,6 +67,8 @@ def ingest_split_step(
         "test_fraction": test_fraction,
         "num_classes": num_classes,
     }
+    if vocabulary:  # only when given: the same inputs as before keep the same store name
+        params["vocabulary"] = vocabulary
     store_dir: Any = Path(store_path)
     if store_root:
         store_dir = fsio.join(store_root.rstrip("/"), f"{kind}-{_inputs_key(params)}")
@@ -80,11 +88,17 @@ def ingest_split_step(
             data = get_preset(where).data
             with tempfile.TemporaryDirectory(prefix=".synth-", dir=scratch) as tfrecord_dir:
                 generate_synthetic(tfrecord_dir, data)
-                ingest(os.path.join(tfrecord_dir, "*.tfrecord"), str(store_dir), num_classes=num_classes or data.classes)
+                ingest(
+                    os.path.join(tfrecord_dir, "*.tfrecord"), str(store_dir),
+                    num_classes=num_classes or (None if vocabulary else data.classes), vocabulary=vocabulary or None,
+                )
         else:
-            from fewframes.data.ingest import DEFAULT_NUM_CLASSES
-
-            ingest(where, str(store_dir), num_classes=num_classes or DEFAULT_NUM_CLASSES)
+            summary = ingest(
+                where, str(store_dir), num_classes=num_classes or None, vocabulary=vocabulary or None,
+                override=PIPELINE_OVERRIDE,
+            )
+            if summary.classes_note:
+                print(summary.classes_note, flush=True)
         if store_root:
             Path(store_path).mkdir(parents=True, exist_ok=True)
             _write_json(Path(store_path) / STORE_LOCATION_FILE, {"uri": str(store_dir)})

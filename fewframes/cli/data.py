@@ -52,7 +52,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ingest.add_argument("--src", required=True, help="TFRecord file, folder or glob (local or gs://)")
     ingest.add_argument("--out", required=True, help="frame store folder to write (local or gs://)")
-    ingest.add_argument("--num-classes", type=int, default=3862, help="label vocabulary size (default: 3862)")
+    ingest.add_argument(
+        "--vocabulary", metavar="FILE",
+        help="class names: YouTube-8M's vocabulary.csv or an index,name CSV (local or gs://); kept in the store, "
+        "sets the class count (docs/your_own_data.md)",
+    )
+    ingest.add_argument(
+        "--num-classes", type=int,
+        help="class count without names (default: the vocabulary's; else a recognised YouTube-8M release's, "
+        "4716 for 2017 and 3862 for 2018; else the largest label + 1, printed)",
+    )
+    ingest.add_argument("--rgb-dim", type=int, metavar="BYTES",
+                        help="rgb bytes per frame (default: read from the records; YouTube-8M: 1024)")
+    ingest.add_argument("--audio-dim", type=int, metavar="BYTES",
+                        help="audio bytes per frame (default: read from the records; YouTube-8M: 128)")
     ingest.add_argument("--skip-invalid", action="store_true", help="skip and count invalid records instead of failing")
     ingest.add_argument(
         "--unlabelled", action="store_true",
@@ -152,6 +165,9 @@ def run_ingest(args: argparse.Namespace) -> int:
             args.src,
             args.out,
             num_classes=args.num_classes,
+            vocabulary=args.vocabulary,
+            rgb_dim=args.rgb_dim,
+            audio_dim=args.audio_dim,
             skip_invalid=args.skip_invalid,
             workers=args.workers,
             shard_max_frames=args.shard_size,
@@ -159,6 +175,8 @@ def run_ingest(args: argparse.Namespace) -> int:
             labelled=not args.unlabelled,
             allow_empty=args.allow_empty,
         )
+    if args.json and summary.classes_note:
+        print(summary.classes_note, file=sys.stderr)  # the one line a user must see, outside the JSON
     print(json.dumps(summary.to_dict()) if args.json else "\n".join(summary.lines()))
     return 0
 

@@ -117,6 +117,16 @@ def check_arguments(arguments: dict[str, Any]) -> None:
 
     if arguments["num_classes"] < 0:
         raise param_error("num_classes", "must be >= 0 (0: the store's own)")
+    if arguments.get("vocabulary") and not str(arguments["vocabulary"]).startswith("gs://"):
+        from fewframes.data.vocabulary import load_vocabulary
+        from fewframes.errors import DataError
+
+        try:  # a missing or malformed vocabulary is found now, not after the data is read
+            vocabulary = load_vocabulary(arguments["vocabulary"])
+        except DataError as exc:
+            raise param_error("vocabulary", str(exc).removeprefix(f"--vocabulary {arguments['vocabulary']}: ")) from None
+        if arguments["num_classes"] and arguments["num_classes"] != vocabulary.num_classes:
+            raise param_error("num_classes", f"the vocabulary has {vocabulary.num_classes} classes; give one of them")
     checks = (
         (TrainConfig, {"max_epochs": "epochs", "patience": "patience", "batch_size": "batch_size",
                        "learning_rate": "learning_rate", "seed": "seed"}),
@@ -361,6 +371,7 @@ def run_local(
         "report_html": str(run_dir / "report.html"),
         "models": models,
         "store": store_location(stores[-1]) if stores else "",
+        "classes": _store_classes(store_location(stores[-1])) if stores else {},
         "tracking_uri": uri,
         "experiment": experiment,
         "parent_run_id": parent_run_id,
@@ -369,6 +380,16 @@ def run_local(
     }
     write_bytes_atomic(run_dir / "run.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
+
+
+def _store_classes(store: str) -> dict[str, Any]:
+    """Where the run's store took its class count from (``store.json`` ``classes``), {} if unreadable."""
+    try:
+        from fewframes.data.store import FrameStore
+
+        return FrameStore.open(store).class_source
+    except Exception:
+        return {}
 
 
 def _report_output(pipeline_root: Path, name: str) -> Path:
@@ -580,6 +601,8 @@ def run_summary_lines(summary: dict[str, Any]) -> list[str]:
         lines += [f"    {key:<{width}}  {path}" for key, path in sorted(models.items())]
     if summary.get("store"):  # what predict, benchmark and inspect read
         lines.append(f"  store       {summary['store']}  (read by predict --src, benchmark --store, data inspect)")
+    if (summary.get("classes") or {}).get("note"):  # the class count was assumed: say so, once, with the fix
+        lines.append(f"  {summary['classes']['note']}")
     uri = summary["tracking_uri"]
     if uri:
         lines.append(f"  MLflow      {uri}  experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}")

@@ -6,12 +6,16 @@ behind the choice)::
     store.json              metadata, written LAST (its presence means the store is complete)
     index.parquet           one row per video: video_id, labels list<int32>, length, shard, first_row
     shard-00000.arrow ...   uncompressed Arrow IPC files, one record batch, one column
-                            ``frame: fixed_size_binary(1152)`` (rgb 1024 B then audio 128 B, uint8),
+                            ``frame: fixed_size_binary(D)`` (rgb then audio, uint8; D = 1152 =
+                            1024 + 128 for YouTube-8M, other extractors' widths as ingested),
                             one row per frame, the frames of a video contiguous
+    vocabulary.csv          (optional) the class names, ``index,name`` (``fewframes.data.vocabulary``)
     split.parquet           (optional) the recorded train/validation/test split (``fewframes.data.split``)
 
-``store.json`` records, per shard, the byte offset of the frame column's data buffer in the file, so
-frame ``r`` of a shard is the 1152 bytes at ``data_offset + r * 1152``: any random-access file (a local
+``store.json`` records ``num_classes``, ``rgb_dim``/``audio_dim``/``feature_dim`` and where the class count
+came from (``classes``: a vocabulary, ``--num-classes``, a recognised YouTube-8M release, or the data), and
+per shard the byte offset of the frame column's data buffer in the file, so
+frame ``r`` of a shard is the D bytes at ``data_offset + r * D``: any random-access file (a local
 memory map, a ranged GCS read) fetches exactly the selected frames, and adjacent frames coalesce into
 one range. Local reads index a zero-copy memory map; ``gs://`` reads issue one ranged GET per run of
 adjacent frames. ``FrameStore.bytes_read`` counts the payload bytes fetched.
@@ -43,7 +47,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fewframes import fsio
-from fewframes.config import AUDIO_DIM, FEATURE_DIM, RGB_DIM
+from fewframes.config import AUDIO_DIM, RGB_DIM
+from fewframes.data.vocabulary import STORE_VOCABULARY_FILE, Vocabulary, parse_vocabulary
 from fewframes.errors import DataError, StoreError
 
 FORMAT_NAME = "fewframes-frame-store"
@@ -56,8 +61,12 @@ FRAME_COLUMN = "frame"
 # enough that the writer's in-memory buffer stays modest.
 DEFAULT_SHARD_MAX_FRAMES = 1 << 16
 
-FRAME_TYPE = pa.binary(FEATURE_DIM)
-SHARD_SCHEMA = pa.schema([pa.field(FRAME_COLUMN, FRAME_TYPE, nullable=False)])
+
+
+def shard_schema(feature_dim: int) -> pa.Schema:
+    """The schema of a shard file whose frames are ``feature_dim`` bytes."""
+    return pa.schema([pa.field(FRAME_COLUMN, pa.binary(feature_dim), nullable=False)])
+
 INDEX_SCHEMA = pa.schema(
     [
         pa.field("video_id", pa.string(), nullable=False),
@@ -75,12 +84,14 @@ def shard_file_name(shard: int) -> str:
 
 
 def _write_shard(path: Path, frames: np.ndarray) -> int:
-    """Write ``frames`` (uint8 [F, 1152]) as one uncompressed Arrow IPC file; return the byte offset of
+    """Write ``frames`` (uint8 [F, D]) as one uncompressed Arrow IPC file; return the byte offset of
     the frame column's data buffer in that file."""
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
-    array = pa.FixedSizeBinaryArray.from_buffers(FRAME_TYPE, len(frames), [None, pa.py_buffer(frames)])
-    batch = pa.record_batch([array], schema=SHARD_SCHEMA)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, SHARD_SCHEMA) as writer:
+    feature_dim = frames.shape[1]
+    schema = shard_schema(feature_dim)
+    array = pa.FixedSizeBinaryArray.from_buffers(pa.binary(feature_dim), len(frames), [None, pa.py_buffer(frames)])
+    batch = pa.record_batch([array], schema=schema)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         writer.write_batch(batch)
     # Read the offset back from the file itself (zero-copy map: the buffer's address is inside the map).
     with pa.memory_map(str(path), "r") as source:
@@ -88,7 +99,7 @@ def _write_shard(path: Path, frames: np.ndarray) -> int:
         table = pa.ipc.open_file(whole).read_all()
         data = table.column(FRAME_COLUMN).chunk(0).buffers()[1]
         offset = data.address - whole.address
-    if not 0 <= offset <= whole.size - len(frames) * FEATURE_DIM:
+    if not 0 <= offset <= whole.size - len(frames) * feature_dim:
         raise StoreError(f"{path}: frame buffer offset {offset} outside the file (pyarrow layout changed?)")
     return int(offset)
 
@@ -99,23 +110,40 @@ class FrameStoreWriter:
     ``with FrameStoreWriter(path, num_classes=C) as w: w.add(video_id, labels, rgb, audio)``. Nothing
     appears at ``path`` until ``close()`` succeeds; an exception inside the ``with`` block discards it.
     ``overwrite=False`` refuses to replace an existing store.
+
+    ``num_classes=None``: labels are not range-checked and the count is decided by the time of ``close()``:
+    the ``num_classes`` attribute if set by then, else the largest label + 1. ``rgb_dim``/``audio_dim``:
+    the frame widths (default YouTube-8M's 1024 and 128); None takes them from the first video added.
+    ``vocabulary``: the class names, kept in the store (its class count must match). ``classes``: where the
+    class count came from (recorded in ``store.json``, see ``fewframes.data.ingest``).
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        num_classes: int,
+        num_classes: int | None,
         shard_max_frames: int = DEFAULT_SHARD_MAX_FRAMES,
         overwrite: bool = True,
         extra_metadata: dict[str, Any] | None = None,
+        rgb_dim: int | None = RGB_DIM,
+        audio_dim: int | None = AUDIO_DIM,
+        vocabulary: Vocabulary | None = None,
+        classes: dict[str, Any] | None = None,
     ) -> None:
-        if num_classes < 1:
+        if num_classes is not None and num_classes < 1:
             raise StoreError(f"{path}: num_classes must be >= 1, got {num_classes}")
+        for name, width in (("rgb_dim", rgb_dim), ("audio_dim", audio_dim)):
+            if width is not None and width < 0:
+                raise StoreError(f"{path}: {name} must be >= 0, got {width}")
         if shard_max_frames < 1:
             raise StoreError(f"{path}: shard_max_frames must be >= 1, got {shard_max_frames}")
         self.path = str(path)
-        self.num_classes = int(num_classes)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.rgb_dim, self.audio_dim = rgb_dim, audio_dim
+        self.vocabulary = vocabulary
+        self.classes = dict(classes or {})
+        self._max_label = -1
         self.shard_max_frames = int(shard_max_frames)
         self.overwrite = overwrite
         self.extra_metadata = dict(extra_metadata or {})
@@ -140,17 +168,28 @@ class FrameStoreWriter:
         self._closed = False
 
     # -- writing -----------------------------------------------------------------------------------
+    @property
+    def feature_dim(self) -> int | None:
+        """Bytes of one frame (rgb + audio), once the widths are known."""
+        return None if self.rgb_dim is None or self.audio_dim is None else self.rgb_dim + self.audio_dim
+
     def add(self, video_id: str, labels: np.ndarray | Sequence[int], rgb: np.ndarray, audio: np.ndarray) -> None:
-        """Append one video: ``rgb`` uint8 [n, 1024], ``audio`` uint8 [n, 128] (quantised), ``labels`` ints."""
+        """Append one video: ``rgb`` uint8 [n, rgb_dim], ``audio`` uint8 [n, audio_dim] (quantised), ``labels`` ints."""
         if self._closed:
             raise StoreError(f"{self.path}: writer is closed")
         video_id = str(video_id)
         rgb, audio = np.asarray(rgb), np.asarray(audio)
         if rgb.dtype != np.uint8 or audio.dtype != np.uint8:
             raise DataError(f"video {video_id!r}: rgb and audio must be uint8 (quantised), got {rgb.dtype}/{audio.dtype}")
-        if rgb.ndim != 2 or rgb.shape[1] != RGB_DIM or audio.ndim != 2 or audio.shape[1] != AUDIO_DIM:
+        if rgb.ndim == 2 and audio.ndim == 2 and rgb.shape[1] + audio.shape[1] > 0:
+            if self.rgb_dim is None:
+                self.rgb_dim = int(rgb.shape[1])
+            if self.audio_dim is None:
+                self.audio_dim = int(audio.shape[1])
+        if rgb.ndim != 2 or rgb.shape[1] != self.rgb_dim or audio.ndim != 2 or audio.shape[1] != self.audio_dim:
             raise DataError(
-                f"video {video_id!r}: rgb must be [n,{RGB_DIM}] and audio [n,{AUDIO_DIM}], got {rgb.shape}/{audio.shape}"
+                f"video {video_id!r}: rgb must be [n,{self.rgb_dim}] and audio [n,{self.audio_dim}] (the store's "
+                f"frame widths), got {rgb.shape}/{audio.shape}"
             )
         n = rgb.shape[0]
         if audio.shape[0] != n:
@@ -158,18 +197,21 @@ class FrameStoreWriter:
         if n == 0:
             raise DataError(f"video {video_id!r}: has no frames")
         label_array = np.asarray(labels, dtype=np.int64).ravel()
-        if label_array.size and (label_array.min() < 0 or label_array.max() >= self.num_classes):
-            raise DataError(f"video {video_id!r}: labels must be in [0, {self.num_classes}), got {label_array.tolist()}")
+        limit = self.num_classes if self.num_classes is not None else np.iinfo(np.int32).max
+        if label_array.size and (label_array.min() < 0 or label_array.max() >= limit):
+            raise DataError(f"video {video_id!r}: labels must be in [0, {limit}), got {label_array.tolist()}")
         if video_id in self._ids:
             raise DataError(f"video {video_id!r}: duplicate video id in store {self.path}")
         if self._pending_frames and self._pending_frames + n > self.shard_max_frames:
             self._flush()
         capacity = max(self.shard_max_frames, n)  # a video longer than a shard gets a shard of its own
         if self._buffer is None or len(self._buffer) < capacity:
-            self._buffer = np.empty((capacity, FEATURE_DIM), dtype=np.uint8)
+            self._buffer = np.empty((capacity, self.feature_dim), dtype=np.uint8)
         rows = self._buffer[self._pending_frames : self._pending_frames + n]
-        rows[:, :RGB_DIM] = rgb
-        rows[:, RGB_DIM:] = audio
+        rows[:, : self.rgb_dim] = rgb
+        rows[:, self.rgb_dim :] = audio
+        if label_array.size:
+            self._max_label = max(self._max_label, int(label_array.max()))
         self._ids.add(video_id)
         self._index["video_id"].append(video_id)
         self._index["labels"].append(label_array.astype(np.int32))
@@ -220,9 +262,26 @@ class FrameStoreWriter:
         return metadata
 
     def _finish_staging(self) -> dict[str, Any]:
+        if self.num_classes is None:
+            self.num_classes = max(1, self._max_label + 1)
+        if self._max_label >= self.num_classes:
+            raise DataError(f"{self.path}: a video has label {self._max_label}, outside [0, {self.num_classes})")
+        if self.vocabulary is not None and self.vocabulary.num_classes != self.num_classes:
+            raise StoreError(
+                f"{self.path}: the vocabulary has {self.vocabulary.num_classes} classes, the store {self.num_classes}"
+            )
+        if self.rgb_dim is None or self.audio_dim is None:  # no video was added: YouTube-8M's widths
+            self.rgb_dim, self.audio_dim = RGB_DIM if self.rgb_dim is None else self.rgb_dim, (
+                AUDIO_DIM if self.audio_dim is None else self.audio_dim)
         table = pa.table(self._index, schema=INDEX_SCHEMA)
         pq.write_table(table, self._staging / INDEX_FILE)
+        if self.vocabulary is not None:
+            (self._staging / STORE_VOCABULARY_FILE).write_text(self.vocabulary.to_csv(), encoding="utf-8")
         metadata = _metadata(self.num_classes, table, self._shards, self.extra_metadata)
+        metadata.update(rgb_dim=self.rgb_dim, audio_dim=self.audio_dim, feature_dim=self.feature_dim,
+                        classes=self.classes or {"from": "num_classes"})
+        if self.vocabulary is not None:
+            metadata["vocabulary"] = STORE_VOCABULARY_FILE
         (self._staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True))
         return metadata
 
@@ -252,9 +311,6 @@ def _metadata(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "num_classes": int(num_classes),
-        "rgb_dim": RGB_DIM,
-        "audio_dim": AUDIO_DIM,
-        "feature_dim": FEATURE_DIM,
         "dtype": "uint8 (quantised as in YouTube-8M)",
         "num_videos": int(index.num_rows),
         "num_frames": int(lengths.sum()) if len(lengths) else 0,
@@ -311,10 +367,14 @@ def _commit_gcs(staging: Path, prefix: str, metadata: dict[str, Any]) -> None:
         shard["file"] = f"{version}/{shard['file']}"
     fsio.upload_file(staging / INDEX_FILE, fsio.join(prefix, version, INDEX_FILE))
     metadata["index"] = f"{version}/{INDEX_FILE}"
+    if metadata.get("vocabulary"):
+        fsio.upload_file(staging / STORE_VOCABULARY_FILE, fsio.join(prefix, version, STORE_VOCABULARY_FILE))
+        metadata["vocabulary"] = f"{version}/{STORE_VOCABULARY_FILE}"
     fsio.write_bytes_atomic(fsio.join(prefix, METADATA_FILE), json.dumps(metadata, indent=1, sort_keys=True).encode())
     if old is not None:
         stale = [s["file"] for s in old.get("shards", [])] + [old.get("index", INDEX_FILE), SPLIT_FILE]
-        keep = {s["file"] for s in metadata["shards"]} | {metadata["index"]}
+        stale += [old["vocabulary"]] if old.get("vocabulary") else []
+        keep = {s["file"] for s in metadata["shards"]} | {metadata["index"], metadata.get("vocabulary")}
         for rel in stale:
             if rel not in keep:
                 fsio.remove(fsio.join(prefix, rel))
@@ -337,6 +397,10 @@ class FrameStore:
         self.max_gap_frames = int(max_gap_frames)
         self.metadata = metadata
         self.num_classes = int(metadata["num_classes"])
+        self.rgb_dim = int(metadata.get("rgb_dim", RGB_DIM))
+        self.audio_dim = int(metadata.get("audio_dim", AUDIO_DIM))
+        self.feature_dim = self.rgb_dim + self.audio_dim
+        self._vocabulary: Vocabulary | None | bool = False  # False: not read yet
         self.video_ids: list[str] = index.column("video_id").to_pylist()
         label_column = index.column("labels").combine_chunks()
         offsets = label_column.offsets.to_numpy()
@@ -377,8 +441,12 @@ class FrameStore:
             raise StoreError(
                 f"{meta_path}: field 'format_version' is {metadata.get('format_version')!r}; this fewframes reads {FORMAT_VERSION}"
             )
-        if metadata.get("feature_dim") != FEATURE_DIM:
-            raise StoreError(f"{meta_path}: field 'feature_dim' is {metadata.get('feature_dim')}, expected {FEATURE_DIM}")
+        widths = [metadata.get(name) for name in ("rgb_dim", "audio_dim", "feature_dim")]
+        if not all(isinstance(w, int) and w >= 0 for w in widths) or widths[0] + widths[1] != widths[2] or not widths[2]:
+            raise StoreError(
+                f"{meta_path}: fields 'rgb_dim', 'audio_dim', 'feature_dim' are {widths}; expected whole numbers "
+                "with rgb_dim + audio_dim = feature_dim > 0"
+            )
         index_path = fsio.join(path, metadata.get("index", INDEX_FILE))
         try:
             index = pq.read_table(pa.BufferReader(fsio.read_bytes(index_path)))
@@ -410,6 +478,37 @@ class FrameStore:
         return f"FrameStore({self.path!r}, videos={len(self)}, classes={self.num_classes})"
 
     @property
+    def vocabulary(self) -> Vocabulary | None:
+        """The class names kept with the store (``vocabulary.csv``), or None when it was ingested without one."""
+        if self._vocabulary is False:
+            name = self.metadata.get("vocabulary")
+            if not name:
+                self._vocabulary = None
+            else:
+                where = fsio.join(self.path, name)
+                try:
+                    text = fsio.read_bytes(where).decode("utf-8")
+                except Exception as exc:
+                    raise StoreError(f"{where}: cannot read the store's vocabulary ({exc})") from None
+                try:
+                    self._vocabulary = parse_vocabulary(text, where)
+                except DataError as exc:
+                    raise StoreError(str(exc)) from None
+        return self._vocabulary or None
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Every class's name ('' where the vocabulary has none), or None without a vocabulary."""
+        vocabulary = self.vocabulary
+        return None if vocabulary is None else vocabulary.name_list()
+
+    @property
+    def class_source(self) -> dict[str, Any]:
+        """Where the class count came from (``store.json`` ``classes``): {"from": "vocabulary" | "num_classes"
+        | "release" | "data", ...}. Stores written before this was recorded say "num_classes"."""
+        return dict(self.metadata.get("classes") or {"from": "num_classes"})
+
+    @property
     def labelled(self) -> bool:
         """False for a store ingested with ``--unlabelled`` (e.g. the official test set): predict only."""
         return bool((self.metadata.get("extra") or {}).get("labelled", True))
@@ -430,7 +529,7 @@ class FrameStore:
     @property
     def nbytes(self) -> int:
         """Frame bytes on disk (payload only, without Arrow framing)."""
-        return int(sum(s["num_frames"] for s in self.shards)) * FEATURE_DIM
+        return int(sum(s["num_frames"] for s in self.shards)) * self.feature_dim
 
     def index_of(self, video_id: str) -> int:
         """The index of ``video_id`` in this store."""
@@ -458,13 +557,13 @@ class FrameStore:
             info = self.shards[shard]
             f = fsio.open_input_file(fsio.join(self.path, info["file"]), memory_map=self.memory_map)
             size = f.size()
-            if info["data_offset"] + info["num_frames"] * FEATURE_DIM > size:
+            if info["data_offset"] + info["num_frames"] * self.feature_dim > size:
                 raise StoreError(f"{fsio.join(self.path, info['file'])}: file is {size} bytes, shorter than {METADATA_FILE} says")
             self._files[shard] = f
             if isinstance(f, pa.MemoryMappedFile):
                 f.seek(info["data_offset"])
-                buffer = f.read_buffer(info["num_frames"] * FEATURE_DIM)  # zero copy (read_at copies)
-                self._views[shard] = np.frombuffer(buffer, dtype=np.uint8).reshape(-1, FEATURE_DIM)
+                buffer = f.read_buffer(info["num_frames"] * self.feature_dim)  # zero copy (read_at copies)
+                self._views[shard] = np.frombuffer(buffer, dtype=np.uint8).reshape(-1, self.feature_dim)
         return f
 
     def _rows(self, index: int, positions: np.ndarray | Sequence[int]) -> tuple[int, np.ndarray]:
@@ -480,18 +579,19 @@ class FrameStore:
         return int(self.shard_of[index]), self.first_row[index] + positions
 
     def read_frames(self, index: int, positions: np.ndarray | Sequence[int]) -> np.ndarray:
-        """uint8 [len(positions), 1152] frames ``positions`` of video ``index`` (rgb then audio), in the
+        """uint8 [len(positions), feature_dim] frames ``positions`` of video ``index`` (rgb then audio), in the
         order given; reads only those frames' bytes (adjacent positions coalesce into one range)."""
         index = int(index)
         shard, rows = self._rows(index, positions)
-        out = np.empty((len(rows), FEATURE_DIM), dtype=np.uint8)
+        width = self.feature_dim
+        out = np.empty((len(rows), width), dtype=np.uint8)
         if not len(rows):
             return out
         f = self._file(shard)
         view = self._views.get(shard)
         if view is not None:
             np.take(view, rows, axis=0, out=out)  # touches only the pages of the selected frames
-            self.bytes_read += len(rows) * FEATURE_DIM
+            self.bytes_read += len(rows) * width
             return out
         # Ranged reads: a run is a stretch of ascending rows with gaps <= max_gap_frames; one read per run.
         step = np.diff(rows)
@@ -502,14 +602,14 @@ class FrameStore:
         for a, b in zip(starts, ends):
             first, last = int(rows[a]), int(rows[b - 1])
             count = last - first + 1
-            data = f.read_at(count * FEATURE_DIM, base + first * FEATURE_DIM)
-            frames = np.frombuffer(data, dtype=np.uint8).reshape(count, FEATURE_DIM)
+            data = f.read_at(count * width, base + first * width)
+            frames = np.frombuffer(data, dtype=np.uint8).reshape(count, width)
             out[a:b] = frames[rows[a:b] - first]
-            self.bytes_read += count * FEATURE_DIM
+            self.bytes_read += count * width
         return out
 
     def read_video(self, index: int) -> np.ndarray:
-        """uint8 [length, 1152]: every frame of video ``index``."""
+        """uint8 [length, feature_dim]: every frame of video ``index``."""
         return self.read_frames(index, np.arange(int(self.lengths[int(index)]), dtype=np.int64))
 
     def iter_videos(self, indices: Iterable[int] | None = None) -> Iterable[tuple[int, np.ndarray]]:
@@ -545,23 +645,41 @@ class FrameStore:
 
 
 def merge_stores(
-    path: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]], *, overwrite: bool = True
+    path: str | os.PathLike[str],
+    parts: Sequence[str | os.PathLike[str]],
+    *,
+    overwrite: bool = True,
+    num_classes: int | None = None,
+    vocabulary: Vocabulary | None = None,
+    classes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Join the stores ``parts`` (written in parallel, e.g. one per ingest worker) into one store at
     ``path``, in the order given. Shard files are copied byte for byte (no re-encoding) and renumbered;
-    the indexes are concatenated. Video ids must be unique across parts; ``num_classes`` must agree.
-    Atomic like ``FrameStoreWriter``. Returns the new store's metadata."""
+    the indexes are concatenated. Video ids must be unique across parts; frame widths must agree, and
+    ``num_classes`` too unless given (then at least each part's). ``vocabulary``/``classes``: as for
+    ``FrameStoreWriter`` (default: the first part's). Atomic like ``FrameStoreWriter``. Returns the new
+    store's metadata."""
     if not parts:
         raise StoreError(f"{path}: merge_stores needs at least one part")
     opened = [FrameStore.open(p) for p in parts]
-    classes = {s.num_classes for s in opened}
-    if len(classes) != 1:
-        raise StoreError(f"{path}: parts disagree on num_classes ({sorted(classes)})")
+    counts = {s.num_classes for s in opened}
+    if num_classes is None and len(counts) != 1:
+        raise StoreError(f"{path}: parts disagree on num_classes ({sorted(counts)})")
+    if num_classes is not None and num_classes < max(counts):
+        raise StoreError(f"{path}: num_classes {num_classes} is below a part's ({max(counts)})")
+    widths = {(s.rgb_dim, s.audio_dim) for s in opened}
+    if len(widths) != 1:
+        raise StoreError(f"{path}: parts disagree on the frame widths (rgb, audio) {sorted(widths)}")
     labelled = {s.labelled for s in opened}
     if len(labelled) != 1:
         raise StoreError(f"{path}: some parts are labelled and some are not")
     extra = {} if labelled.pop() else {"labelled": False}
-    writer = FrameStoreWriter(path, num_classes=classes.pop(), overwrite=overwrite, extra_metadata=extra)
+    rgb_dim, audio_dim = widths.pop()
+    writer = FrameStoreWriter(
+        path, num_classes=num_classes or counts.pop(), overwrite=overwrite, extra_metadata=extra,
+        rgb_dim=rgb_dim, audio_dim=audio_dim, vocabulary=vocabulary if vocabulary is not None else opened[0].vocabulary,
+        classes=classes if classes is not None else opened[0].class_source,
+    )
     try:
         seen: dict[str, str] = {}
         tables = []

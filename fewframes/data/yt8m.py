@@ -6,6 +6,9 @@ The official frame-level shards hold one ``tf.train.SequenceExample`` per video:
 - feature lists ``rgb`` (one 1024-byte string per frame) and ``audio`` (one 128-byte string per frame),
   uint8-quantised, one frame per second, at most 300 frames.
 
+Other extractors' features in the same schema (e.g. 2048-byte rgb) are read with ``widths=None`` (each
+record's widths taken from its first frame; every frame must match) or with the widths declared.
+
 Features are dequantised exactly as the official starter code does: ``x = q * 4/255 + (4/512 - 2)``.
 
 Local shards are read, parsed and written without TensorFlow (``fewframes.data.tfrecord``: the TFRecord
@@ -98,9 +101,11 @@ class Video:
 
     id: str
     labels: np.ndarray  # int64[n_labels]
-    rgb: np.ndarray  # uint8[n_frames, 1024]
+    rgb: np.ndarray  # uint8[n_frames, 1024] (YouTube-8M; another extractor's width as read)
     audio: np.ndarray  # uint8[n_frames, 128]
     duplicate_labels: int = 0  # labels the record repeated, dropped (not part of equality)
+    id_key: str = "id"  # the context key of the id: "id" (2018+) or "video_id" (the 2017 release)
+    record: int = 0  # its record number in its shard (when read from one)
 
     @property
     def num_frames(self) -> int:
@@ -140,14 +145,17 @@ class ReadStats:
 
 
 def serialize_video(video: Video) -> bytes:
-    """One ``Video`` -> a serialised ``tf.train.SequenceExample`` in the official schema (2018+ keys).
+    """One ``Video`` -> a serialised ``tf.train.SequenceExample`` in the official schema (the id under
+    ``video.id_key``: "id" as in 2018+, "video_id" as in the 2017 release).
 
     The frame lists are written with numpy (``fewframes.data.tfrecord``): the bytes TensorFlow's own
     serialiser gives for the same message."""
     _check_video_arrays(video)
     example = sequence_example_class()()
     context = example.context.feature
-    context["id"].bytes_list.value.append(video.id.encode("utf-8"))
+    if video.id_key not in ("id", "video_id"):
+        raise DataError(f"video {video.id!r}: id_key must be 'id' or 'video_id', got {video.id_key!r}")
+    context[video.id_key].bytes_list.value.append(video.id.encode("utf-8"))
     context["labels"].int64_list.value.extend(int(label) for label in video.labels)
     lists = {"rgb": encode_frame_list(np.asarray(video.rgb)), "audio": encode_frame_list(np.asarray(video.audio))}
     return example.SerializeToString() + encode_feature_lists(lists)
@@ -157,8 +165,8 @@ def _check_video_arrays(video: Video) -> None:
     rgb, audio = np.asarray(video.rgb), np.asarray(video.audio)
     if rgb.dtype != np.uint8 or audio.dtype != np.uint8:
         raise DataError(f"video {video.id!r}: rgb and audio must be uint8 (quantised), got {rgb.dtype}/{audio.dtype}")
-    if rgb.ndim != 2 or rgb.shape[1] != RGB_DIM or audio.ndim != 2 or audio.shape[1] != AUDIO_DIM:
-        raise DataError(f"video {video.id!r}: rgb must be [n,{RGB_DIM}] and audio [n,{AUDIO_DIM}], got {rgb.shape}/{audio.shape}")
+    if rgb.ndim != 2 or audio.ndim != 2 or rgb.shape[1] < 1 or audio.shape[1] < 1:
+        raise DataError(f"video {video.id!r}: rgb and audio must be [n, width] frames, got {rgb.shape}/{audio.shape}")
     if rgb.shape[0] != audio.shape[0]:
         raise DataError(f"video {video.id!r}: {rgb.shape[0]} rgb frames but {audio.shape[0]} audio frames")
 
@@ -277,13 +285,25 @@ def check_video_id(video_id: str) -> str | None:
     return None
 
 
+YOUTUBE_8M_WIDTHS = (RGB_DIM, AUDIO_DIM)
+
+
 def parse_video(
-    serialized: bytes, *, shard: str = "<bytes>", index: int = 0, num_classes: int | None = None, labelled: bool = True
+    serialized: bytes,
+    *,
+    shard: str = "<bytes>",
+    index: int = 0,
+    num_classes: int | None = None,
+    labelled: bool = True,
+    widths: tuple[int | None, int | None] | None = YOUTUBE_8M_WIDTHS,
+    labels_from: str = "",
 ) -> Video:
     """Parse and validate one serialised SequenceExample; ``DataError`` names shard, record and field.
 
     ``labelled=False``: the record's labels, if any, are ignored (an unlabelled set such as the official test
-    partition); otherwise a missing ``labels`` feature is an error."""
+    partition); otherwise a missing ``labels`` feature is an error. ``widths``: the (rgb, audio) bytes per
+    frame, YouTube-8M's by default; None takes them from the record's first frame. ``labels_from``: what
+    ``num_classes`` comes from, for the message of a label outside it (e.g. "the vocabulary v.csv")."""
     where = f"{shard} record {index}"
     try:
         example = sequence_example_class().FromString(serialized)
@@ -291,11 +311,12 @@ def parse_video(
         raise DataError(f"{where}: not a tf.train.SequenceExample ({exc})") from None
     context = example.context.feature
     if "id" in context:
-        id_values = context["id"].bytes_list.value
+        id_key = "id"
     elif "video_id" in context:
-        id_values = context["video_id"].bytes_list.value
+        id_key = "video_id"
     else:
         raise DataError(f"{where}: missing context feature 'id' (or 2017 'video_id')")
+    id_values = context[id_key].bytes_list.value
     if len(id_values) != 1:
         raise DataError(f"{where}: context 'id' must hold one bytes value, got {len(id_values)}")
     video_id = id_values[0].decode("utf-8", errors="replace")
@@ -317,7 +338,7 @@ def parse_video(
         duplicates = len(raw) - labels.size
         if labels.size and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
             bad = int(labels[(labels < 0) | (labels >= (num_classes or np.iinfo(np.int64).max))][0])
-            raise DataError(f"{where}: label {bad} out of range [0, {num_classes})")
+            raise DataError(f"{where}: label {bad} out of range [0, {num_classes})" + (f" ({labels_from})" if labels_from else ""))
     lists = example.feature_lists.feature_list
     if ("rgb" not in lists or "audio" not in lists) and any(k in context for k in ("mean_rgb", "mean_audio")):
         raise DataError(
@@ -326,9 +347,10 @@ def parse_video(
         )
     frames = {}
     in_place = feature_list_bytes(serialized)  # each list's bytes where they lie in the record, when plain
-    for name, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
+    for position, name in enumerate(("rgb", "audio")):
         if name not in lists:
             raise DataError(f"{where}: missing feature list '{name}'")
+        width = widths[position] if widths is not None and widths[position] else _first_width(lists[name])
         raw = in_place[name] if in_place is not None and name in in_place else lists[name].SerializeToString()
         regular = frame_rows(raw, width)  # all frames at once, when canonical
         if regular is not None:
@@ -351,7 +373,18 @@ def parse_video(
         raise DataError(f"{where}: 'rgb' has {n_rgb} frames but 'audio' has {n_audio}")
     if not 1 <= n_rgb <= MAX_FRAMES:
         raise DataError(f"{where}: {n_rgb} frames, expected 1 to {MAX_FRAMES}")
-    return Video(id=video_id, labels=labels, rgb=frames["rgb"], audio=frames["audio"], duplicate_labels=duplicates)
+    return Video(
+        id=video_id, labels=labels, rgb=frames["rgb"], audio=frames["audio"], duplicate_labels=duplicates, id_key=id_key
+    )
+
+
+def _first_width(feature_list: Any) -> int:
+    """Bytes of the first frame of a feature list (its width when the widths are read from the records);
+    0 when it has no frame or the frame is not one bytes value (the frame checks then name the fault)."""
+    rows = feature_list.feature
+    if not len(rows) or len(rows[0].bytes_list.value) != 1:
+        return 0
+    return len(rows[0].bytes_list.value[0])
 
 
 def read_shard(
@@ -362,9 +395,11 @@ def read_shard(
     stats: ReadStats | None = None,
     labelled: bool = True,
     allow_empty: bool = False,
+    widths: tuple[int, int] | None = YOUTUBE_8M_WIDTHS,
+    labels_from: str = "",
 ) -> Iterator[Video]:
     """Yield the validated videos of one shard (see ``read_tfrecords``)."""
-    options = dict(labelled=labelled, allow_empty=allow_empty)
+    options = dict(labelled=labelled, allow_empty=allow_empty, widths=widths, labels_from=labels_from)
     if _via_fsio(shard):
         staging = tempfile.mkdtemp(prefix="fewframes-tfrecord-")
         try:
@@ -388,6 +423,7 @@ def _read_local_shard(
     *,
     labelled: bool = True,
     allow_empty: bool = False,
+    **parse: Any,
 ) -> Iterator[Video]:
     """Read ``source`` (a local file, or gs:// through TensorFlow's file system); messages name ``shard``
     (the user's path). Records are read and checked by ``fewframes.data.tfrecord`` (TensorFlow's rules)."""
@@ -405,14 +441,21 @@ def _read_local_shard(
         with open(source, "rb") as handle:  # mapped, not read: each record is copied out once
             data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(handle.fileno()).st_size else b""
     try:
-        yield from _read_records(data, shard, num_classes, skip_invalid, stats, labelled, allow_empty)
+        yield from _read_records(data, shard, num_classes, skip_invalid, stats, labelled, allow_empty, parse)
     finally:
         if isinstance(data, mmap.mmap):
             data.close()
 
 
 def _read_records(
-    data: Any, shard: str, num_classes: int | None, skip_invalid: bool, stats: ReadStats, labelled: bool, allow_empty: bool
+    data: Any,
+    shard: str,
+    num_classes: int | None,
+    skip_invalid: bool,
+    stats: ReadStats,
+    labelled: bool,
+    allow_empty: bool,
+    parse: dict[str, Any],
 ) -> Iterator[Video]:
     size = len(data)
     if size == 0 and not allow_empty:
@@ -450,7 +493,7 @@ def _read_records(
             return
         offset += len(serialized) + 16
         try:
-            video = parse_video(serialized, shard=shard, index=index, num_classes=num_classes, labelled=labelled)
+            video = parse_video(serialized, shard=shard, index=index, num_classes=num_classes, labelled=labelled, **parse)
         except DataError as exc:
             if not skip_invalid:
                 raise
@@ -459,6 +502,7 @@ def _read_records(
         else:
             stats.records += 1
             stats.duplicate_labels += video.duplicate_labels
+            video.record = index
             yield video
         index += 1
 
@@ -471,16 +515,19 @@ def read_tfrecords(
     stats: ReadStats | None = None,
     labelled: bool = True,
     allow_empty: bool = False,
+    widths: tuple[int, int] | None = YOUTUBE_8M_WIDTHS,
 ) -> Iterator[Video]:
     """Yield every video of the shards ``path_or_glob`` names (file, directory, glob; local or ``gs://``).
 
     Each record is validated (fields present, frame sizes, rgb/audio lengths equal, 1..300 frames, labels
     in ``[0, num_classes)`` when given, record CRC). An invalid record raises ``DataError`` naming the
-    shard and record index, or with ``skip_invalid`` is skipped and counted in ``stats``.
+    shard and record index, or with ``skip_invalid`` is skipped and counted in ``stats``. ``widths``: the
+    (rgb, audio) frame widths, YouTube-8M's by default; None reads each record's own.
     """
     for shard in list_shards(path_or_glob):
         yield from read_shard(
-            shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats, labelled=labelled, allow_empty=allow_empty
+            shard, num_classes=num_classes, skip_invalid=skip_invalid, stats=stats, labelled=labelled,
+            allow_empty=allow_empty, widths=widths,
         )
 
 
@@ -489,6 +536,7 @@ __all__ = [
     "QUANT_MIN",
     "ReadStats",
     "Video",
+    "YOUTUBE_8M_WIDTHS",
     "check_video_id",
     "dequantize",
     "list_shards",
