@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from student_epoch import EpochClock, build_store  # noqa: E402
+from demo_bench import demo_store  # noqa: E402
+from student_epoch import EpochClock  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     demo = PRESETS["demo"]
-    store_path = build_store(Path(tempfile.gettempdir()) / f"fewframes-bench-demo-store-{args.videos}", args.videos,
-                             demo.data.classes, demo.data.seed)
-    store = FrameStore.open(store_path)
+    store = FrameStore.open(demo_store(args.videos))
     model_config = demo.model_config(store.num_classes)
     if args.hidden:
         model_config = model_config.replace(hidden_size=args.hidden)

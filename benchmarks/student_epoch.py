@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -30,10 +29,12 @@ from typing import Any
 
 import torch
 
-from fewframes.benchmark import describe_machine
 from fewframes.cli.benchmark import write_json
 from fewframes.config import PRESETS, StudentConfig
 from fewframes.distributed import DistContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_bench import demo_store, results_head  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,27 +58,13 @@ class EpochClock:
     def log_torch_model(self, model: Any, name: str) -> None:
         pass
 
+    def log_model_file(self, path: Any, name: str) -> None:  # the run's model, logged after the last epoch
+        pass
+
     def epoch(self, number: int) -> tuple[float, float]:
         """(CPU s, wall s) of epoch ``number`` (1-based)."""
         (cpu0, wall0), (cpu1, wall1) = self.marks[number - 1], self.marks[number]
         return cpu1 - cpu0, wall1 - wall0
-
-
-def build_store(path: Path, videos: int, classes: int, seed: int) -> Path:
-    from threadpoolctl import threadpool_limits
-
-    from fewframes.data.split import write_split
-    from fewframes.data.store import FrameStoreWriter
-    from fewframes.data.synth import GenerativeModel, World
-
-    if (path / "store.json").is_file():
-        return path
-    world = World(classes, seed, GenerativeModel())
-    with threadpool_limits(1, "blas"), FrameStoreWriter(path, num_classes=classes) as writer:
-        for index in range(videos):
-            writer.add_video(world.generate(index).video)
-    write_split(path, validation_fraction=0.1, test_fraction=0.2)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = PRESETS["demo"]
     work = Path(tempfile.mkdtemp(prefix="fewframes-student-epoch-"))
-    store_path = Path(args.store) if args.store else build_store(
-        Path(tempfile.gettempdir()) / f"fewframes-bench-demo-store-{args.videos}", args.videos, demo.data.classes,
-        demo.data.seed)
-    store = FrameStore.open(store_path)
+    store = FrameStore.open(demo_store(args.videos, args.store))
     model_config = demo.model_config(store.num_classes)
     teacher_file = work / "teacher" / "teacher.pt"
     torch.manual_seed(0)
@@ -140,13 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     live, cached = summary("live"), summary("cache")
     payload = {
-        "benchmark": "student_epoch_cached_vs_live_teacher",
-        "command": "OMP_NUM_THREADS=1 python benchmarks/student_epoch.py "
-                   + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "machine": describe_machine("cpu"),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        **results_head("student_epoch_cached_vs_live_teacher", "student_epoch.py", argv, load_before),
         "store": {"videos": len(store), "train_videos": len(data.train_indices),
                   "validation_videos": len(data.val_indices), "classes": store.num_classes,
                   "mean_frames": round(float(store.lengths.mean()), 1)},

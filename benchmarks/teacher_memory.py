@@ -1,6 +1,6 @@
 """Peak memory of teacher training vs a minimal training loop over the same store (issue 11: target <= 1.1).
 
-Each variant runs in a fresh Python process on the demo-sized store of ``student_epoch.py`` (built once under
+Each variant runs in a fresh Python process on the demo-sized store of ``demo_bench.py`` (built once under
 the temp directory) with the demo's sizes (hidden 64, 2 layers, batch 64, all frames): ``train_teacher`` for
 ``--epochs`` epochs (training, validation, checkpoints, best model), and a minimal loop — the same loader
 (``make_loader``, all frames, shuffled), model, L_CE, Adam — over the same training videos for the same
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -102,15 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from student_epoch import build_store
+    from demo_bench import demo_store, results_head
 
-    from fewframes.benchmark import describe_machine
     from fewframes.cli.benchmark import write_json
-    from fewframes.config import PRESETS
 
-    demo = PRESETS["demo"]
-    store = args.store or str(build_store(Path(tempfile.gettempdir()) / f"fewframes-bench-demo-store-{args.videos}",
-                                          args.videos, demo.data.classes, demo.data.seed))
+    store = str(demo_store(args.videos, args.store))
     load_before = os.getloadavg()
     runs: dict[str, Any] = {}
     for variant in VARIANTS:
@@ -121,13 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[variant] = json.loads(finished.stdout.strip().splitlines()[-1])
         print(f"{variant}: peak RSS {runs[variant]['peak_rss_mib']} MiB; at the end {runs[variant]['end']}", flush=True)
     payload = {
-        "benchmark": "teacher_training_peak_rss_vs_minimal_loop",
-        "command": "OMP_NUM_THREADS=1 python benchmarks/teacher_memory.py "
-                   + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "machine": describe_machine("cpu"),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        **results_head("teacher_training_peak_rss_vs_minimal_loop", "teacher_memory.py", argv, load_before),
         "epochs": args.epochs,
         "minimal_loop": runs["minimal"],
         "minimal_loop_deterministic_fill": runs["minimal_deterministic_fill"],

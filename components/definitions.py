@@ -209,8 +209,7 @@ def train_teacher(
     """Train a teacher (``family``) on all frames of ``train_fraction`` of the training data, with ``seed``."""
     from fewframes.components.steps import Sizes, store_location, tracking_context, train_teacher_step
 
-    sizes = Sizes(hidden_size, num_layers, teacher_block_length, max_epochs, batch_size, learning_rate, seed, device,
-                  patience=patience, family=family, preset=preset)
+    sizes = Sizes.from_parameters(locals())  # every Sizes field is a parameter of this component
     result = train_teacher_step(store_location(store.path), teacher.path, sizes, tracking_context(tracking_uri, experiment, parent_run_id),
                                 train_fraction=train_fraction, repeat=repeat)
     for name, value in result.metrics.items():
@@ -261,8 +260,7 @@ def distill_student(
     gathered teachers) or alongside one (parallel); loss "ce" is the warm-start control."""
     from fewframes.components.steps import Sizes, distill_student_step, store_location, tracking_context
 
-    sizes = Sizes(hidden_size, num_layers, teacher_block_length, max_epochs, batch_size, learning_rate, seed, device,
-                  patience=patience, family=family, preset=preset)
+    sizes = Sizes.from_parameters(locals())  # every Sizes field is a parameter of this component
     result = distill_student_step(
         store_location(store.path),
         teachers.path,
@@ -308,8 +306,7 @@ def train_baseline(
     """Train a k-frame baseline from scratch (no teacher)."""
     from fewframes.components.steps import Sizes, tracking_context, train_baseline_step, store_location
 
-    sizes = Sizes(hidden_size, num_layers, teacher_block_length, max_epochs, batch_size, learning_rate, seed, device,
-                  patience=patience, family=family, preset=preset)
+    sizes = Sizes.from_parameters(locals())  # every Sizes field is a parameter of this component
     result = train_baseline_step(
         store_location(store.path),
         baseline.path,

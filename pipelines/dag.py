@@ -46,6 +46,7 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from fewframes.cluster import CPU_ONLY, WORKFLOW_ENV, WORKFLOW_LABEL, GpuSettings, TaskSizing, image, task_sizing
 from fewframes.components.steps.common import CONTROLS
+from fewframes.components.steps.train import SIZES_PARAMETERS
 from fewframes.config import BASELINE_SELECTIONS, DISTILL_LOSSES, Preset, get_preset
 from fewframes.errors import PipelineError
 
@@ -277,19 +278,8 @@ def make_pipeline(
         # Stable coordinates, not start-tracking's output, so that the steps can be cached: see
         # fewframes.components.definitions. The steps run after start-tracking through ingest-split.
         tracking = {"tracking_uri": tracking_uri, "experiment": experiment, "parent_run_id": parent_run_id}
-        sizes = {
-            "hidden_size": hidden_size,
-            "num_layers": num_layers,
-            "teacher_block_length": teacher_block_length,
-            "max_epochs": max_epochs,
-            "patience": patience,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "seed": seed,
-            "device": device,
-            "family": family,
-            "preset": preset,
-        }
+        parameters = locals()  # not inside the comprehension: it has a scope of its own
+        sizes = {name: parameters[name] for name in SIZES_PARAMETERS}  # each training step's Sizes
         ingest_task = c.ingest_split(
             source=source,
             preset=preset,

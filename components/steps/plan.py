@@ -70,6 +70,22 @@ def _again_ks(repeat_ks: Iterable[int] | None, ks: list[int], max_length: int, w
     return _check_ks(repeat_ks, max_length, where) if repeat_ks else list(ks)
 
 
+def _repeats(
+    repeat_seeds: Iterable[int] | None, repeat_ks: Iterable[int] | None, seed: int, ks: list[int],
+    max_length: int, where: str,
+) -> list[tuple[int, int]]:
+    """``(k, extra seed)`` of every repeated run: each extra seed (``_repeat_seeds``) at each k it covers
+    (``_again_ks``), seed-major. Both lists are checked even when the other is empty."""
+    extra_seeds = _repeat_seeds(repeat_seeds, seed)
+    again_ks = _again_ks(repeat_ks, ks, max_length, where)
+    return [(k, s) for s in extra_seeds for k in again_ks]
+
+
+def _seeded(seed: int, run_seed: int | None) -> dict[str, Any]:
+    """A plan entry's ``seed`` and ``repeat``: the pipeline's own ``seed``, or ``run_seed`` (an extra seed)."""
+    return {"seed": int(seed) if run_seed is None else run_seed, "repeat": run_seed is not None}
+
+
 def plan_teachers(
     fraction_k: int = 0,
     train_fractions: list[float] | None = None,
@@ -117,8 +133,7 @@ def plan_students(
     losses = _check_choices("losses", losses, DISTILL_LOSSES)
     modes = _check_choices("modes", modes, TRAINING_MODES)
     fractions = _fractions(train_fractions or [])
-    extra_seeds = _repeat_seeds(repeat_seeds, seed)
-    again_ks = _again_ks(repeat_ks, ks, max_length, where)
+    repeats = _repeats(repeat_seeds, repeat_ks, seed, ks, max_length, where)
     warm_start = WARM_START in _controls(controls)
 
     def student(
@@ -127,7 +142,7 @@ def plan_students(
         control = loss == WARM_START_LOSS
         return {"role": "control" if control else "student", "control": WARM_START if control else "",
                 "k": k, "loss": loss, "mode": mode, "matching": matching, "train_fraction": fraction,
-                "seed": int(seed) if run_seed is None else run_seed, "repeat": run_seed is not None}
+                **_seeded(seed, run_seed)}
 
     plan = [student(k, loss, mode) for mode in modes for loss in losses for k in ks]
     if intermediate_k:
@@ -136,10 +151,10 @@ def plan_students(
     if fractions and fraction_k:
         (k,) = _check_ks([fraction_k], max_length, where)
         plan += [student(k, "rep_pred_ce", "serial", "final", f) for f in fractions if f < 1.0]
-    plan += [student(k, "rep_pred_ce", "serial", run_seed=s) for s in extra_seeds for k in again_ks]
+    plan += [student(k, "rep_pred_ce", "serial", run_seed=s) for k, s in repeats]
     if warm_start:
         plan += [student(k, WARM_START_LOSS, "serial") for k in ks]
-        plan += [student(k, WARM_START_LOSS, "serial", run_seed=s) for s in extra_seeds for k in again_ks]
+        plan += [student(k, WARM_START_LOSS, "serial", run_seed=s) for k, s in repeats]
     return plan
 
 
@@ -162,18 +177,17 @@ def plan_baselines(
     ks = _check_ks(ks, max_length, where)
     selections = _check_choices("baselines", frame_selections, BASELINE_SELECTIONS)
     fractions = _fractions(train_fractions or [])
-    extra_seeds = _repeat_seeds(repeat_seeds, seed)
-    again_ks = _again_ks(repeat_ks, ks, max_length, where)
+    repeats = _repeats(repeat_seeds, repeat_ks, seed, ks, max_length, where)
 
     def baseline(k: int, selection: str, fraction: float = 1.0, run_seed: int | None = None) -> dict[str, Any]:
         return {"role": "baseline", "k": k, "frame_selection": selection, "train_fraction": fraction,
-                "seed": int(seed) if run_seed is None else run_seed, "repeat": run_seed is not None}
+                **_seeded(seed, run_seed)}
 
     plan = [baseline(k, s) for s in selections for k in ks]
     if fractions and fraction_k:
         (k,) = _check_ks([fraction_k], max_length, where)
         plan += [baseline(k, "uniform", f) for f in fractions if f < 1.0]
-    plan += [baseline(k, "uniform", run_seed=s) for s in extra_seeds for k in again_ks]
+    plan += [baseline(k, "uniform", run_seed=s) for k, s in repeats]
     return plan
 
 
@@ -191,17 +205,15 @@ def plan_teacher_on_k(
     uniformly spaced frames at every k, and each extra seed's teacher at ``repeat_ks`` (empty: every k);
     empty unless ``teacher_on_k`` is in ``controls``."""
     ks = _check_ks(ks, max_length, where)
-    extra_seeds = _repeat_seeds(repeat_seeds, seed)
-    again_ks = _again_ks(repeat_ks, ks, max_length, where)
+    repeats = _repeats(repeat_seeds, repeat_ks, seed, ks, max_length, where)
     if TEACHER_ON_K not in _controls(controls):
         return []
 
     def entry(k: int, run_seed: int | None = None) -> dict[str, Any]:
         return {"role": "control", "control": TEACHER_ON_K, "k": k, "frame_selection": "uniform",
-                "train_fraction": 1.0, "seed": int(seed) if run_seed is None else run_seed,
-                "repeat": run_seed is not None}
+                "train_fraction": 1.0, **_seeded(seed, run_seed)}
 
-    return [entry(k) for k in ks] + [entry(k, s) for s in extra_seeds for k in again_ks]
+    return [entry(k) for k in ks] + [entry(k, s) for k, s in repeats]
 
 
 @reports_errors("plan-teachers")

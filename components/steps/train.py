@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,12 @@ class Sizes:
     family: str = ""
     preset: str = ""
 
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> Sizes:
+        """The fields picked by name from a step's (or the pipeline's) parameters, e.g. its ``locals()``: the
+        components and the DAG name each parameter once, in their KFP signatures."""
+        return cls(**{name: parameters[name] for name in SIZES_PARAMETERS})
+
     def model_config(self, num_classes: int) -> ModelConfig:
         base = get_preset(self.preset).model_config(num_classes) if self.preset else ModelConfig(num_classes)
         changes: dict[str, Any] = {"hidden_size": self.hidden_size, "num_layers": self.num_layers,
@@ -82,6 +88,10 @@ class Sizes:
             "learning_rate": self.learning_rate,
             "seed": self.seed,
         }
+
+
+# The pipeline parameters a training step turns into its Sizes (each also a parameter of the pipeline).
+SIZES_PARAMETERS: tuple[str, ...] = tuple(field.name for field in fields(Sizes))
 
 
 def _training_metrics(result: Any) -> dict[str, float]:
