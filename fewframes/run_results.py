@@ -93,11 +93,23 @@ def champion(rows: list[Mapping[str, Any]], recommended_key: str | None) -> tupl
 
 def headline_metrics(rows: list[Mapping[str, Any]], chosen: Mapping[str, Any] | None, recommended: bool) -> dict[str, float]:
     """The parent run's metrics: the teacher's GAP; the registered student's GAP, k, FLOPs ratio and
-    store-to-scores speed-up over the teacher (``recommended_*`` too when the report recommended it)."""
+    store-to-scores speed-up over the teacher (``recommended_*`` too when the report recommended it).
+
+    "The teacher" is the one the report compares with (``fewframes.report``): ``teacher_gap`` is the mean over
+    seeds of the full-data teachers of the student's family (``teacher_seeds`` of them), and the cost ratios use
+    the teacher of the pipeline's own seed, the one the benchmark step measured. Not the first teacher row: with
+    a teacher per seed (and per data fraction) that was whichever scored best."""
+    from fewframes.report.configs import Grid
+
+    family = str((chosen or {}).get("family") or "") or None
+    grid = Grid([dict(r) for r in rows], family if family else None) if rows else None
+    teachers = grid.teacher() if grid is not None else None
     metrics: dict[str, float] = {}
-    teacher = next((r for r in rows if r.get("role") == "teacher"), None)
-    if teacher is not None and teacher.get("gap") is not None:
-        metrics["teacher_gap"] = float(teacher["gap"])
+    teacher: Mapping[str, Any] | None = None
+    if teachers is not None and teachers.mean("gap") is not None:
+        metrics["teacher_gap"] = float(teachers.mean("gap"))
+        metrics["teacher_seeds"] = float(len(teachers.values("gap")))
+        teacher = teachers.first()
     if chosen is None:
         return metrics
     figures = {"gap": float(chosen["gap"]), "k": float(chosen["k"])}

@@ -330,7 +330,9 @@ def _clean_params(params: dict[str, Any]) -> dict[str, str]:
 COMPARE_COLUMNS: tuple[str, ...] = (
     "run_name",
     "model_key",
+    "family",
     "role",
+    "control",
     "k",
     "frame_selection",
     "loss",
@@ -373,7 +375,8 @@ def compare_rows(uri: str, experiment: str, metric: str = "gap") -> list[dict[st
             "pipeline_run": tags.get(TAG_PIPELINE_RUN, ""),
             "run_id": run.info.run_id,
         }
-        for name in ("role", "k", "frame_selection", "loss", "mode", "matching", "train_fraction", "seed"):
+        for name in ("family", "role", "control", "k", "frame_selection", "loss", "mode", "matching", "train_fraction",
+                     "seed"):
             row[name] = params.get(name, "")
         for name in METRIC_NAMES:
             row[name] = metrics.get(name)

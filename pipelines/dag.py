@@ -35,6 +35,11 @@ image. Every task also gets its preset's CPU/memory, pod timeout and retry polic
 closes the MLflow parent run. ``pipeline_root`` puts KFP's artifacts (and, by default, the frame store the
 steps read in place) on the project's bucket; an image lock names the images by digest.
 
+Every task has a display name a person reads in the Kubeflow UI (``train teacher``, ``distill student``,
+``evaluate baseline``). Inside a ParallelFor it cannot name the loop item (display names are fixed when the
+pipeline compiles); ``fewframes run`` shows the item-specific name (``distill student serial L_rep k=10``)
+from the plan's output (``fewframes.cli.progress``).
+
 The plan steps turn the list parameters into the fan-out (``dsl.ParallelFor`` over their output), so the
 grid is a run-time parameter that the KFP UI shows and ``--param`` overrides.
 
@@ -200,7 +205,7 @@ def _inside_exit_handler(
             experiment=arguments["experiment"],
             parent_run_id=arguments["parent_run_id"],
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        ).set_caching_options(False)
+        ).set_caching_options(False).set_display_name("close tracking")
         with dsl.ExitHandler(exit_task, name="fewframes-steps"):
             steps(*args, **kwargs)
         _configure_every_task(preset, gpu, image_lock)
@@ -274,7 +279,7 @@ def make_pipeline(
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             pipeline=name,
             run_name=run_name,
-        ).set_caching_options(False)  # it must create a new parent run for every pipeline run
+        ).set_caching_options(False).set_display_name("start tracking")  # it must create a new parent run for every pipeline run
         # Stable coordinates, not start-tracking's output, so that the steps can be cached: see
         # fewframes.components.definitions. The steps run after start-tracking through ingest-split.
         tracking = {"tracking_uri": tracking_uri, "experiment": experiment, "parent_run_id": parent_run_id}
@@ -296,7 +301,7 @@ def make_pipeline(
         # One teacher per seed and per reduced train fraction; each trains and is evaluated with its own seed.
         teachers_plan = c.plan_teachers(
             fraction_k=fraction_k, train_fractions=train_fractions, repeat_seeds=repeat_seeds, seed=seed
-        )
+        ).set_display_name("plan teachers")
         with dsl.ParallelFor(teachers_plan.output) as planned_teacher:
             teacher_task = apply_gpu(
                 c.train_teacher(
@@ -305,13 +310,15 @@ def make_pipeline(
                     repeat=planned_teacher.repeat,
                     **{**sizes, "seed": planned_teacher.seed},
                     **tracking,
-                ),
+                ).set_display_name("train teacher"),
                 gpu,
             )
             teacher_eval = c.evaluate(
                 store=store, model=teacher_task.outputs["teacher"], **tracking
-            ).set_display_name("evaluate-teacher")
-        teachers = c.gather_teachers(teachers=dsl.Collected(teacher_task.outputs["teacher"])).outputs["gathered"]
+            ).set_display_name("evaluate teacher")
+        teachers = c.gather_teachers(
+            teachers=dsl.Collected(teacher_task.outputs["teacher"])
+        ).set_display_name("gather teachers").outputs["gathered"]
 
         students_plan = c.plan_students(
             store=store,
@@ -325,7 +332,7 @@ def make_pipeline(
             repeat_ks=repeat_ks,
             seed=seed,
             controls=controls,
-        )
+        ).set_display_name("plan students")
         # Each planned model trains with its own seed, from the teacher of that seed and data fraction.
         with dsl.ParallelFor(students_plan.output) as student:
             student_task = apply_gpu(
@@ -340,17 +347,17 @@ def make_pipeline(
                     repeat=student.repeat,
                     **{**sizes, "seed": student.seed},
                     **tracking,
-                ),
+                ).set_display_name("distill student"),
                 gpu,
             )
             student_eval = c.evaluate(
                 store=store, model=student_task.outputs["student"], **tracking
-            ).set_display_name("evaluate-student")
+            ).set_display_name("evaluate student")
 
         baselines_plan = c.plan_baselines(
             store=store, ks=ks, baselines=baselines, fraction_k=fraction_k, train_fractions=train_fractions,
             repeat_seeds=repeat_seeds, repeat_ks=repeat_ks, seed=seed,
-        )
+        ).set_display_name("plan baselines")
         with dsl.ParallelFor(baselines_plan.output) as baseline:
             baseline_task = apply_gpu(
                 c.train_baseline(
@@ -361,20 +368,20 @@ def make_pipeline(
                     repeat=baseline.repeat,
                     **{**sizes, "seed": baseline.seed},
                     **tracking,
-                ),
+                ).set_display_name("train baseline"),
                 gpu,
             )
             baseline_eval = c.evaluate(
                 store=store, model=baseline_task.outputs["baseline"], **tracking
-            ).set_display_name("evaluate-baseline")
+            ).set_display_name("evaluate baseline")
 
         teacher_on_k_plan = c.plan_teacher_on_k(
             store=store, ks=ks, repeat_seeds=repeat_seeds, repeat_ks=repeat_ks, seed=seed, controls=controls
-        )
+        ).set_display_name("plan teacher on k")
         with dsl.ParallelFor(teacher_on_k_plan.output) as on_k:
             teacher_on_k_eval = c.evaluate_teacher_on_k(
                 store=store, teachers=teachers, seed=on_k.seed, k=on_k.k, repeat=on_k.repeat, **tracking
-            )
+            ).set_display_name("evaluate teacher on k frames")
 
 
         def evaluations() -> Dict[str, Any]:
@@ -394,7 +401,7 @@ def make_pipeline(
                 device=device,
                 **evaluations(),
                 **tracking,
-            ),
+            ).set_display_name("benchmark"),
             gpu,
         )
         report_task = c.report(
@@ -403,7 +410,7 @@ def make_pipeline(
             benchmark_results=benchmark_task.outputs["results"],
             tolerance=tolerance,
             **tracking,
-        )
+        ).set_display_name("report")
         return report_task.outputs["markdown"]
 
     dag = _inside_exit_handler(dag, c.close_tracking, preset.name, gpu, image_lock)

@@ -34,16 +34,18 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny ``distill`` DAG run once per session with ``fewframes run`` (its folder; shared by the pipeline
-    and report tests); what ``fewframes run`` printed is kept in ../printed.txt."""
+    and report tests); what ``fewframes run`` printed is kept in ../printed.txt, its progress display (stderr,
+    not a terminal here: plain lines) in ../progress.txt."""
     import contextlib
     import io
 
     from fewframes.cli import main
 
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    printed, progress = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(progress):
         code = main(["run", "--preset", "tiny", "--out", str(run_dir)])
     (run_dir.parent / "printed.txt").write_text(printed.getvalue())
-    assert code == 0
+    (run_dir.parent / "progress.txt").write_text(progress.getvalue())
+    assert code == 0, progress.getvalue()[-3000:]
     return run_dir

@@ -37,7 +37,9 @@ MODELS = [
     ("student", 30, "uniform", "rep_pred_ce", "serial", 0.795, 0.38, 0.50),
     ("student", 30, "uniform", "rep", "parallel", 0.79, 0.37, 0.50),
     ("baseline", 30, "uniform", "", "", 0.75, 0.33, 0.50),
+    ("control", 10, "uniform", "ce", "serial", 0.76, 0.34, 0.15),  # the warm-start control
 ]
+FAMILY = "netvlad"
 
 
 def _key(role, k, selection, loss, mode):
@@ -45,6 +47,8 @@ def _key(role, k, selection, loss, mode):
         return "teacher"
     if role == "student":
         return model_key("student", k, loss=loss, mode=mode, matching="final")
+    if role == "control":
+        return model_key("control", k, control="warm_start")
     return model_key("baseline", k, frame_selection=selection)
 
 
@@ -57,7 +61,8 @@ def experiment(mlflow_server):
     context = TrackingContext(mlflow_server, name, parent, "local-test", "distill")
     for role, k, selection, loss, mode, gap, map_, gflops in MODELS:
         key = _key(role, k, selection, loss, mode)
-        params = model_params(role, k, selection, loss, mode, "final" if role == "student" else "", seed=len(key) % 3)
+        params = model_params(role, k, selection, loss, mode, "final" if role == "student" else "", seed=len(key) % 3,
+                              family=FAMILY, control="warm_start" if role == "control" else "")
         with step_run(context, "evaluate", f"evaluate {key}", params=params,
                       tags={TAG_ROLE: role, TAG_MODEL_KEY: key}) as tracker:
             tracker.log_metrics({"gap": gap, "map": map_, "hit_at_1": gap + 0.05, "perr": gap - 0.1})
@@ -108,6 +113,11 @@ def test_compare_table_sorted_by_gap_with_csv(experiment, tmp_path, capsys):
     # Seeds tell repeated configurations apart (the report groups them as mean ± spread).
     assert [int(r["seed"]) for r in rows] == [len(r["model_key"]) % 3 for r in rows]
     assert [row[header.index("seed")] for row in cells] == [r["seed"] for r in rows]
+    # Family and control columns: which kind of model, and which rows are controls (yardsticks, not candidates).
+    assert [row[header.index("family")] for row in cells] == [r["family"] for r in rows] == [FAMILY] * len(MODELS)
+    assert [(row[header.index("role")], row[header.index("control")]) for row in cells
+            if row[header.index("role")] == "control"] == [("control", "warm_start")]
+    assert all(row[header.index("control")] == "" for row in cells if row[header.index("role")] != "control")
     teacher_row = cells[[r["role"] for r in rows].index("teacher")]
     assert float(teacher_row[header.index("GFLOPs")]) == pytest.approx(5.0)
     assert float(teacher_row[header.index("latency p50 ms")]) == pytest.approx(50.0)
@@ -193,6 +203,7 @@ def test_report_step_writes_table_plot_and_recommendation(mlflow_server, tmp_pat
     # others listed apart.
     assert "| `students_beat_uniform` | every teacher–student variant beats Uniform-k at the same k | **inconclusive** |" in text
     assert "- `uniform_best_baseline` — Uniform-k is the best baseline (at every k): " in text
+    assert "(needs other frame selections beside Uniform-k: baselines=uniform,random," in text
     assert "base64" not in text and "](gap_vs_k.png)" in text  # the report.md, PNG figures beside it
     assert text == (tmp_path / "report" / "report.md").read_text()
     page = html.read_text()

@@ -370,3 +370,22 @@ def test_pipeline_root_and_spot_flags(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "--pipeline-root" in err, err
         assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_every_task_has_a_display_name_a_person_reads(compiled):
+    # What the Kubeflow UI shows for each task (taskInfo.name). Inside a ParallelFor the name is fixed at
+    # compile time, so it names the kind of task; `fewframes run` adds the loop item (tests/test_progress.py).
+    spec, _ = compiled[("paper", "cpu")]
+    shown = {}
+    for component in [spec["root"], *spec["components"].values()]:
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            if "componentRef" in task and not name.startswith("for-loop") and name != "exit-handler-1":
+                shown[name] = task["taskInfo"]["name"]
+    assert shown == {
+        "start-tracking": "start tracking", "ingest-split": "ingest/split", "plan-teachers": "plan teachers",
+        "train-teacher": "train teacher", "evaluate": "evaluate teacher", "gather-teachers": "gather teachers",
+        "plan-students": "plan students", "distill-student": "distill student", "evaluate-2": "evaluate student",
+        "plan-baselines": "plan baselines", "train-baseline": "train baseline", "evaluate-3": "evaluate baseline",
+        "plan-teacher-on-k": "plan teacher on k", "evaluate-teacher-on-k": "evaluate teacher on k frames",
+        "benchmark": "benchmark", "report": "report", "close-tracking": "close tracking",
+    }

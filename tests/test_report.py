@@ -349,7 +349,8 @@ def test_report_from_rows_without_teacher_or_figures_lists_claims_not_measured(t
     text = report.markdown.read_text()
     assert "none within 1.0% of the teacher's GAP (no teacher in this run)" in text
     assert "Figure 2: not drawn" in text and "Figure 3: not drawn" in text
-    assert "**Not measured**" in text and "- `teacher_skyline` — " in text
+    assert "**Not measured in this run**" in text and "- `teacher_skyline` — " in text
+    assert "(needs a teacher and a baseline)" in text
     assert "**The verdict rule**" in text and "base64" not in text
     configuration = next(c for c in report.summary["configurations"] if c["frame_selection"] == "first")
     assert configuration["role"] == "baseline" and configuration["gap"] == [rows[1]["gap"]]
@@ -425,3 +426,39 @@ def test_a_model_on_other_test_videos_is_not_paired(tmp_path):
     claim = claim_teacher_skyline(Grid(rows), intervals)
     assert [p.interval is None for p in claim.parts] == [True, False]
     assert [p.verdict for p in claim.parts] == [INCONCLUSIVE, HOLDS] and claim.verdict == INCONCLUSIVE
+
+
+def test_headline_teacher_is_the_seed_mean_and_costs_use_the_benchmarked_own_seed_teacher():
+    from fewframes.run_results import headline_metrics
+
+    def teacher(key, gap, seed, fraction=1.0, gflops=None):
+        return {"role": "teacher", "model_key": key, "gap": gap, "seed": seed, "train_fraction": fraction,
+                "gflops": gflops, "family": "hrnn"}
+
+    rows = [teacher("teacher-f0.5", 0.9, 0, 0.5), teacher("teacher-seed2", 0.8, 2), teacher("teacher", 0.6, 0, gflops=4.0),
+            teacher("teacher-seed1", 0.7, 1)]
+    student = {"role": "student", "model_key": "student-k10", "k": 10, "gap": 0.65, "gflops": 1.0, "family": "hrnn",
+               "loss": "rep_pred_ce", "mode": "serial", "train_fraction": 1.0, "seed": 0}
+    metrics = headline_metrics(rows + [student], student, True)
+    # Not the first or the best teacher row (0.9 is a reduced-data teacher, 0.8 one seed of three).
+    assert metrics["teacher_gap"] == pytest.approx(statistics.fmean([0.6, 0.7, 0.8])) and metrics["teacher_seeds"] == 3
+    assert metrics["champion_flops_ratio"] == metrics["recommended_flops_ratio"] == pytest.approx(1.0 / 4.0)
+
+
+def test_table4_benchmarks_the_recommended_student_whose_speed_up_the_text_gives(tmp_path):
+    # Two serial students at k=10 within tolerance: the recommendation takes the better one, Serial (a); Table 4's
+    # k=10 row must be that model's benchmark (it once showed Serial (c)'s beside the text's Serial (a) figure).
+    def costs(row, gflops, e2e):
+        return {**row, "gflops": gflops, "e2e_throughput_videos_s": e2e, "num_parameters": 100.0}
+
+    rows = [costs(_row("teacher", gap=0.80), 4.0, 10.0),
+            costs(_student(10, 0.799, loss="rep"), 1.0, 140.0),
+            costs(_student(10, 0.795, loss="rep_pred_ce"), 1.0, 100.0),
+            costs(_row("baseline", 10, 0.70), 1.0, 120.0)]
+    report = build_report(rows, tmp_path / "r", resamples=50)
+    recommended = report.summary["recommended"]
+    assert recommended["loss"] == "rep" and recommended["speedup_e2e"] == pytest.approx(14.0)
+    table4 = next(t for t in report.summary["tables"] if t["title"].startswith("Table 4"))
+    (k10,) = [row for row in table4["rows"] if row[0] == "k=10"]
+    assert k10[1] == f"`{recommended['model_key']}`" and k10[-1] == "14.0x"
+    assert "14.0x the teacher's store-to-scores throughput" in report.markdown.read_text()

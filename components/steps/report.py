@@ -90,11 +90,10 @@ def report_step(
         "claims_inconclusive": float(verdicts.count("inconclusive")),
         "claims_not_measured": float(verdicts.count("not measured")),
     }
-    # The pipeline seed's teacher on all the data (other teachers: extra seeds, reduced fractions).
-    teachers = [r for r in rows if r["role"] == "teacher"]
-    teacher = next((r for r in teachers if r["model_key"] == "teacher"), teachers[0] if teachers else None)
-    if teacher is not None:
-        metrics["teacher_gap"] = float(teacher["gap"])
+    # The teacher the report compares with: the seed mean of the full-data teachers (as on the parent run).
+    from fewframes.run_results import headline_metrics
+
+    metrics.update({k: v for k, v in headline_metrics(rows, None, False).items() if k.startswith("teacher_")})
     recommended = summary["recommended"]
     if recommended is not None:
         metrics["recommended_k"] = float(recommended["k"])

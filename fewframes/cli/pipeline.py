@@ -4,7 +4,8 @@
   subprocess of the current environment), MLflow in ``RUN_DIR/mlflow.db`` unless ``--tracking-uri``.
   The CLI creates the MLflow parent run first (an unreachable server fails here, before any training) and
   passes its id as the ``parent_run_id`` pipeline parameter. KFP's verbose task logs go to
-  ``RUN_DIR/pipeline.log``; the terminal shows a progress bar over the tasks.
+  ``RUN_DIR/pipeline.log``; stderr shows the tasks running now, by name, with the epoch of each model in
+  training (``fewframes.cli.progress``: a redrawn block on a terminal, plain lines in a pipe or file).
 - ``compile``: IR YAML for the Kubeflow UI, GPU settings from ``--gpus/--accelerator/...`` (default
   ``fewframes.cluster.DEFAULT_GPU``; ``--gpus 0`` compiles a CPU-only pipeline).
 - ``submit``: compile + ``kfp.Client(host).create_run_from_pipeline_package``; ``--watch`` follows the run.
@@ -22,7 +23,6 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -157,43 +157,6 @@ def check_arguments(arguments: dict[str, Any]) -> None:
         raise param_error("tolerance", "must be >= 0")
 
 
-class _TaskProgress:
-    """A tqdm bar over finished KFP tasks, from the executor_output.json files kfp.local writes."""
-
-    def __init__(self, root: Path, total: int, stream: Any) -> None:
-        from tqdm import tqdm
-
-        self.root = root
-        self.bar = tqdm(total=total, desc="pipeline", unit="task", file=stream, dynamic_ncols=True)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _count(self) -> tuple[int, str]:
-        done = sorted(self.root.glob("**/executor_output.json"), key=lambda p: p.stat().st_mtime)
-        last = done[-1].parent.name if done else ""
-        return len(done), last
-
-    def _watch(self) -> None:
-        while not self._stop.wait(1.0):
-            self._refresh()
-
-    def _refresh(self) -> None:
-        count, last = self._count()
-        if count > self.bar.n:
-            self.bar.update(count - self.bar.n)
-            self.bar.set_postfix_str(f"last: {last}")
-
-    def __enter__(self) -> _TaskProgress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._refresh()
-        self.bar.close()
-
-
 def _atomic_copy(source: Path, target: Path) -> None:
     from fewframes.fsio import write_bytes_atomic
 
@@ -222,6 +185,7 @@ def run_local(
     checkpoints in its output folder. The result is the one an uninterrupted run gives (docs/faults.md).
     """
     from fewframes.components.steps import ERROR_FILE_ENV, TEACHERS_FILE, TORCH_THREADS_ENV, read_model_info
+    from fewframes.cli.progress import RunProgress
     from fewframes.components.steps.warm import warm_steps
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
@@ -314,7 +278,7 @@ def run_local(
     real_print = builtins.print
     try:
         # warm_steps: every step runs in a fork of one process that imported torch and mlflow once.
-        with warm_steps(), log_path.open("a" if resume else "w") as log, _TaskProgress(pipeline_root, expected, terminal):
+        with warm_steps(), log_path.open("a" if resume else "w") as log, RunProgress(pipeline_root, expected, terminal):
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
             with redirect, _quiet_kfp_warnings(), _pinned_pipeline_folder(pinned):
                 try:
@@ -896,7 +860,9 @@ def default_compare_uri() -> str:
 
 # (row field, header) of the terminal table; the CSV keeps the field names and adds run ids.
 COMPARE_TABLE: tuple[tuple[str, str], ...] = (
+    ("family", "family"),
     ("role", "role"),
+    ("control", "control"),
     ("k", "k"),
     ("frame_selection", "selection"),
     ("loss", "loss"),

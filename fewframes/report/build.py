@@ -45,8 +45,24 @@ BOUNDS_FILE = "bounds.json"
 HISTORY_METRICS = ("val_gap", "teacher_val_gap")
 # The run facts the report shows: the same in both paths (the step cannot know the wall time).
 SHOWN_ARGUMENTS = ("source", "family", "families", "ks", "losses", "modes", "baselines", "intermediate_k", "fraction_k",
-                   "train_fractions", "seed", "repeat_seeds", "repeat_ks", "epochs", "patience", "batch_size",
+                   "train_fractions", "seed", "repeat_seeds", "repeat_ks", "controls", "max_epochs",
+                   "epochs",  # the name of max_epochs in runs made before early stopping
+                   "patience", "batch_size",
                    "learning_rate", "hidden_size", "num_layers", "validation_fraction", "test_fraction")
+
+
+# What a run needs for each claim to be measured (the grid parameters that add the models it compares).
+CLAIM_NEEDS = {
+    "teacher_skyline": "a teacher and a baseline",
+    "distillation_beats_warm_start": "the warm-start control beside serial students: controls=warm_start",
+    "uniform_best_baseline": "other frame selections beside Uniform-k: baselines=uniform,random,first,middle,last,"
+                             "first_middle_last, as the paper grid has",
+    "students_beat_uniform": "a student and Uniform-k at the same k",
+    "k30_within_tolerance": "a teacher and a Serial (c) student at k=30: ks including 30, losses including rep_pred_ce",
+    "serial_vs_parallel": "parallel students beside the serial ones: modes=serial,parallel",
+    "intermediate_no_gain": "students with intermediate matching: intermediate_k=30",
+    "margin_grows": "students and Uniform-k on reduced training data: train_fractions=0.1,0.25,0.5 and fraction_k=30",
+}
 
 
 @dataclass
@@ -120,8 +136,10 @@ def preset_sizes(preset_name: str) -> str:
     data, train = preset.data, preset.train
     return (f"{data.videos} synthetic videos (seed {data.seed}), {data.classes} classes, split "
             f"{1 - data.validation_fraction - data.test_fraction:.0%}/{data.validation_fraction:.0%}/"
-            f"{data.test_fraction:.0%} train/validation/test; LSTMs {preset.num_layers} x {preset.hidden_size} "
-            f"cells, teacher blocks of {preset.teacher_block_length} frames; at most {train.epochs} epochs, batch "
+            f"{data.test_fraction:.0%} train/validation/test; hidden size {preset.hidden_size}, {preset.num_layers} "
+            f"layers, teacher blocks of {preset.teacher_block_length} frames; at most {train.epochs} epochs"
+            + (f" (early stopping after {train.patience} epochs without a better validation GAP)" if train.patience else "")
+            + f", batch "
             f"{train.batch_size}, learning rate {train.learning_rate:g} (x{train.lr_decay:g} per epoch)")
 
 
@@ -316,9 +334,10 @@ def build_report(
     else:
         blocks.append(("p", "No claim could be measured on this run."))
     if unmeasured:
-        blocks.append(("p", "**Not measured** (the run lacks the models these claims need):"))
-        blocks.append(("ul", [f"`{c.key}`" + (f" ({c.family})" if several else "") + f" — {c.claim}: {c.evidence}"
-                              for c in unmeasured]))
+        blocks.append(("p", "**Not measured in this run** (its grid lacks the models these claims compare; what "
+                            "would measure each is in brackets):"))
+        blocks.append(("ul", [f"`{c.key}`" + (f" ({c.family})" if several else "") + f" — {c.claim}: {c.evidence} "
+                              f"(needs {CLAIM_NEEDS.get(c.key, 'the models it compares')})" for c in unmeasured]))
     if intervals.missing:
         blocks.append(("p", f"{len(intervals.missing)} model(s) have no per-video predictions (evaluated before "
                             "they were written), so comparisons with them have no interval and are inconclusive."))

@@ -46,6 +46,8 @@ from fewframes.training.results import TrainResult, load_model, save_model
 
 RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoints"
+# Rewritten at the start and after every epoch: what `fewframes run` shows of a model in training.
+PROGRESS_FILE = "progress.json"
 GAP_TOP_K = 20
 
 
@@ -319,6 +321,8 @@ def run_training(run: Run) -> dict[str, TrainResult]:
 
     total_epochs = sum(stage.epochs for stage in run.stages)
     patience = run.train_config.patience
+    if ctx.is_main:
+        _write_progress(run, history, best, total_epochs, None)
     if progress["stage_done"]:  # the checkpoint was written as its stage ended: go on with the next one
         progress = {**progress, "stage": progress["stage"] + 1, "stage_start": position["epoch"], "since_best": 0,
                     "stage_done": False}
@@ -345,6 +349,7 @@ def run_training(run: Run) -> dict[str, TrainResult]:
         wrapped = wrap_ddp(objective, ctx, find_unused_parameters=stage.find_unused_parameters)
 
         for epoch in range(position["epoch"], end):
+            epoch_started = time.monotonic()
             position = _train_epoch(run, stage, progress, wrapped, optimizer, scheduler, scaler, epoch, position,
                                     checkpoints, history, best, total_epochs)
             lr_used = scheduler.get_last_lr()[0]
@@ -363,6 +368,7 @@ def run_training(run: Run) -> dict[str, TrainResult]:
             position = {**_empty_position(), "epoch": epoch + 1, "global_step": position["global_step"]}
             rng = all_gather_objects(capture_rng_state(), ctx)
             if ctx.is_main:
+                _write_progress(run, history, best, total_epochs, time.monotonic() - epoch_started)
                 _save_checkpoint(run, checkpoints, progress, optimizer, scheduler, scaler, position, history, best,
                                  rng)
             barrier(ctx)
@@ -475,6 +481,25 @@ def _end_epoch(
     if ctx.is_main and run.tracker is not None:
         run.tracker.log_metrics({k: v for k, v in record.items() if isinstance(v, float)}, step=epoch + 1)
     return record, improved
+
+
+def _write_progress(
+    run: Run, history: list[dict[str, Any]], best: dict[str, Any], total_epochs: int, epoch_seconds: float | None
+) -> None:
+    """``PROGRESS_FILE`` in the run's folder: epochs done of at most ``total_epochs``, the last and best
+    validation GAP of the run's main model, the last epoch's wall time. Read by ``fewframes run``'s display
+    (a small JSON file, not the checkpoint: reading that would load every tensor)."""
+    role = next((r for r in run.roles if not r.metric_prefix), run.roles[0])
+    last = history[-1].get(f"{role.metric_prefix}val_gap") if history else None
+    role_best = best[role.name]
+    state = {
+        "kind": run.kind, "epochs_done": len(history), "max_epochs": total_epochs,
+        "patience": run.train_config.patience, "val_gap": last,
+        "best_epoch": int(role_best["epoch"]) or None,
+        "best_val_gap": None if not math.isfinite(role_best["gap"]) else float(role_best["gap"]),
+        "epoch_seconds": epoch_seconds, "updated": time.time(),
+    }
+    fsio.write_bytes_atomic(run.out_dir / PROGRESS_FILE, json.dumps(state).encode())
 
 
 def _save_checkpoint(
