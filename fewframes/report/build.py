@@ -364,7 +364,7 @@ def build_report(
     drawn_k = gap_vs_k_figure(main, intervals, folder / "gap_vs_k.png")
     figures.append(Figure("GAP vs k", "gap_vs_k.png",
                           "Test GAP@20 of every full-data baseline (dashed) and teacher–student variant (solid) by "
-                          "k, mean over seeds" + (", with the 95 % paired-bootstrap interval of the mean as bars; "
+                          f"k (here: {', '.join(drawn_k['series']) or 'none'}), mean over seeds" + (", with the 95 % paired-bootstrap interval of the mean as bars; "
                                                   "the teacher (all frames) is the dotted line, its interval the band. "
                                                   "Overlapping bars do not mean no difference: the claims use paired "
                                                   "differences on the same videos."
