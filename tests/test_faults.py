@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from fewframes.cli import main
+from fewframes.cli.progress import EVENT_LINE
 from fewframes.config import ModelConfig, StudentConfig
 from fewframes.models import build_model
 from fewframes.training import save_model
@@ -39,8 +40,9 @@ def cli(*args: str, prefix: tuple[str, ...] = (), timeout: float = 300) -> subpr
 
 
 def stderr_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
-    """stderr without blank lines and progress bars (tqdm's lines hold "NN%|")."""
-    return [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
+    """stderr without blank lines, progress bars (tqdm's lines hold "NN%|") and `fewframes run`'s progress lines."""
+    return [line for line in done.stderr.replace("\r", "\n").splitlines()
+            if line.strip() and "%|" not in line and not EVENT_LINE.match(line)]
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fewframes.cli.pipeline import _expected_tasks
-from fewframes.cli.progress import DONE_FILE, PROGRESS_FILE, RunProgress, task_label
+from fewframes.cli.progress import DONE_FILE, EVENT_LINE, PROGRESS_FILE, RunProgress, task_label
 
-EVENT = re.compile(r"^\[\s*\d+(?:s|m\d\ds|h\d\dm)\] (start|epoch|done|stop|end)\s+(.+)$")
+EVENT = EVENT_LINE
 
 
 @pytest.mark.slow

@@ -46,6 +46,8 @@ PLAN_OF_TASK = {
 TRAINING_TASKS = ("train-teacher", "distill-student", "train-baseline")
 # Top-level tasks whose folder name is not already the words a person would use.
 TASK_WORDS = {"ingest-split": "ingest/split"}
+# One line of the plain (not a terminal) display: "[  3m12s] done   train teacher seed 0 in 2m40s ...".
+EVENT_LINE = re.compile(r"^\[\s*\d+(?:s|m\d\ds|h\d\dm)\] (start|epoch|done|stop|end)\s+(.+)$")
 _LOOP = re.compile(r"^for-loop-(\d+)-iteration-(\d+)$")
 _SUFFIX = re.compile(r"^(.*?)(?:-\d+)?$")  # kfp.local names a component's 2nd, 3rd use "evaluate-2", "evaluate-3"
 LOSS_NAMES = {"rep": "L_rep", "rep_ce": "L_rep+L_CE", "rep_pred_ce": "L_rep+L_pred+L_CE", "ce": "L_CE"}
