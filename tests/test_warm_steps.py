@@ -77,3 +77,40 @@ def test_cold_steps_switch(monkeypatch) -> None:
     with warm.warm_steps() as ready:
         assert not ready
         assert warm.SOCKET_ENV not in os.environ
+
+
+def test_the_step_process_leaves_the_mlflow_lookup_to_the_fork(tmp_path: Path) -> None:
+    # With a warm server, a step's KFP executor only forwards its arguments: it must not import mlflow to
+    # resolve where the step logs (about 2 CPU-seconds a step). A fresh interpreter shows what it loaded.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from fewframes.components.steps import tracking_context, PendingTracking; "
+        "c = tracking_context('sqlite:////nowhere/mlflow.db', 'fewframes', 'abc'); "
+        "print(type(c).__name__, isinstance(c, PendingTracking), 'mlflow' in sys.modules)"
+    )
+    env = {**os.environ, warm.SOCKET_ENV: str(tmp_path / "steps.sock")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["PendingTracking", "True", "False"]
+
+
+def test_a_pending_tracking_context_is_resolved_where_the_step_runs(tmp_path: Path, monkeypatch) -> None:
+    from fewframes.components.steps import PendingTracking, reports_errors, tracking_context
+    from fewframes.runs import TrackingContext, local_tracking_uri, start_parent_run
+
+    uri = local_tracking_uri(tmp_path)
+    parent = start_parent_run(TrackingContext(uri, "fewframes", pipeline_run_id="run-7", pipeline="distill"), "p")
+    monkeypatch.setenv(warm.SOCKET_ENV, str(tmp_path / "absent.sock"))
+    pending = tracking_context(uri, "fewframes", parent)
+    assert isinstance(pending, PendingTracking) and pending.pipeline_run_id == ""  # not looked up yet
+
+    @reports_errors("probe")
+    def probe(tracking: TrackingContext, *, again: TrackingContext) -> tuple[TrackingContext, TrackingContext]:
+        return tracking, again
+
+    monkeypatch.delenv(warm.SOCKET_ENV)  # the step runs here, as in the warm server's fork
+    got, again = probe(pending, again=pending)
+    for context in (got, again):
+        assert type(context) is TrackingContext
+        assert (context.parent_run_id, context.pipeline_run_id, context.pipeline) == (parent, "run-7", "distill")

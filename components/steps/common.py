@@ -49,6 +49,8 @@ def reports_errors(step: str) -> Callable[[_F], _F]:
                 if done:
                     return result
             try:
+                args = tuple(_resolved(value) for value in args)
+                kwargs = {name: _resolved(value) for name, value in kwargs.items()}
                 return function(*args, **kwargs)
             except (FewframesError, ConfigError) as exc:
                 error_file = os.environ.get(ERROR_FILE_ENV)
@@ -141,9 +143,32 @@ def store_location(artifact_path: str | os.PathLike[str]) -> str:
     return str(artifact_path)
 
 
+@dataclass(frozen=True)
+class PendingTracking(TrackingContext):
+    """A ``TrackingContext`` not yet looked up in MLflow: ``reports_errors`` resolves it where the step runs.
+
+    In a local run with the warm server, the step's KFP executor process only forwards its arguments to a
+    fork that already has mlflow loaded: resolving there (``import mlflow`` + opening the store, about 2
+    CPU-seconds) would make every step pay the import the warm server exists to save (issue 11)."""
+
+    def resolve(self) -> TrackingContext:
+        from fewframes.runs import resolve_tracking
+
+        return resolve_tracking(self.uri, self.experiment, self.parent_run_id)
+
+
+def _resolved(value: Any) -> Any:
+    return value.resolve() if isinstance(value, PendingTracking) else value
+
+
 def tracking_context(tracking_uri: str, experiment: str, parent_run_id: str) -> TrackingContext:
     """Where this step logs (``fewframes.runs.resolve_tracking``): from the stable coordinates every step
-    takes as parameters, not from start-tracking's output, so that KFP can serve the step from its cache."""
+    takes as parameters, not from start-tracking's output, so that KFP can serve the step from its cache.
+    With a warm step server the lookup is left to the step's fork (``PendingTracking``)."""
+    from . import warm
+
+    if warm.enabled():
+        return PendingTracking(tracking_uri, experiment, parent_run_id)
     from fewframes.runs import resolve_tracking
 
     return resolve_tracking(tracking_uri, experiment, parent_run_id)

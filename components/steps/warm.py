@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,9 +52,20 @@ PRELOAD = (
     "fewframes.report",
     "fewframes.runs",
     "fewframes.tracking",
+    # What the steps' work imports lazily, measured with FEWFRAMES_STEP_PROFILE (benchmarks/README.md):
+    # torch.use_deterministic_algorithms (every training step) and FlopCounterMode (benchmark) import
+    # torch._inductor.config, which pulls in torch._dynamo (about 1 CPU-second); logging a model imports
+    # MLflow's pyfunc flavour; logging a dataset input MLflow's pandas dataset.
+    "torch._inductor.config",
+    "mlflow.pyfunc",
+    "mlflow.data.pandas_dataset",
 )
 READY = b"ready\n"
 _STEPS_CPU = "steps_cpu_s"
+# Diagnostics (benchmarks/README.md): a file each step's fork appends one JSON line to (the step, its CPU and
+# wall seconds), and a folder each fork writes a cProfile of its step into.
+STEP_TIMES_ENV = "FEWFRAMES_STEP_TIMES"
+STEP_PROFILE_ENV = "FEWFRAMES_STEP_PROFILE"
 _HEADER = struct.Struct("!Q")
 _in_child = False
 
@@ -128,6 +140,14 @@ def _run_child(conn: socket.socket) -> None:
         function: Any = importlib.import_module(module)
         for name in qualname.split("."):
             function = getattr(function, name)
+        started = time.perf_counter()
+        profile_dir = os.environ.get(STEP_PROFILE_ENV)
+        profiler = None
+        if profile_dir:
+            import cProfile
+
+            profiler = cProfile.Profile(time.process_time)  # CPU seconds: the load does not skew them
+            profiler.enable()
         try:
             reply = ("ok", function(*args, **kwargs), "")
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the step's process
@@ -140,12 +160,46 @@ def _run_child(conn: socket.socket) -> None:
             except Exception:  # noqa: BLE001 - an exception that does not pickle travels as its text
                 value = None
             reply = ("error", value, f"{type(exc).__name__}: {exc}")
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"{qualname}-{os.getpid()}.prof"))
+        _record_step_time(qualname, started)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         _send(conn, pickle.dumps(reply))
         exit_status = 0
     finally:
         os._exit(exit_status)
+
+
+def _warm_mlflow_caches() -> None:
+    """Fill, once in the server, the per-process caches MLflow builds on first use in every step that logs a
+    model: the map of installed modules to distributions (``importlib_metadata.packages_distributions``,
+    scanning every installed package's metadata: about 0.3-1 CPU-second a step), which its requirement check
+    reads. Pure data, safe to inherit across fork. Private MLflow API: if it moves, the steps just build it
+    themselves again."""
+    try:
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_modules_to_packages_map()
+    except Exception:  # noqa: BLE001 - an optimisation only
+        pass
+
+
+def _record_step_time(qualname: str, started: float) -> None:
+    """Append the step's CPU seconds (this fork and the processes it waited for) and wall seconds to the
+    ``STEP_TIMES_ENV`` file, when set."""
+    path = os.environ.get(STEP_TIMES_ENV)
+    if not path:
+        return
+    import json
+    import resource
+
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
+    line = json.dumps({"step": qualname, "cpu_s": round(cpu, 3), "wall_s": round(time.perf_counter() - started, 3)})
+    with open(path, "a") as handle:  # one short write per line: appends from parallel steps do not interleave
+        handle.write(line + "\n")
 
 
 class _Stop(Exception):
@@ -156,6 +210,7 @@ def serve(path: str) -> None:
     """The server: preload, listen on the Unix socket ``path``, fork a child per step until SIGTERM."""
     for name in PRELOAD:
         importlib.import_module(name)
+    _warm_mlflow_caches()
 
     def stop(*_: Any) -> None:
         raise _Stop
