@@ -13,9 +13,11 @@ threads count, and load from other jobs on the machine hardly moves it), interle
 The ratio ``fewframes / tf_data`` is the target of issue 11 (<= 1.0). The same script runs on an older
 checkout (it uses only ``read_shard``/``write_tfrecord``/``ingest``) to measure "before".
 
-Scaling: ``ingest(..., workers=1)`` vs ``workers=2`` over ``--shards`` shards: wall seconds and CPU seconds
-(this process + its workers, ``resource.getrusage``). On a machine shared with other jobs the wall-clock
-speed-up is bounded by the idle cores; the load average is recorded.
+Scaling (run first, before TensorFlow is loaded, so ingest can fork its workers as it does from the CLI and
+the pipeline): ``ingest(..., workers=1)`` vs ``workers=2`` over ``--shards`` shards, and 2 workers started as
+before issue 11's last change (spawned, parts copied into the store), ``--scaling-rounds`` interleaved
+rounds: wall seconds and CPU seconds (this process + its workers, ``resource.getrusage``). On a machine
+shared with other jobs the wall-clock speed-up is bounded by the idle cores; the load average is recorded.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ import numpy as np
 
 from fewframes.data.yt8m import Video, read_shard, write_tfrecord
 
-# Nothing heavy at module level: ingest's spawned workers import this script again (multiprocessing's
-# spawn re-imports __main__), and their start-up is part of what the scaling measures.
+# Nothing heavy at module level: spawned workers (the "before" variant) import this script again
+# (multiprocessing's spawn re-imports __main__), and their start-up is part of what the scaling measures.
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -97,17 +99,58 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def ingest_scaling(src: str, workers: int, out: Path) -> dict[str, float]:
-    from fewframes.data.ingest import ingest
+# The ways of running 2 workers the scaling compares: how ingest starts them now (fork when this process
+# has not loaded TensorFlow, parts hard-linked into the store), and as before this work (spawned workers,
+# parts copied), to show where the extra CPU of the old 2-worker ingest went.
+VARIANTS = {
+    "workers_1": (1, None, None),
+    "workers_2": (2, None, None),
+    "workers_2_spawn_copy": (2, "spawn", False),
+}
 
+
+def ingest_scaling(src: str, variant: str, out: Path) -> dict[str, Any]:
+    import fewframes.data.ingest as ingest_module
+    import fewframes.data.store as store_module
+
+    workers, start_method, link = VARIANTS[variant]
     shutil.rmtree(out, ignore_errors=True)
-    wall, cpu, children = time.perf_counter(), time.process_time(), children_cpu()
-    summary = ingest(src, str(out), num_classes=3862, workers=workers, progress=False)
-    return {
-        "wall_s": time.perf_counter() - wall,
-        "cpu_s": (time.process_time() - cpu) + (children_cpu() - children),
-        "videos": summary.videos,
-    }
+    saved = ingest_module._worker_start_method, store_module.merge_stores
+    if start_method is not None:
+        ingest_module._worker_start_method = lambda: start_method
+    if link is False:
+        merge = store_module.merge_stores
+        store_module.merge_stores = lambda path, parts, **kw: merge(path, parts, **{**kw, "link": False})
+    try:
+        method = ingest_module._worker_start_method() if workers > 1 else "none"
+        load = os.getloadavg()[0]
+        wall, cpu, children = time.perf_counter(), time.process_time(), children_cpu()
+        summary = ingest_module.ingest(src, str(out), num_classes=3862, workers=workers, progress=False)
+        return {
+            "wall_s": time.perf_counter() - wall,
+            "cpu_s": (time.process_time() - cpu) + (children_cpu() - children),
+            "videos": summary.videos,
+            "start_method": method,
+            "load_1min_at_start": load,
+        }
+    finally:
+        ingest_module._worker_start_method, store_module.merge_stores = saved
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def summarise_scaling(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for variant, runs in samples.items():
+        out[variant] = {
+            "cpu_s_median": round(statistics.median(r["cpu_s"] for r in runs), 3),
+            "wall_s_median": round(statistics.median(r["wall_s"] for r in runs), 3),
+            "cpu_s_all": [round(r["cpu_s"], 3) for r in runs],
+            "wall_s_all": [round(r["wall_s"], 3) for r in runs],
+            "load_1min_at_start": [round(r["load_1min_at_start"], 2) for r in runs],
+            "videos": runs[0]["videos"],
+            "start_method": runs[0]["start_method"],
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=4, help="shards for the workers scaling (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved parse rounds (default 3)")
     parser.add_argument("--no-scaling", action="store_true", help="parse only, skip the workers scaling")
+    parser.add_argument("--scaling-rounds", type=int, default=3, help="interleaved rounds of the scaling (default 3)")
     parser.add_argument("--label", default="", help="a name for this checkout in the JSON (e.g. before)")
     parser.add_argument("--out", default=str(RESULTS / "ingest_speed.json"))
     args = parser.parse_args(argv)
@@ -131,6 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         for i, shard in enumerate(shards):
             make_shard(shard, args.videos, seed=i, first_id=i * args.videos)
         shard = str(shards[0])
+        # The scaling first: ingest forks its workers only while this process has not loaded TensorFlow
+        # (as in `fewframes data ingest` and the pipeline's ingest step); the tf.data parse below loads it.
+        samples: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
+        with LoadSampler() as scaling_load:
+            if not args.no_scaling:
+                ingest_scaling(str(work / "src"), "workers_1", work / "warm-up")  # the page cache, the imports
+                for _ in range(args.scaling_rounds):
+                    for variant in VARIANTS:
+                        samples[variant].append(ingest_scaling(str(work / "src"), variant, work / f"store-{variant}"))
         # warm-up: imports, TensorFlow's graph for the map function, the page cache
         tf_data_parse(shard), fewframes_parse(shard)
         timings: dict[str, list[tuple[float, float]]] = {"tf_data": [], "fewframes": []}
@@ -140,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                     cpu, wall, count = cpu_seconds(function, shard)
                     assert count == args.videos, (name, count)
                     timings[name].append((cpu, wall))
-            scaling = {}
-            if not args.no_scaling:
-                for workers in (1, 2):
-                    scaling[f"workers_{workers}"] = ingest_scaling(str(work / "src"), workers, work / f"store{workers}")
+        scaling = summarise_scaling(samples) if not args.no_scaling else {}
         parse = {
             name: {
                 "cpu_s_median": round(statistics.median(c for c, _ in values), 4),
@@ -166,19 +216,27 @@ def main(argv: list[str] | None = None) -> int:
             "met": ratio <= 1.0,
         }
         if scaling:
+            one, two = scaling["workers_1"], scaling["workers_2"]
             payload["scaling"] = {
                 "shards": len(shards),
                 "videos": len(shards) * args.videos,
-                **{k: {m: round(v, 3) if isinstance(v, float) else v for m, v in d.items()} for k, d in scaling.items()},
-                "wall_speedup_2_over_1": round(scaling["workers_1"]["wall_s"] / scaling["workers_2"]["wall_s"], 3),
+                "bytes": sum(os.path.getsize(s) for s in shards),
+                "rounds": args.scaling_rounds,
+                "cpu_cores": os.cpu_count(),
+                "load_average": scaling_load.summary(),
+                **scaling,
+                "wall_speedup_2_over_1": round(one["wall_s_median"] / two["wall_s_median"], 3),
+                "cpu_ratio_2_over_1": round(two["cpu_s_median"] / one["cpu_s_median"], 3),
+                "cpu_ratio_2_spawn_copy_over_1": round(scaling["workers_2_spawn_copy"]["cpu_s_median"] / one["cpu_s_median"], 3),
             }
         print(f"parse CPU s (median of {args.rounds}): tf.data {parse['tf_data']['cpu_s_median']:.3f}, "
               f"fewframes {parse['fewframes']['cpu_s_median']:.3f} -> ratio {ratio:.3f}")
         if scaling:
             s = payload["scaling"]
-            print(f"ingest {s['videos']} videos in {s['shards']} shards: workers=1 {s['workers_1']['wall_s']:.1f} s wall "
-                  f"({s['workers_1']['cpu_s']:.1f} CPU-s), workers=2 {s['workers_2']['wall_s']:.1f} s wall "
-                  f"({s['workers_2']['cpu_s']:.1f} CPU-s): x{s['wall_speedup_2_over_1']}")
+            for variant in VARIANTS:
+                print(f"ingest {s['videos']} videos in {s['shards']} shards, {variant}: {s[variant]['wall_s_median']:.2f} s wall, "
+                      f"{s[variant]['cpu_s_median']:.2f} CPU-s (median of {args.scaling_rounds})")
+            print(f"wall speed-up 2 over 1 workers: x{s['wall_speedup_2_over_1']} (load {s['load_average']['load_1min_median']})")
         print(f"load average (1 min): median {payload['load_average']['load_1min_median']} on {os.cpu_count()} cores")
         if args.out:
             from fewframes.cli.benchmark import write_json

@@ -189,6 +189,20 @@ def test_merge_stores_joins_parts(tmp_path: Path) -> None:
     assert not (tmp_path / "m2").exists()
 
 
+def test_merge_stores_can_link_the_parts_shards(tmp_path: Path) -> None:
+    # ingest's workers: the parts' shard files become the store's by hard link (no copy of the bytes).
+    a = write_store(tmp_path / "a", [10, 20, 30], shard_max_frames=25, id_prefix="a")
+    b = write_store(tmp_path / "b", [5, 300], seed=1, id_prefix="b")
+    merge_stores(tmp_path / "m", [tmp_path / "a", tmp_path / "b"], link=True)
+    merged = FrameStore.open(tmp_path / "m")
+    for i, expected in enumerate(a + b):
+        np.testing.assert_array_equal(merged.read_video(i), expected)
+    parts = [FrameStore.open(tmp_path / p) for p in "ab"]
+    part_files = [tmp_path / p / s["file"] for p, part in zip("ab", parts) for s in part.shards]
+    merged_files = [tmp_path / "m" / s["file"] for s in merged.shards]
+    assert [f.stat().st_ino for f in merged_files] == [f.stat().st_ino for f in part_files]
+
+
 @pytest.mark.parametrize("max_gap_frames, expected_frames, expected_reads", [(0, 4, 4), (1, 6, 2), (200, 101, 1)])
 def test_ranged_reads_and_gap_coalescing(
     store_and_frames: tuple[FrameStore, list[np.ndarray]], max_gap_frames: int, expected_frames: int, expected_reads: int

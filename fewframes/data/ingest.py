@@ -6,10 +6,12 @@ own *part* store in a temp folder beside the target; ``merge_stores`` then joins
 (so the result is the same store, in the same video order, whatever the worker count). Any failure
 removes the parts and leaves nothing at the target (an existing store there stays as it was).
 
-Workers are started with ``spawn`` (a clean interpreter: no state forked from the caller, which may hold
-TensorFlow for ``gs://`` listing, and TensorFlow is not fork-safe). Local shards need no TensorFlow
-(``fewframes.data.tfrecord``), so a worker starts in well under a second; ``benchmarks/ingest_speed.py``
-measures 1 vs 2 workers.
+Workers are forked from the caller on Linux when it has not loaded TensorFlow (local shards need none:
+``fewframes.data.tfrecord``): a fork starts in milliseconds with every module already imported. Otherwise
+(TensorFlow loaded for ``gs://`` listing: not fork-safe; or not Linux) they are spawned, each a fresh
+interpreter importing numpy, pyarrow and the library (about a CPU-second each). The parts are hard-linked
+into the store, not copied, where they share its file system. ``benchmarks/ingest_speed.py`` measures 1 vs 2
+workers.
 
 The class count (``docs/your_own_data.md``), in this order:
 
@@ -337,7 +339,8 @@ def ingest(
         else:
             def merge(target: str, parts: list[str]) -> Any:
                 count = decide()
-                return merge_stores(target, parts, num_classes=count, vocabulary=vocab, classes=classes)
+                # The parts are this ingest's own, deleted afterwards: their shard files are linked, not copied.
+                return merge_stores(target, parts, num_classes=count, vocabulary=vocab, classes=classes, link=True)
 
             _ingest_parallel(
                 shards, sizes, out, num_classes, skip_invalid, workers, shard_max_frames, account, bar, merge,
@@ -360,6 +363,13 @@ def ingest(
     summary.labelled = labelled
     summary.bytes_written = _store_bytes(out)
     return summary
+
+
+def _worker_start_method() -> str:
+    """``fork`` where it is safe and cheap (Linux, TensorFlow not loaded in this process), else ``spawn``."""
+    import sys
+
+    return "fork" if sys.platform.startswith("linux") and "tensorflow" not in sys.modules else "spawn"
 
 
 def _ingest_parallel(
@@ -389,7 +399,7 @@ def _ingest_parallel(
         parts_dir.mkdir()
     parts = [str(parts_dir / f"part-{i:05d}") for i in range(len(shards))]
     try:
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context(_worker_start_method())
         with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
             futures = {
                 pool.submit(

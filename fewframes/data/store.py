@@ -644,6 +644,15 @@ class FrameStore:
         self._pid = os.getpid()
 
 
+def _hard_link(source: str, target: Path) -> bool:
+    """Hard-link ``source`` as ``target``; False where the file system does not allow it (another device...)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
+
+
 def merge_stores(
     path: str | os.PathLike[str],
     parts: Sequence[str | os.PathLike[str]],
@@ -652,13 +661,16 @@ def merge_stores(
     num_classes: int | None = None,
     vocabulary: Vocabulary | None = None,
     classes: dict[str, Any] | None = None,
+    link: bool = False,
 ) -> dict[str, Any]:
     """Join the stores ``parts`` (written in parallel, e.g. one per ingest worker) into one store at
     ``path``, in the order given. Shard files are copied byte for byte (no re-encoding) and renumbered;
     the indexes are concatenated. Video ids must be unique across parts; frame widths must agree, and
     ``num_classes`` too unless given (then at least each part's). ``vocabulary``/``classes``: as for
-    ``FrameStoreWriter`` (default: the first part's). Atomic like ``FrameStoreWriter``. Returns the new
-    store's metadata."""
+    ``FrameStoreWriter`` (default: the first part's). ``link``: hard-link local shard files instead of copying
+    them where the file system allows (for parts the caller deletes afterwards, as ingest's workers' parts; a
+    shard file is never written again once its store is closed). Atomic like ``FrameStoreWriter``. Returns
+    the new store's metadata."""
     if not parts:
         raise StoreError(f"{path}: merge_stores needs at least one part")
     opened = [FrameStore.open(p) for p in parts]
@@ -694,7 +706,7 @@ def merge_stores(
                 source = fsio.join(part.path, shard["file"])
                 if fsio.is_gcs(source):
                     fsio.download_file(source, writer._staging / name)
-                else:
+                elif not (link and _hard_link(source, writer._staging / name)):
                     shutil.copyfile(source, writer._staging / name)
                 writer._shards.append({**shard, "file": name})
             tables.append(
