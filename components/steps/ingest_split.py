@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fewframes import fsio
-
 from fewframes.config import get_preset
 from fewframes.runs import TrackingContext, step_run
 
@@ -54,6 +52,9 @@ def ingest_split_step(
     so the steps that use it read their frames in place instead of each downloading the whole store; a
     store already complete at that name (a retry, or the same inputs again) is reused. '' = the store is
     written into ``store_path`` itself (local runs)."""
+    # Imported here, not at the top: every step's KFP executor imports this package, and fsio brings in
+    # pyarrow and numpy (about 0.1 CPU-s in each of a run's executors, which only forward to the warm server).
+    from fewframes import fsio
     from fewframes.data.ingest import ingest
     from fewframes.data.split import write_split
     from fewframes.data.store import METADATA_FILE, FrameStore
