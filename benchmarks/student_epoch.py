@@ -55,7 +55,10 @@ class EpochClock:
         if step is not None:  # per-epoch figures (the end-of-run summary has no step)
             self._mark()
 
-    def log_torch_model(self, model: Any, name: str) -> None:
+    def model_name(self, role: str, secondary: bool = False) -> str:
+        return role
+
+    def log_model_file(self, model_file: Any, name: str = "model") -> None:
         pass
 
     def log_model_file(self, path: Any, name: str) -> None:  # the run's model, logged after the last epoch

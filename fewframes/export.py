@@ -139,10 +139,12 @@ def max_abs_difference(model: nn.Module, onnx_path: str | os.PathLike[str], fram
     return float(np.abs(onnx_logits(onnx_path, frames.numpy()) - eager).max())
 
 
-def log_export(tracker: Any, result: ExportResult, model: nn.Module | None = None) -> None:
+def log_export(tracker: Any, result: ExportResult, model_file: str | os.PathLike[str] | None = None) -> str | None:
     """Log the ONNX file (and its export facts) to MLflow through ``fewframes.tracking.Tracker``.
 
-    When ``model`` is given it is also logged with MLflow's PyTorch flavour (``tracker.log_torch_model``).
+    When ``model_file`` (the fewframes model file exported) is given, it is also logged as an MLflow 3 logged
+    model named after the file: the same pyfunc "model from code" the pipeline logs and
+    ``mlflow models serve`` serves (``fewframes.serving``), nothing pickled. Returns its model id (or None).
     """
     stem = result.path.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     with fsio.local_input_file(result.path) as onnx_path, tempfile.TemporaryDirectory(prefix="fewframes-export-") as tmp:
@@ -151,8 +153,10 @@ def log_export(tracker: Any, result: ExportResult, model: nn.Module | None = Non
         tracker.log_artifact(onnx_path, "export")
         tracker.log_artifact(facts, "export")
     tracker.log_metrics({"export_max_abs_diff": result.max_abs_diff})
-    if model is not None:
-        tracker.log_torch_model(model, "model")
+    if model_file is None:
+        return None
+    name = os.fspath(model_file).rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return tracker.log_model_file(model_file, name=name, params={"onnx_frames": result.n_frames})
 
 
 __all__ = ["ExportResult", "export_frames", "export_onnx", "log_export", "max_abs_difference", "onnx_logits"]

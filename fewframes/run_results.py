@@ -1,9 +1,11 @@
 """Where a pipeline run's results land in MLflow, so the default runs table compares models.
 
-- Each model's run (its training step's child run) holds its params, training curves and logged model
-  (``Tracker.log_model_file``, logged by the training loop); ``add_test_metrics`` adds the evaluate step's
-  test metrics (GAP, mAP, Hit@1, PERR) and the benchmark's cost figures to it, also as the logged model's
-  metrics. The evaluate runs keep their own copy (``fewframes compare`` reads those).
+- Each model's run (its training step's run, a top-level run of the experiment named by ``model_run_name``,
+  see ``fewframes.runs``) holds its params, training curves and logged model (``Tracker.log_model_file``,
+  logged by the training loop under the model's key); ``add_test_metrics`` adds the evaluate step's test
+  metrics (GAP, mAP, Hit@1, PERR) and the benchmark's cost figures (GFLOPs, latency, throughput, ratios to
+  the teacher) to it, also as the logged model's metrics. The evaluate runs keep their own copy
+  (``fewframes compare`` reads those).
 - ``split_dataset`` describes a split of a frame store (video ids, frames, labels) as a pandas frame whose
   dataset source is the store's URI; training runs log their train split, evaluate runs the test split.
 - ``publish_to_parent`` puts the headline metrics (teacher GAP; the champion student's GAP, k, FLOPs ratio
@@ -26,6 +28,35 @@ from typing import Any
 from fewframes.runs import TrackingContext
 
 REGISTERED_STUDENT = "fewframes-student"
+
+# How a run name writes a loss (config.STUDENT_LOSSES): the paper's terms.
+LOSS_NAMES = {"rep": "L_rep", "rep_ce": "L_rep+L_CE", "rep_pred_ce": "L_rep+L_pred+L_CE", "ce": "L_CE"}
+CONTROL_NAMES = {"warm_start": "warm-start", "teacher_on_k": "teacher on"}
+
+
+def model_run_name(params: Mapping[str, Any]) -> str:
+    """A model's run name a person reads in the runs table, from its parameters (``model_params``):
+    ``teacher seed 0``, ``student serial L_rep k=10 seed 0``, ``baseline uniform k=10 seed 0``,
+    ``control warm-start k=10 seed 0``, ``control teacher on k=10 seed 0``; a reduced train fraction adds
+    ``50% data``, intermediate matching ``intermediate``."""
+    role = str(params.get("role", "model"))
+    words = [role]
+    if role == "student":
+        words += [str(params.get("mode", "")), LOSS_NAMES.get(str(params.get("loss", "")), str(params.get("loss", "")))]
+        if params.get("matching") and params.get("matching") != "final":
+            words.append(str(params["matching"]))
+    elif role == "baseline":
+        words.append(str(params.get("frame_selection", "")))
+    elif role == "control":
+        words.append(CONTROL_NAMES.get(str(params.get("control", "")), str(params.get("control", ""))))
+    if params.get("k") not in (None, ""):
+        words.append(f"k={params['k']}")
+    if params.get("seed") not in (None, ""):
+        words.append(f"seed {params['seed']}")
+    fraction = params.get("train_fraction")
+    if fraction not in (None, "") and float(fraction) < 1.0:
+        words.append(f"{float(fraction):.0%} data")
+    return " ".join(word for word in words if word)
 
 
 def split_dataset(store_path: str, split: str, train_fraction: float | None = None, seed: int | None = None) -> Any:
@@ -52,7 +83,8 @@ def log_split(tracker: Any, store_path: str, split: str, context: str, **split_a
 
 
 def logged_model_of(uri: str, run_id: str, name: str | None = None) -> str | None:
-    """The id of the logged model run ``run_id`` output (the one named ``name`` if several); None if none."""
+    """The id of the logged model run ``run_id`` output (the one named ``name``, a model key, if several:
+    a parallel run logs its co-trained teacher too); None if none."""
     if not uri or not run_id:
         return None
     import mlflow
@@ -66,14 +98,15 @@ def logged_model_of(uri: str, run_id: str, name: str | None = None) -> str | Non
     return ids[-1] if ids else None
 
 
-def add_test_metrics(uri: str, model_run_id: str, metrics: Mapping[str, float], role: str | None = None) -> None:
-    """Log ``metrics`` into the (finished) model run ``model_run_id`` and onto its logged model."""
+def add_test_metrics(uri: str, model_run_id: str, metrics: Mapping[str, float], model_key: str | None = None) -> None:
+    """Log ``metrics`` into the (finished) model run ``model_run_id`` and onto its logged model (the one
+    named ``model_key``)."""
     if not uri or not model_run_id or not metrics:
         return
     from fewframes.tracking import Tracker
 
     tracker = Tracker.existing(uri, model_run_id)
-    tracker.log_metrics(metrics, model_id=logged_model_of(uri, model_run_id, role))
+    tracker.log_metrics(metrics, model_id=logged_model_of(uri, model_run_id, model_key))
 
 
 def champion(rows: list[Mapping[str, Any]], recommended_key: str | None) -> tuple[Mapping[str, Any] | None, str]:
@@ -146,7 +179,7 @@ def publish_to_parent(
         parent.log_artifact(path, "report")
     if chosen is None:
         return None
-    model_id = logged_model_of(tracking.uri, str(chosen.get("mlflow_run_id", "")), str(chosen.get("role", "")))
+    model_id = logged_model_of(tracking.uri, str(chosen.get("mlflow_run_id", "")), str(chosen.get("model_key", "")))
     if model_id is None:
         return None
     version = parent.register_model(model_id, REGISTERED_STUDENT, CHAMPION_ALIAS)
@@ -159,6 +192,6 @@ def publish_to_parent(
 
 
 __all__ = [
-    "REGISTERED_STUDENT", "add_test_metrics", "champion", "headline_metrics", "log_split", "logged_model_of",
-    "publish_to_parent", "split_dataset",
+    "LOSS_NAMES", "REGISTERED_STUDENT", "add_test_metrics", "champion", "headline_metrics", "log_split",
+    "logged_model_of", "model_run_name", "publish_to_parent", "split_dataset",
 ]  # fmt: skip

@@ -1,4 +1,15 @@
-"""The MLflow run structure of a pipeline run: one parent run, one child run per component execution.
+"""The MLflow run structure of a pipeline run: one pipeline (parent) run, one run per component execution.
+
+Layout, so that the experiment's default runs table compares models without expanding anything:
+
+- each model's run (its training step: ``train-teacher``, ``distill-student``, ``train-baseline``; the
+  evaluate run of a model that has no training run, the teacher-on-k control) is a TOP-LEVEL run of the
+  experiment with a readable name (``student serial L_rep k=10 seed 0``): params, curves, logged model,
+  test metrics, cost figures;
+- the other steps' runs (ingest-split, evaluate, benchmark, report, ...) are nested under the pipeline run,
+  which holds the headline metrics and the report (``fewframes.run_results``);
+- every step's run carries ``TAG_PARENT_RUN`` (the pipeline run's MLflow id) and ``TAG_PIPELINE_RUN``, so
+  ``tags.`fewframes.pipeline_run_id` = '...'`` in the UI's search box shows one pipeline run's runs.
 
 Choice (documented here and in the README): the parent run is created BEFORE the DAG starts and its id
 travels to every step as the pipeline parameter ``parent_run_id``.
@@ -37,6 +48,7 @@ TAG_STEP = "fewframes.step"  # start-tracking | ingest-split | train-teacher | .
 TAG_ROLE = "fewframes.role"  # teacher | student | baseline | control (runs about one model)
 TAG_MODEL_KEY = "fewframes.model_key"  # one name per model of a pipeline run, e.g. student-serial-rep_pred_ce-final-k30
 TAG_PIPELINE_RUN = "fewframes.pipeline_run_id"  # the KFP run id, or the local run's id
+TAG_PARENT_RUN = "fewframes.parent_run_id"  # on every step's run: the pipeline's MLflow run (nested or not)
 TAG_PIPELINE = "fewframes.pipeline"  # distill | paper
 TAG_WORKFLOW = "fewframes.kfp_workflow"  # on a cluster's parent run: the Argo workflow (pods find it by it)
 TAG_FAILURE = "fewframes.failure"  # on a parent run that did not finish: what failed, as KFP reported it
@@ -274,9 +286,13 @@ def step_run(
     params: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
     system_metrics: bool = False,
+    nested: bool = True,
 ) -> Iterator[Any]:
-    """A child run of the pipeline's parent run for one component execution; yields a ``Tracker``.
+    """The MLflow run of one component execution; yields a ``Tracker``.
 
+    ``nested``: a child run of the pipeline's parent run (``mlflow.parentRunId``); False: a top-level run of
+    the experiment (a model's own run, so the default runs table lists one row per model). Either way the
+    tags ``TAG_PARENT_RUN`` and ``TAG_PIPELINE_RUN`` tie it to its pipeline run.
     ``system_metrics``: MLflow samples CPU/memory/GPU into the run while it lasts (training steps).
 
     With tracking off the Tracker is the library's no-op one. The run ends FAILED if the step raises.
@@ -286,11 +302,13 @@ def step_run(
     if context.enabled and not context.parent_run_id:
         raise PipelineError(f"step {step}: tracking_uri is set but parent_run_id is empty (start-tracking did not run)")
     all_tags = {**context.tags(step), **(tags or {})}
+    if context.parent_run_id:
+        all_tags[TAG_PARENT_RUN] = context.parent_run_id
     tracker = Tracker.start(
         context.uri or None,
         context.experiment,
         run_name or step,
-        parent_run_id=context.parent_run_id or None,
+        parent_run_id=(context.parent_run_id or None) if nested else None,
         tags=all_tags,
         params=_clean_params(params or {}),
         system_metrics=system_metrics,
@@ -411,6 +429,7 @@ __all__ = [
     "MODEL_PARAMS",
     "TAG_MODEL_KEY",
     "TAG_PIPELINE",
+    "TAG_PARENT_RUN",
     "TAG_PIPELINE_RUN",
     "TAG_ROLE",
     "TAG_STEP",

@@ -12,10 +12,9 @@ Choices:
 - MLflow params are immutable. Logging a key again with the same value (a resumed run) is skipped; with
   another value it raises ``TrackingError`` naming the key and both values. Nested dicts are flattened
   to dotted keys (``train.epochs``).
-- ``log_torch_model`` saves the MLflow PyTorch flavour (``mlflow.pytorch.save_model``) and uploads that
-  folder with the run's client, rather than calling ``mlflow.pytorch.log_model``, which resolves the
-  tracking URI and run from MLflow's process-global state. The artifact loads with
-  ``mlflow.pytorch.load_model`` like one written by ``log_model``.
+- ``log_model_file`` logs a fewframes model file as an MLflow 3 logged model: a pyfunc "model from code"
+  (``fewframes.serving``), nothing pickled, with a signature and an input example, through the run's
+  client rather than MLflow's process-global tracking URI and active run.
 - For ``sqlite:`` URIs a new experiment keeps its artifacts in ``mlartifacts/`` next to the database
   (MLflow's default, ``./mlruns``, would follow whatever folder a KFP subprocess happens to run in).
 - Failures of MLflow calls become ``TrackingError`` naming the call and the tracking URI.
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +42,7 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 HEALTH_TIMEOUT_S = 5.0
 CHAMPION_ALIAS = "champion"
 MODEL_ID_TAG = "fewframes.model_id"  # on a registered model version: the logged model it is
+MODEL_KEY_RUN_TAG = "fewframes.model_key"  # = fewframes.runs.TAG_MODEL_KEY: the model a run is about
 SYSTEM_METRICS_INTERVAL_S = 5.0
 # The experiment tag the MLflow UI reads for the experiment's type; this value is its "machine learning"
 # (model training) type, which opens on the runs table rather than the GenAI overview.
@@ -152,6 +151,7 @@ class Tracker:
         self.experiment = experiment
         self.tracking_uri = tracking_uri
         self._params: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
         self._ended = False
         self._owns_status = True  # False: a run someone else started and ends (``existing``)
         self._system_metrics: Any = None
@@ -193,6 +193,7 @@ class Tracker:
                 run = client.get_run(run_id)
                 client.update_run(run_id, status="RUNNING")
                 tracker._params = dict(run.data.params)
+                tracker._tags = dict(run.data.tags)
                 tracker.experiment_id = run.info.experiment_id
                 tracker.run_id = run_id
             else:
@@ -201,6 +202,7 @@ class Tracker:
                 if parent_run_id:
                     all_tags[PARENT_RUN_TAG] = parent_run_id
                 run = client.create_run(tracker.experiment_id, run_name=run_name, tags=all_tags)
+                tracker._tags = dict(all_tags)
                 tracker.run_id = run.info.run_id
         if run_id and tags:
             tracker.set_tags(tags)
@@ -224,6 +226,7 @@ class Tracker:
             run = client.get_run(run_id)
         tracker.experiment_id = run.info.experiment_id
         tracker._params = dict(run.data.params)
+        tracker._tags = dict(run.data.tags)
         tracker._owns_status = False
         return tracker
 
@@ -350,25 +353,14 @@ class Tracker:
         with self._mlflow_call(f"log_figure {name}"):
             self._client.log_figure(self.run_id, fig, name)
 
-    def log_torch_model(self, model: Any, name: str) -> None:
-        """Store ``model`` in MLflow's PyTorch flavour under the artifact folder ``name``."""
-        if not self.active:
-            return
-        import mlflow.pytorch
-        import numpy
-        import torch
-
-        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}"]
-        with tempfile.TemporaryDirectory(prefix="fewframes-mlflow-model-") as tmp:
-            local = Path(tmp) / Path(name).name
-            with self._mlflow_call(f"log_torch_model {name}"):
-                # Explicit requirements: MLflow would otherwise infer them by reloading the model in a subprocess.
-                # Pickle format: pt2 would trace one fixed graph and needs an input example.
-                with _quiet_logger("mlflow.pytorch"):  # its warning about pickle: our deliberate choice
-                    mlflow.pytorch.save_model(
-                        model, str(local), pip_requirements=requirements, serialization_format="pickle"
-                    )
-                self._client.log_artifacts(self.run_id, str(local), name)
+    def model_name(self, role: str, secondary: bool = False) -> str:
+        """The name to log a model of this run under: the run's model key (tag ``fewframes.model_key``, e.g.
+        ``student-serial-rep-final-k10``), ``<key>-<role>`` for a ``secondary`` model (a parallel run's
+        co-trained teacher), so names are readable and unique per run; ``role`` when the run has no key."""
+        key = self._tags.get(MODEL_KEY_RUN_TAG, "")
+        if not key:
+            return role
+        return f"{key}-{role}" if secondary else key
 
     def log_model_file(
         self, model_file: str | os.PathLike[str], name: str = "model", params: Mapping[str, Any] | None = None

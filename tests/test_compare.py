@@ -22,6 +22,7 @@ from fewframes.report import recommend_student
 from fewframes.runs import (
     MODEL_PARAMS,
     TAG_MODEL_KEY,
+    TAG_PARENT_RUN,
     TAG_ROLE,
     TAG_STEP,
     TrackingContext,
@@ -69,22 +70,27 @@ def experiment(mlflow_server):
             run_id = tracker.run_id
         # As the benchmark step does, after the evaluate run has ended.
         log_metrics_to_run(mlflow_server, run_id, {"gflops": gflops, "latency_ms_p50": gflops * 10})
-    with step_run(context, "train-teacher", "train-teacher", params=model_params("teacher", frame_selection="all")):
+    # A model's own run, as the training steps start it: top-level, tied to the pipeline run by tags.
+    with step_run(context, "train-teacher", "teacher seed 0", params=model_params("teacher", frame_selection="all"),
+                  nested=False):
         pass
     return mlflow_server, name, parent
 
 
-def test_runs_are_children_of_the_parent_with_shared_names(experiment):
+def test_step_runs_are_tied_to_the_pipeline_run_with_shared_names(experiment):
     uri, name, parent = experiment
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id], max_results=100)
-    children = [r for r in runs if r.info.run_id != parent]
-    assert len(children) == len(MODELS) + 1
-    for run in children:
-        assert run.data.tags["mlflow.parentRunId"] == parent
+    steps = [r for r in runs if r.info.run_id != parent]
+    assert len(steps) == len(MODELS) + 1
+    for run in steps:
+        assert run.data.tags[TAG_PARENT_RUN] == parent
         assert run.data.tags["fewframes.pipeline_run_id"] == "local-test"
         assert set(MODEL_PARAMS) <= set(run.data.params)
+        # Evaluate runs nest under the pipeline run; a model's own run is top-level.
+        nested = run.data.tags[TAG_STEP] == "evaluate"
+        assert run.data.tags.get("mlflow.parentRunId") == (parent if nested else None), run.info.run_name
     assert client.get_run(parent).data.tags[TAG_STEP] == "pipeline"
 
 

@@ -157,7 +157,9 @@ def test_teacher_step_trains_on_two_gloo_processes_and_its_model_loads_and_evalu
 
     run = mlflow.MlflowClient(tracking_uri=mlflow_server).get_run(info["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.tags["mlflow.parentRunId"] == context.parent_run_id
+    # The model's own run: top-level (one row per model in the runs table), tied to the pipeline run by a tag.
+    assert run.data.tags["fewframes.parent_run_id"] == context.parent_run_id
+    assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.params["role"] == "teacher" and run.data.params["hidden_size"] == "16"
     assert {"train_loss", "val_gap", "best_val_gap"} <= set(run.data.metrics)  # rank 0's and the step's
     (output,) = run.outputs.model_outputs  # rank 0 logged the model as an MLflow 3 logged model of this run

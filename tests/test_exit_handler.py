@@ -88,7 +88,7 @@ def test_a_successful_run_on_gcs_leaves_the_parent_finished(mlflow_server: str, 
     assert parent.data.tags[TAG_WORKFLOW]  # the steps found it by their workflow, not by an input
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        [parent.info.experiment_id], filter_string=f"tags.`fewframes.parent_run_id` = '{parent.info.run_id}'"
     )
     assert {child.data.tags[TAG_STEP] for child in children} >= {"ingest-split", "train-teacher", "evaluate", "report"}
     assert all(child.info.status == "FINISHED" for child in children)

@@ -78,14 +78,16 @@ def test_exported_model_is_logged_to_mlflow(tmp_path: Path, teacher: torch.nn.Mo
         np.testing.assert_allclose(onnx_logits(local, frames.numpy()), student(frames).logits.numpy(), atol=1e-4)
 
 
-def test_export_cli_logs_onnx_and_pytorch_model_to_an_mlflow_server(
+def test_export_cli_logs_onnx_and_an_unpickled_logged_model_to_an_mlflow_server(
     tmp_path: Path, teacher: torch.nn.Module, mlflow_server: str
 ) -> None:
-    """``fewframes export --tracking-uri``: the ONNX file, its facts and the PyTorch-flavour model, all loadable."""
-    import mlflow.pytorch
+    """``fewframes export --tracking-uri``: the ONNX file, its facts, and the model as an MLflow 3 logged model
+    (the serving pyfunc, "model from code": nothing pickled), all loadable and answering as the eager model."""
+    import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     from fewframes.cli import main as cli_main
+    from fewframes.serving import videos_frame
     from fewframes.training import save_model
 
     torch.manual_seed(2)
@@ -107,10 +109,20 @@ def test_export_cli_logs_onnx_and_pytorch_model_to_an_mlflow_server(
         eager = student(frames).logits.numpy()
     downloaded = client.download_artifacts(run.info.run_id, "export/student.onnx", str(tmp_path / "download"))
     np.testing.assert_allclose(onnx_logits(downloaded, frames.numpy()), eager, atol=1e-4)
-    model_folder = client.download_artifacts(run.info.run_id, "model", str(tmp_path / "download"))
-    logged = mlflow.pytorch.load_model(model_folder).eval()  # the PyTorch flavour, as MLflow serves it
-    with torch.inference_mode():
-        np.testing.assert_allclose(logged(frames).logits.numpy(), eager, atol=1e-6)
+
+    (output,) = run.outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert logged.name == "student" and logged.source_run_id == run.info.run_id
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location, dst_path=str(tmp_path / "m"))
+    mlmodel = (Path(folder) / "MLmodel").read_text()
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel and "signature:" in mlmodel
+    assert not list(Path(folder).rglob("*.pkl"))  # nothing pickled
+    answer = mlflow.pyfunc.load_model(folder).predict(videos_frame([(f"v{i}", frames[i].numpy()) for i in range(4)]))
+    expected = torch.sigmoid(torch.from_numpy(eager))
+    for row, video_scores in enumerate(expected):
+        top = torch.argsort(video_scores, descending=True)[: len(answer["labels"][row])]
+        assert list(answer["labels"][row]) == top.tolist()
+        np.testing.assert_allclose(answer["scores"][row], video_scores[top].numpy(), atol=1e-5)
 
     assert cli_main(["export", "--model", str(tmp_path / "student.pt"), "--out", str(tmp_path / "x.onnx"),
                      "--frames", "0"]) == 2

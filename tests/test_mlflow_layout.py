@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fewframes.run_results import REGISTERED_STUDENT
-from fewframes.runs import TAG_MODEL_KEY, TAG_STEP, local_tracking_uri
+from fewframes.run_results import REGISTERED_STUDENT, model_run_name
+from fewframes.runs import TAG_MODEL_KEY, TAG_PARENT_RUN, TAG_PIPELINE_RUN, TAG_STEP, local_tracking_uri
 from fewframes.tracking import CHAMPION_ALIAS, EXPERIMENT_KIND_TAG, MODEL_ID_TAG, MODEL_TRAINING_KIND
 
 MODEL_STEPS = ("train-teacher", "distill-student", "train-baseline")
@@ -52,13 +52,35 @@ def test_finished_run_as_the_mlflow_rest_api_shows_it(tiny_run: Path, rest) -> N
 
     model_runs = [r for r in runs if r["data"]["tags"] and _tags(r["data"]).get(TAG_STEP) in MODEL_STEPS]
     assert len(model_runs) == len(summary["models"])
+
+    # The default runs table (top-level runs) compares models without expanding anything: the pipeline run,
+    # each trained model's own run, and the teacher-on-k controls' evaluate runs (no training run of their own).
+    top_level = [r for r in runs if "mlflow.parentRunId" not in _tags(r["data"])]
+    controls = [r for r in runs if _tags(r["data"]).get(TAG_STEP) == "evaluate"
+                and {p["key"]: p["value"] for p in r["data"]["params"]}["control"] == "teacher_on_k"]
+    assert {r["info"]["run_id"] for r in top_level} == {
+        summary["parent_run_id"], *(r["info"]["run_id"] for r in model_runs + controls)}
+    for run in model_runs + controls:
+        tags = _tags(run["data"])
+        assert tags[TAG_PARENT_RUN] == summary["parent_run_id"] and tags[TAG_PIPELINE_RUN] == summary["run_id"]
+        # A readable name ("student serial L_rep+L_pred+L_CE k=6 seed 0"), not the model key.
+        assert run["info"]["run_name"] == model_run_name({p["key"]: p["value"] for p in run["data"]["params"]})
+        assert "gap" in {m["key"] for m in run["data"]["metrics"]}, run["info"]["run_name"]
+    assert len({r["info"]["run_name"] for r in model_runs + controls}) == len(model_runs + controls)
+    # The other steps' runs nest under the pipeline run; none holds <model>.<figure> metrics.
+    for run in runs:
+        if run not in top_level:
+            assert _tags(run["data"])["mlflow.parentRunId"] == summary["parent_run_id"]
+            assert not any("." in m["key"] for m in run["data"].get("metrics", [])), run["info"]["run_name"]
+
     for run in model_runs:
         name = run["info"]["run_name"]
         metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
         params = {p["key"]: p["value"] for p in run["data"].get("params", [])}
         # One row per model: its params, training curve, test metrics and cost figures.
         assert {"k", "frame_selection", "loss", "mode", "family", "seed", "teacher_run_id"} <= set(params), name
-        assert {"gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50", "best_val_gap"} <= set(metrics), name
+        assert {"gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50", "throughput_videos_s",
+                "e2e_throughput_videos_s", "speedup_e2e", "flops_ratio", "best_val_gap"} <= set(metrics), name
         history = rest("api/2.0/mlflow/metrics/get-history", run_id=run["info"]["run_id"], metric_key="val_gap")
         assert len(history["metrics"]) >= 1, name
         # Its logged model: an MLflow 3 LoggedModel with a signature and an input example.
@@ -66,6 +88,7 @@ def test_finished_run_as_the_mlflow_rest_api_shows_it(tiny_run: Path, rest) -> N
         assert outputs, f"{name}: no logged model"
         model = rest(f"api/2.0/mlflow/logged-models/{outputs[0]['model_id']}")["model"]
         assert model["info"]["source_run_id"] == run["info"]["run_id"] and model["info"]["status"] == "LOGGED_MODEL_READY"
+        assert model["info"]["name"] == _tags(run["data"])[TAG_MODEL_KEY]  # readable: the model's key
         assert {"gap", "map", "gflops"} <= {m["key"] for m in model["data"]["metrics"]}, name  # on its page too
         mlmodel = rest(f"ajax-api/2.0/mlflow/logged-models/{model['info']['model_id']}/artifacts/files",
                        artifact_file_path="MLmodel").decode()
@@ -75,6 +98,11 @@ def test_finished_run_as_the_mlflow_rest_api_shows_it(tiny_run: Path, rest) -> N
         # Its dataset input: the train split of the frame store, the store's path as the source.
         datasets = run["inputs"].get("dataset_inputs", [])
         assert any(json.loads(d["dataset"]["source"])["uri"].endswith("store") for d in datasets), name
+
+    # The logged models are found as MLflow 3 logged models of the experiment (the UI's Models tab).
+    found = rest("api/2.0/mlflow/logged-models/search", {"experiment_ids": [experiment["experiment_id"]],
+                                                         "max_results": 1000})["models"]
+    assert {m["info"]["source_run_id"] for m in found} == {r["info"]["run_id"] for r in model_runs}
 
     parent = rest("api/2.0/mlflow/runs/get", run_id=summary["parent_run_id"])["run"]
     headline = {m["key"]: m["value"] for m in parent["data"]["metrics"]}

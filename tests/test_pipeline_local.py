@@ -25,7 +25,7 @@ from fewframes.components.steps import (
 )
 from fewframes.config import PRESETS
 from fewframes.errors import PipelineError
-from fewframes.runs import MODEL_PARAMS, TAG_PIPELINE_RUN, TAG_STEP, TrackingContext, local_tracking_uri
+from fewframes.runs import MODEL_PARAMS, TAG_MODEL_KEY, TAG_PIPELINE_RUN, TAG_STEP, TrackingContext, local_tracking_uri
 
 
 @pytest.mark.slow
@@ -122,9 +122,15 @@ def test_tiny_run_mlflow_parent_and_children(tiny_run: Path, capsys):
     assert parent.data.tags[TAG_STEP] == "pipeline"
     assert parent.data.params["ks"] == str(list(PRESETS["tiny"].ks))
     children = [r for r in runs if r.info.run_id != parent.info.run_id]
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert all(r.data.tags["fewframes.parent_run_id"] == parent.info.run_id for r in children)
     assert all(r.data.tags[TAG_PIPELINE_RUN] == summary["run_id"] for r in children)
     assert all(r.info.status == "FINISHED" for r in children)
+    # Models' own runs are top-level (one row per model in the runs table); the other steps nest under the
+    # pipeline run (tests/test_mlflow_layout.py checks the layout through the REST API).
+    for run in children:
+        top_level = run.data.tags[TAG_STEP] in ("train-teacher", "distill-student", "train-baseline") or (
+            run.data.tags[TAG_STEP] == "evaluate" and run.data.params["control"] == "teacher_on_k")
+        assert run.data.tags.get("mlflow.parentRunId") == (None if top_level else parent.info.run_id), run.info.run_name
 
     by_step: dict[str, list] = {}
     for run in children:
@@ -142,10 +148,9 @@ def test_tiny_run_mlflow_parent_and_children(tiny_run: Path, capsys):
         "report": 1,
     }
     (benchmark_run,) = by_step["benchmark"]
-    bench_metrics = benchmark_run.data.metrics
-    assert bench_metrics["teacher.time_ratio_e2e"] == 1.0
-    for key in ("e2e_throughput_videos_s", "bytes_ratio", "flops_ratio"):
-        assert any(name.startswith("student-") and name.endswith(f".{key}") for name in bench_metrics), key
+    # Cost figures live on each model's run, not flattened into <model>.<figure> keys on the benchmark run.
+    assert not any("." in name for name in benchmark_run.data.metrics), sorted(benchmark_run.data.metrics)
+    assert {a.path for a in client.list_artifacts(benchmark_run.info.run_id, "benchmark")} == {"benchmark/benchmark.json"}
     (teacher_run,) = by_step["train-teacher"]
     for run in by_step["distill-student"]:
         params = run.data.params
@@ -167,11 +172,12 @@ def test_tiny_run_mlflow_parent_and_children(tiny_run: Path, capsys):
     for run in by_step["train-baseline"]:
         assert run.data.params["role"] == "baseline" and run.data.params["frame_selection"] == "uniform"
     # Each trained model is an MLflow 3 logged model of its training run (a pyfunc; tests/test_mlflow_layout.py).
-    for step, name in (("train-teacher", "teacher"), ("distill-student", "student"), ("train-baseline", "baseline")):
+    for step in ("train-teacher", "distill-student", "train-baseline"):
         for run in by_step[step]:
             (output,) = run.outputs.model_outputs
             logged = client.get_logged_model(output.model_id)
-            assert logged.name == name and logged.source_run_id == run.info.run_id
+            # Named by the model's key (readable, unique in the run), e.g. student-serial-rep_pred_ce-final-k6.
+            assert logged.name == run.data.tags[TAG_MODEL_KEY] and logged.source_run_id == run.info.run_id
     (report_run,) = by_step["report"]
     assert {a.path for a in client.list_artifacts(report_run.info.run_id)} >= {"report.md", "report.html", "gap_vs_k.png"}
 
@@ -266,7 +272,7 @@ def test_run_tracks_to_the_tracking_uri_server_and_marks_a_failed_run(mlflow_ser
     assert set(by_step) == {"pipeline", "ingest-split"}
     parent, ingest = by_step["pipeline"], by_step["ingest-split"]
     assert parent.info.status == "FAILED" and ingest.info.status == "FAILED"
-    assert ingest.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert ingest.data.tags["mlflow.parentRunId"] == parent.info.run_id  # a step run: nested
     assert ingest.data.tags[TAG_PIPELINE_RUN] == parent.data.tags[TAG_PIPELINE_RUN]
     assert parent.data.params["preset"] == "tiny"
 

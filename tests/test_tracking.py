@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -95,18 +94,18 @@ def test_params_same_value_skipped_other_value_refused_and_resume(mlflow_server:
     assert run.data.params == {"lr": "0.001", "ks": "[6, 30]"}
 
 
-def test_log_torch_model_loads_back(mlflow_server: str, tmp_path: Path) -> None:
-    import mlflow.pytorch
-
-    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Sigmoid())
-    with Tracker.start(mlflow_server, "fewframes-test", "model") as tracker:
-        tracker.log_torch_model(model, "teacher")
-    client = _client(mlflow_server)
-    local = client.download_artifacts(tracker.run_id, "teacher", str(tmp_path))
-    assert (Path(local) / "MLmodel").is_file()
-    loaded = mlflow.pytorch.load_model(local)
-    x = torch.randn(2, 4)
-    torch.testing.assert_close(loaded(x), model(x))
+def test_logged_model_names_are_the_runs_model_key_and_unique_per_run(mlflow_server: str) -> None:
+    """A model run's logged models are named by its model key (tag ``fewframes.model_key``); a second,
+    secondary model of the run (a parallel run's co-trained teacher) gets ``<key>-<role>``; a run without a
+    key names them by role. The torchrun path re-attaches to the run and reads the same tag."""
+    key = "student-parallel-rep-final-k10"
+    with Tracker.start(mlflow_server, "fewframes-test", "model", tags={"fewframes.model_key": key}) as tracker:
+        names = (tracker.model_name("student"), tracker.model_name("teacher", secondary=True))
+        reattached = Tracker.start(mlflow_server, "fewframes-test", "model", run_id=tracker.run_id)
+        assert reattached.model_name("student") == key
+    assert names == (key, f"{key}-teacher")
+    with Tracker.start(mlflow_server, "fewframes-test", "no-key") as plain:
+        assert plain.model_name("teacher") == "teacher"
 
 
 def test_sqlite_uri_works_without_a_server_and_keeps_artifacts_beside_the_database(tmp_path: Path) -> None:
@@ -154,7 +153,7 @@ def test_disabled_tracker_does_nothing(tmp_path: Path) -> None:
             tracker.log_dict({}, "x.json")
             tracker.log_text("", "x.txt")
             tracker.log_figure(object(), "x.png")
-            tracker.log_torch_model(torch.nn.Linear(1, 1), "m")
+            assert tracker.log_model_file(tmp_path / "does-not-exist.pt") is None
             tracker.set_tags({"a": 1})
         assert not tracker.start_child("c").enabled
     assert list(tmp_path.iterdir()) == []

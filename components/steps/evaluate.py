@@ -37,7 +37,7 @@ def _evaluate(
     the metrics and the evaluate run's id) beside the evaluation's files."""
     from fewframes.data.store import FrameStore
     from fewframes.evaluation import evaluate
-    from fewframes.run_results import add_test_metrics, log_split
+    from fewframes.run_results import add_test_metrics, log_split, model_run_name
     from fewframes.training import load_model
 
     _limit_threads()
@@ -52,13 +52,17 @@ def _evaluate(
     tags = {TAG_ROLE: info["role"], TAG_MODEL_KEY: info["model_key"]}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with step_run(tracking, "evaluate", f"evaluate {info['model_key']}", params=params, tags=tags) as tracker:
+    # A model with a training run of its own: that run is its row in the runs table and this run is nested
+    # under the pipeline's. The teacher-on-k control has none: this run is its row (top-level, readable name).
+    own_run = not info.get("mlflow_run_id")
+    run_name = model_run_name(info) if own_run else f"evaluate {info['model_key']}"
+    with step_run(tracking, "evaluate", run_name, params=params, tags=tags, nested=not own_run) as tracker:
         results = evaluate(model, store, split="test", strategy=strategy, k=k, out_dir=out)
         metrics = {name: float(results[name]) for name in EVALUATION_METRICS if name in results}
         tracker.log_metrics(metrics)
         log_split(tracker, store_path, "test", "evaluation")
         # The model's own run (its training run) gets its test metrics too: one row per model in MLflow.
-        add_test_metrics(tracking.uri, info.get("mlflow_run_id", ""), metrics, info["role"])
+        add_test_metrics(tracking.uri, info.get("mlflow_run_id", ""), metrics, info["model_key"])
         for name in ("metrics.json", "per_class_ap.parquet"):
             if (out / name).exists():
                 tracker.log_artifact(out / name)

@@ -199,12 +199,15 @@ def _train(
     extra: list[str] | None = None,
 ) -> tuple[Any, str, dict[str, float]]:
     """Run one training step in this process, or under torchrun (``training_launch``); returns the result,
-    its MLflow run id and the metrics logged. Either way the step's MLflow child run is created here."""
+    its MLflow run id and the metrics logged. Either way the model's MLflow run (a top-level run of the
+    experiment, tied to the pipeline run by tags: ``fewframes.runs``) is created here."""
     launch = training_launch()
-    from fewframes.run_results import log_split
+    from fewframes.run_results import log_split, model_run_name
 
     params = {**params, "family": configs["model"].family}  # a model's run says which encoder it has
-    with step_run(tracking, step, run_name, params=params, tags=tags, system_metrics=True) as tracker:
+    # The model's own run: top-level in the experiment (one row per model in the runs table), readable name.
+    with step_run(tracking, step, model_run_name(params), params=params, tags=tags, system_metrics=True,
+                  nested=False) as tracker:
         run_id = getattr(tracker, "run_id", "") or ""
         train_config = configs["train"]
         log_split(tracker, store_path, "train", "training", train_fraction=train_config.train_fraction,

@@ -65,5 +65,5 @@ def run_export(args: argparse.Namespace) -> int:
         from fewframes.tracking import Tracker
 
         with Tracker.start(args.tracking_uri, args.experiment, f"export-{Path(args.model).stem}") as tracker:
-            log_export(tracker, result, model)
+            log_export(tracker, result, args.model)  # the model file, logged as a pyfunc (no pickle)
     return 0

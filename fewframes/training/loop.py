@@ -556,7 +556,8 @@ def _finish(
                  f"{role.metric_prefix}best_epoch": float(result.best_epoch)}
             )
             # An MLflow 3 logged model (pyfunc, the model file as artifact: servable, nothing pickled).
-            run.tracker.log_model_file(_role_path(run, role), role.name)
+            # Named by the run's model key (a parallel run's co-trained teacher: ``<key>-teacher``).
+            run.tracker.log_model_file(_role_path(run, role), run.tracker.model_name(role.name, bool(role.metric_prefix)))
     return results
 
 
