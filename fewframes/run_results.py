@@ -29,34 +29,23 @@ from fewframes.runs import TrackingContext
 
 REGISTERED_STUDENT = "fewframes-student"
 
-# How a run name writes a loss (config.STUDENT_LOSSES): the paper's terms.
-LOSS_NAMES = {"rep": "L_rep", "rep_ce": "L_rep+L_CE", "rep_pred_ce": "L_rep+L_pred+L_CE", "ce": "L_CE"}
-CONTROL_NAMES = {"warm_start": "warm-start", "teacher_on_k": "teacher on"}
+# A model's role -> the plan its items come from (``fewframes.cli.progress.model_name`` words them).
+_PLAN_OF_ROLE = {"teacher": "plan-teachers", "baseline": "plan-baselines", "student": "plan-students",
+                 "control": "plan-students"}
 
 
 def model_run_name(params: Mapping[str, Any]) -> str:
-    """A model's run name a person reads in the runs table, from its parameters (``model_params``):
-    ``teacher seed 0``, ``student serial L_rep k=10 seed 0``, ``baseline uniform k=10 seed 0``,
-    ``control warm-start k=10 seed 0``, ``control teacher on k=10 seed 0``; a reduced train fraction adds
-    ``50% data``, intermediate matching ``intermediate``."""
-    role = str(params.get("role", "model"))
-    words = [role]
-    if role == "student":
-        words += [str(params.get("mode", "")), LOSS_NAMES.get(str(params.get("loss", "")), str(params.get("loss", "")))]
-        if params.get("matching") and params.get("matching") != "final":
-            words.append(str(params["matching"]))
-    elif role == "baseline":
-        words.append(str(params.get("frame_selection", "")))
-    elif role == "control":
-        words.append(CONTROL_NAMES.get(str(params.get("control", "")), str(params.get("control", ""))))
-    if params.get("k") not in (None, ""):
-        words.append(f"k={params['k']}")
-    if params.get("seed") not in (None, ""):
-        words.append(f"seed {params['seed']}")
-    fraction = params.get("train_fraction")
-    if fraction not in (None, "") and float(fraction) < 1.0:
-        words.append(f"{float(fraction):.0%} data")
-    return " ".join(word for word in words if word)
+    """A model's run name a person reads in the runs table, from its parameters (``model_params``), in the
+    words of the progress display (``fewframes.cli.progress.model_name``) with the seed always said:
+    ``teacher seed 0``, ``student serial L_rep k=10 seed 0``, ``Uniform-10 seed 0``,
+    ``warm-start control k=10 seed 0``, ``teacher seed 0 on 10 frames``; a reduced train fraction adds
+    ``on 50% of the data``."""
+    from fewframes.cli.progress import model_name
+
+    role, control = str(params.get("role", "")), str(params.get("control", "") or "")
+    plan = "plan-teacher-on-k" if control == "teacher_on_k" else _PLAN_OF_ROLE.get(role, "plan-students")
+    item = {name: value for name, value in params.items() if value not in (None, "")}
+    return model_name(plan, {**item, "repeat": True})
 
 
 def split_dataset(store_path: str, split: str, train_fraction: float | None = None, seed: int | None = None) -> Any:
@@ -192,6 +181,6 @@ def publish_to_parent(
 
 
 __all__ = [
-    "LOSS_NAMES", "REGISTERED_STUDENT", "add_test_metrics", "champion", "headline_metrics", "log_split",
+    "REGISTERED_STUDENT", "add_test_metrics", "champion", "headline_metrics", "log_split",
     "logged_model_of", "model_run_name", "publish_to_parent", "split_dataset",
 ]  # fmt: skip

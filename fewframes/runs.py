@@ -49,6 +49,7 @@ TAG_ROLE = "fewframes.role"  # teacher | student | baseline | control (runs abou
 TAG_MODEL_KEY = "fewframes.model_key"  # one name per model of a pipeline run, e.g. student-serial-rep_pred_ce-final-k30
 TAG_PIPELINE_RUN = "fewframes.pipeline_run_id"  # the KFP run id, or the local run's id
 TAG_PARENT_RUN = "fewframes.parent_run_id"  # on every step's run: the pipeline's MLflow run (nested or not)
+TAG_MODEL_RUN = "fewframes.model_run"  # "true" on a model's own (top-level) run: the models view filters on it
 TAG_PIPELINE = "fewframes.pipeline"  # distill | paper
 TAG_WORKFLOW = "fewframes.kfp_workflow"  # on a cluster's parent run: the Argo workflow (pods find it by it)
 TAG_FAILURE = "fewframes.failure"  # on a parent run that did not finish: what failed, as KFP reported it
@@ -304,6 +305,8 @@ def step_run(
     all_tags = {**context.tags(step), **(tags or {})}
     if context.parent_run_id:
         all_tags[TAG_PARENT_RUN] = context.parent_run_id
+    if not nested:
+        all_tags[TAG_MODEL_RUN] = "true"
     tracker = Tracker.start(
         context.uri or None,
         context.experiment,
@@ -429,6 +432,7 @@ __all__ = [
     "MODEL_PARAMS",
     "TAG_MODEL_KEY",
     "TAG_PIPELINE",
+    "TAG_MODEL_RUN",
     "TAG_PARENT_RUN",
     "TAG_PIPELINE_RUN",
     "TAG_ROLE",

@@ -42,7 +42,15 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 HEALTH_TIMEOUT_S = 5.0
 CHAMPION_ALIAS = "champion"
 MODEL_ID_TAG = "fewframes.model_id"  # on a registered model version: the logged model it is
-MODEL_KEY_RUN_TAG = "fewframes.model_key"  # = fewframes.runs.TAG_MODEL_KEY: the model a run is about
+# The MLflow UI's saved ("shared") views of an experiment are experiment tags with this prefix; the page
+# ``#/experiments/<id>/runs?viewStateShareKey=<name>`` opens one. fewframes saves MODELS_VIEW on every
+# experiment it uses: the models' own runs only, best test GAP first, with their metric and parameter columns
+# (the UI's default columns show no metric).
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+MODELS_VIEW = "fewframes-models"
+MODELS_VIEW_METRICS = ("gap", "map", "hit_at_1", "perr", "gflops", "latency_ms_p50", "throughput_videos_s",
+                       "speedup_e2e", "best_val_gap")
+MODELS_VIEW_PARAMS = ("k", "frame_selection", "loss", "mode", "family", "seed", "train_fraction")
 SYSTEM_METRICS_INTERVAL_S = 5.0
 # The experiment tag the MLflow UI reads for the experiment's type; this value is its "machine learning"
 # (model training) type, which opens on the runs table rather than the GenAI overview.
@@ -357,7 +365,9 @@ class Tracker:
         """The name to log a model of this run under: the run's model key (tag ``fewframes.model_key``, e.g.
         ``student-serial-rep-final-k10``), ``<key>-<role>`` for a ``secondary`` model (a parallel run's
         co-trained teacher), so names are readable and unique per run; ``role`` when the run has no key."""
-        key = self._tags.get(MODEL_KEY_RUN_TAG, "")
+        from fewframes.runs import TAG_MODEL_KEY
+
+        key = self._tags.get(TAG_MODEL_KEY, "")
         if not key:
             return role
         return f"{key}-{role}" if secondary else key
@@ -395,10 +405,12 @@ class Tracker:
                     raise
             # The model's artifact location as the source: a ``models:/<id>`` source would be resolved by a
             # local (sqlite) registry through MLflow's process-global tracking URI, not this client's.
-            source = self._client.get_logged_model(model_id).artifact_location
+            logged = self._client.get_logged_model(model_id)
             # MLflow's own registry stores no model_id (the source links them): the tag keeps the logged model's id.
+            # The version's run is the one that logged the model (the model's own run), as the UI links it.
             version = self._client.create_model_version(
-                name, source=source, run_id=self.run_id, model_id=model_id, tags={MODEL_ID_TAG: model_id}
+                name, source=logged.artifact_location, run_id=logged.source_run_id or self.run_id, model_id=model_id,
+                tags={MODEL_ID_TAG: model_id},
             )
             self._client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
@@ -477,6 +489,34 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def models_view_state() -> dict[str, Any]:
+    """The MLflow UI view state of ``MODELS_VIEW`` (the fields of the UI's ExperimentPageUIState and search
+    facets): model runs only (tag ``fewframes.model_run``), best test GAP first, metric and param columns."""
+    from fewframes.runs import TAG_MODEL_RUN
+
+    columns = ["attributes.`Models`", "attributes.`Dataset`"]
+    columns += [f"metrics.`{name}`" for name in MODELS_VIEW_METRICS]
+    columns += [f"params.`{name}`" for name in MODELS_VIEW_PARAMS]
+    return {
+        "searchFilter": f"tags.`{TAG_MODEL_RUN}` = 'true'",
+        "orderByKey": "metrics.`gap`",
+        "orderByAsc": False,
+        "selectedColumns": columns,
+    }
+
+
+def models_view_url(ui_url: str, experiment_id: str) -> str:
+    """The address of ``MODELS_VIEW`` on the MLflow UI at ``ui_url`` (in the UI's model-training mode)."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={MODELS_VIEW}")
+
+
+def _save_models_view(client: Any, experiment: Any) -> None:
+    tag = SHARED_VIEW_TAG_PREFIX + MODELS_VIEW
+    if tag not in (experiment.tags or {}):  # a user may have changed it in the UI: theirs stays
+        client.set_experiment_tag(experiment.experiment_id, tag, json.dumps(models_view_state()))
+
+
 def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
@@ -488,12 +528,14 @@ def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
             raise TrackingError(f"MLflow experiment {name!r} at {tracking_uri} is deleted; restore it or pick another")
         if EXPERIMENT_KIND_TAG not in (existing.tags or {}):  # made before fewframes set it, or by hand
             client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        _save_models_view(client, existing)
         return existing.experiment_id
     database = _sqlite_path(tracking_uri)
     location = (database.resolve().parent / "mlartifacts").as_uri() if database is not None else None
     try:
         return client.create_experiment(
-            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+            name, artifact_location=location,
+            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, SHARED_VIEW_TAG_PREFIX + MODELS_VIEW: json.dumps(models_view_state())},
         )
     except MlflowException:
         # Another process created it in between (parallel KFP components).
@@ -503,4 +545,4 @@ def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
         return existing.experiment_id
 
 
-__all__ = ["CHAMPION_ALIAS", "MODEL_ID_TAG", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "PARENT_RUN_TAG", "Tracker", "check_tracking_uri", "flatten_params"]
+__all__ = ["CHAMPION_ALIAS", "MODELS_VIEW", "MODEL_ID_TAG", "SHARED_VIEW_TAG_PREFIX", "models_view_state", "models_view_url", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "PARENT_RUN_TAG", "Tracker", "check_tracking_uri", "flatten_params"]

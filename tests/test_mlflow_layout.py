@@ -16,7 +16,15 @@ import pytest
 
 from fewframes.run_results import REGISTERED_STUDENT, model_run_name
 from fewframes.runs import TAG_MODEL_KEY, TAG_PARENT_RUN, TAG_PIPELINE_RUN, TAG_STEP, local_tracking_uri
-from fewframes.tracking import CHAMPION_ALIAS, EXPERIMENT_KIND_TAG, MODEL_ID_TAG, MODEL_TRAINING_KIND
+from fewframes.tracking import (
+    CHAMPION_ALIAS,
+    EXPERIMENT_KIND_TAG,
+    MODEL_ID_TAG,
+    MODEL_TRAINING_KIND,
+    MODELS_VIEW,
+    SHARED_VIEW_TAG_PREFIX,
+    models_view_url,
+)
 
 MODEL_STEPS = ("train-teacher", "distill-student", "train-baseline")
 
@@ -67,6 +75,19 @@ def test_finished_run_as_the_mlflow_rest_api_shows_it(tiny_run: Path, rest) -> N
         assert run["info"]["run_name"] == model_run_name({p["key"]: p["value"] for p in run["data"]["params"]})
         assert "gap" in {m["key"] for m in run["data"]["metrics"]}, run["info"]["run_name"]
     assert len({r["info"]["run_name"] for r in model_runs + controls}) == len(model_runs + controls)
+
+    # The experiment's saved UI view "fewframes-models" (printed by `fewframes run`): its filter, run as the UI
+    # runs it, finds exactly the model rows, best test GAP first; its columns are metrics and params.
+    view = json.loads(_tags(experiment)[SHARED_VIEW_TAG_PREFIX + MODELS_VIEW])
+    assert {"metrics.`gap`", "metrics.`gflops`", "params.`k`", "params.`loss`"} <= set(view["selectedColumns"])
+    shown = rest("api/2.0/mlflow/runs/search", {
+        "experiment_ids": [experiment["experiment_id"]], "filter": view["searchFilter"], "max_results": 1000,
+        "order_by": [f"{view['orderByKey']} {'ASC' if view['orderByAsc'] else 'DESC'}"]})["runs"]
+    assert sorted(r["info"]["run_id"] for r in shown) == sorted(r["info"]["run_id"] for r in model_runs + controls)
+    gaps = [_metric(r, "gap") for r in shown]
+    assert gaps == sorted(gaps, reverse=True)
+    url = models_view_url("http://127.0.0.1:5000", experiment["experiment_id"])
+    assert f"  models      {url}" in (tiny_run.parent / "printed.txt").read_text()
     # The other steps' runs nest under the pipeline run; none holds <model>.<figure> metrics.
     for run in runs:
         if run not in top_level:
@@ -130,6 +151,7 @@ def test_finished_run_as_the_mlflow_rest_api_shows_it(tiny_run: Path, rest) -> N
     assert _tags(version["model_version"])[MODEL_ID_TAG] == model_id
     artifact_location = rest(f"api/2.0/mlflow/logged-models/{model_id}")["model"]["info"]["artifact_uri"]
     assert version["model_version"]["source"] == artifact_location
+    assert version["model_version"]["run_id"] == by_key[champion_key]["info"]["run_id"]  # the model's own run
 
 
 def _metric(run: dict, name: str) -> float:

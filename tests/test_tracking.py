@@ -210,13 +210,17 @@ def test_system_metrics_sampled_while_a_training_run_lasts(
 def test_experiment_is_a_model_training_experiment_and_existing_runs_take_test_metrics(mlflow_server: str) -> None:
     """New and pre-existing experiments get the UI's model-training type; ``Tracker.existing`` adds metrics
     to a finished run (the evaluate step into a model's run) without changing its status."""
-    from fewframes.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+    from fewframes.tracking import (
+        EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, MODELS_VIEW, SHARED_VIEW_TAG_PREFIX, models_view_state,
+    )  # fmt: skip
 
     client = mlflow.MlflowClient(mlflow_server)
     old = client.create_experiment("made-by-hand")
     with Tracker.start(mlflow_server, "made-by-hand", "model") as tracker:
         pass
     assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    # ... and the saved UI view of the models (tests/test_mlflow_layout.py runs its filter on a real run).
+    assert json.loads(client.get_experiment(old).tags[SHARED_VIEW_TAG_PREFIX + MODELS_VIEW]) == models_view_state()
     finished = client.get_run(tracker.run_id).info
     Tracker.existing(mlflow_server, tracker.run_id).log_metrics({"gap": 0.5})
     run = client.get_run(tracker.run_id)

@@ -578,7 +578,27 @@ def run_summary_lines(summary: dict[str, Any]) -> list[str]:
     lines.append(f"  task logs   {summary['pipeline_log']}")
     if uri:
         lines.append(f"  MLflow UI   {mlflow_ui_hint(uri)}")
+        view = models_view_hint(uri, summary["experiment"])
+        if view:
+            lines.append(f"  models      {view}  (one row per model: GAP, cost, k, loss...)")
     return lines
+
+
+def models_view_hint(uri: str, experiment: str) -> str:
+    """The MLflow UI page of the experiment's models view (``fewframes.tracking.MODELS_VIEW``); a local
+    store's address is where ``mlflow ui`` serves by default. '' when the experiment cannot be read."""
+    try:
+        import mlflow
+
+        found = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except Exception:  # the run is over; a store that cannot be read now only loses this line
+        return ""
+    if found is None:
+        return ""
+    from fewframes.tracking import models_view_url
+
+    ui = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return models_view_url(ui, found.experiment_id)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
