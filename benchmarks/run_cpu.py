@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             "after_over_before_wall": round(after["wall_s"] / before["wall_s"], 3),
             "same_test_gaps": bool(common) and all(before["test_gaps"][m] == after["test_gaps"][m] for m in common),
             "models_compared": common,
+            # Models that only the after run trained or evaluated (e.g. the grid's controls, added since):
+            # their work is in the after run's CPU seconds, not in the before run's.
+            "models_only_in_after": sorted(set(after["test_gaps"]) - set(before["test_gaps"])),
         }
     payload = {
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
