@@ -23,13 +23,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/fewframes run --preset $(PRESET)
 
-# The tests on the GCS emulator run in their own pytest process first: in one process with the whole suite
-# they failed after earlier tests (order-dependent state not yet found; they pass on their own).
-GCS_TESTS := tests/test_gcs_end_to_end.py tests/test_gcs_pipeline_paths.py tests/test_ingest.py tests/test_store_in_place.py tests/test_fsio.py
-
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS) $(GCS_TESTS)
-	$(PY) -m pytest $(PYTEST_ARGS) $(addprefix --ignore=,$(GCS_TESTS))
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +40,40 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     not a terminal here: plain lines) in ../progress.txt."""
     import contextlib
     import io
+    import json
+    import logging
 
     from fewframes.cli import main
 
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
     printed, progress = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(progress):
         code = main(["run", "--preset", "tiny", "--out", str(run_dir)])
     (run_dir.parent / "printed.txt").write_text(printed.getvalue())
     (run_dir.parent / "progress.txt").write_text(progress.getvalue())
+    # What the run left on the root logger (test_logging_state): by now the run's log file is closed.
+    left = {"handlers_added": [repr(h) for h in root.handlers if h not in handlers],
+            "handlers_removed": [repr(h) for h in handlers if h not in root.handlers],
+            "level": [logging.getLevelName(level), logging.getLevelName(root.level)]}
+    (run_dir.parent / "root_logger.json").write_text(json.dumps(left))
     assert code == 0, progress.getvalue()[-3000:]
     return run_dir
+
+
+def _closed_stream_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if getattr(getattr(h, "stream", None), "closed", False)]
+
+
+@pytest.fixture(autouse=True)
+def _no_root_handler_on_a_closed_stream() -> Iterator[None]:
+    """Fail the test that leaves a handler on a closed stream on the root logger (a CLI call, or kfp.local,
+    that did not put logging back): otherwise every later log record in this process prints "--- Logging
+    error --- ValueError: I/O operation on closed file" and tests that check stderr fail far from the cause."""
+    yield
+    left = _closed_stream_handlers()
+    for handler in left:  # the tests after this one are not its victims
+        logging.getLogger().removeHandler(handler)
+    if left:
+        pytest.fail(f"this test left root-logger handlers on closed streams: {left}", pytrace=False)

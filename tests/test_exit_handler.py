@@ -29,6 +29,7 @@ def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **ar
 
     from kfp import local
 
+    from fewframes.cli.pipeline import kfp_local_globals_kept
     from fewframes.cluster import WORKFLOW_ENV
     from fewframes.pipelines.dag import make_pipeline
 
@@ -37,7 +38,8 @@ def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **ar
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     dag = make_pipeline("distill", "tiny")
     try:
-        dag(tracking_uri=tracking_uri, experiment=experiment, parent_run_id="", **arguments)
+        with kfp_local_globals_kept():  # kfp.local's logging swaps, put back as `fewframes run` does
+            dag(tracking_uri=tracking_uri, experiment=experiment, parent_run_id="", **arguments)
     except RuntimeError as exc:  # kfp.local names the failed task
         return exc
     finally:

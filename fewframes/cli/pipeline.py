@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -271,16 +272,12 @@ def run_local(
     started = time.perf_counter()
     failure: str | None = None
     terminal = sys.stderr
-    # kfp.local indents output by swapping builtins.print; with parallel loop iterations the swaps can
-    # unwind out of order and leave it swapped, so put the real one back afterwards.
-    import builtins
-
-    real_print = builtins.print
     try:
         # warm_steps: every step runs in a fork of one process that imported torch and mlflow once.
         with warm_steps(), log_path.open("a" if resume else "w") as log, RunProgress(pipeline_root, expected, terminal):
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
-            with redirect, _quiet_kfp_warnings(), _pinned_pipeline_folder(pinned):
+            # kfp_local_globals_kept innermost: it puts the root logger back before the log file closes
+            with redirect, _quiet_kfp_warnings(), _pinned_pipeline_folder(pinned), kfp_local_globals_kept():
                 try:
                     dag(**arguments)
                 except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
@@ -292,8 +289,7 @@ def run_local(
         except Exception as close_error:  # e.g. the server is gone too: the interruption is what to report
             print(f"fewframes: warning: could not close the MLflow parent run: {close_error}", file=sys.stderr)
         raise
-    finally:  # also after Ctrl-C: the caller's print and environment as they were
-        builtins.print = real_print
+    finally:  # also after Ctrl-C: the caller's environment as it was
         os.environ.pop(ERROR_FILE_ENV, None)
         os.environ.pop(TORCH_THREADS_ENV, None)
     seconds = time.perf_counter() - started
@@ -512,6 +508,36 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@contextlib.contextmanager
+def kfp_local_globals_kept() -> Iterator[None]:
+    """Put back, after a DAG ran under kfp.local (also after Ctrl-C), what kfp.local swaps process-wide.
+
+    It indents output by swapping ``builtins.print``, and wraps each task in a logging context that replaces
+    the root logger's handlers with a StreamHandler on the ``sys.stdout`` of that moment (in ``fewframes
+    run``, RUN_DIR/pipeline.log) at level INFO, then restores what it saw on entry. Parallel loop iterations
+    run in threads, so these swaps overlap and unwind out of order: one iteration "restores" another's
+    handler and leaves it on the root logger, writing to a log file that closes when the run ends. Every
+    later log record in this process then failed with "--- Logging error --- ValueError: I/O operation on
+    closed file" on stderr (in one pytest process: the GCS emulator's request log broke the tests after it).
+    """
+    import builtins
+    import logging
+
+    root = logging.getLogger()
+    real_print, handlers, level = builtins.print, root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        builtins.print = real_print
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
 
 
 @contextlib.contextmanager
