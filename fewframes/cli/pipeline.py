@@ -274,7 +274,9 @@ def run_local(
     terminal = sys.stderr
     try:
         # warm_steps: every step runs in a fork of one process that imported torch and mlflow once.
-        with warm_steps(), log_path.open("a" if resume else "w") as log, RunProgress(pipeline_root, expected, terminal):
+        # --verbose: KFP's logs share the terminal, so the display writes plain lines instead of redrawing.
+        shown = RunProgress(pipeline_root, expected, terminal, terminal=None if quiet_log else False)
+        with warm_steps(), log_path.open("a" if resume else "w") as log, shown:
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
             # kfp_local_globals_kept innermost: it puts the root logger back before the log file closes
             with redirect, _quiet_kfp_warnings(), _pinned_pipeline_folder(pinned), kfp_local_globals_kept():
