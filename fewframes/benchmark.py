@@ -254,7 +254,7 @@ class PlainLSTMClassifier(nn.Module):
 
     def forward(self, frames: Tensor, mask: Tensor | None = None) -> Tensor:
         """frames uint8 [B, T, D] (all real) -> logits [B, C]."""
-        _, (h_n, c_n) = self.lstm(prepare_frames(frames))
+        _, (h_n, c_n) = self.lstm(prepare_frames(frames, self.config.parts))
         if self.config.encoding == "hidden":
             return self.linear(h_n[-1])
         state = torch.stack([c_n, h_n], dim=1).permute(2, 0, 1, 3).reshape(frames.shape[0], -1)
@@ -329,7 +329,7 @@ def read_batch(
     """
     selections = [frame_positions(int(store.lengths[i]), student, rng) for i in indices]
     slots = max(len(positions) for positions, _ in selections)
-    frames = np.zeros((len(indices), slots, FEATURE_DIM), dtype=np.uint8)
+    frames = np.zeros((len(indices), slots, store.feature_dim), dtype=np.uint8)
     mask = np.zeros((len(indices), slots), dtype=bool)
     for row, (index, (positions, real)) in enumerate(zip(indices, selections)):
         real_positions = positions[real]

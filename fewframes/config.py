@@ -60,10 +60,23 @@ class _DictMixin:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
-def feature_parts(feature_dim: int) -> tuple[int, ...]:
-    """The parts of a frame vector that are normalised and (in the VLAD families) pooled separately:
-    (rgb, audio) = (1024, 128) for YouTube-8M's 1152, else the whole vector."""
-    return (RGB_DIM, AUDIO_DIM) if feature_dim == FEATURE_DIM else (feature_dim,)
+def feature_parts(feature_dim: int, audio_dim: int | None = None) -> tuple[int, ...]:
+    """The parts of a frame vector that are normalised and (in the VLAD families) pooled separately.
+
+    ``audio_dim`` None (YouTube-8M's widths, and every model file from before widths were configurable):
+    (rgb, audio) = (1024, 128) for 1152, else the whole vector. ``audio_dim`` > 0: (feature_dim - audio_dim,
+    audio_dim), e.g. (2048, 128) for another extractor's rgb; 0: the whole vector."""
+    if audio_dim is None:
+        return (RGB_DIM, AUDIO_DIM) if feature_dim == FEATURE_DIM else (feature_dim,)
+    return (feature_dim - audio_dim, audio_dim) if audio_dim else (feature_dim,)
+
+
+def data_widths(rgb_dim: int, audio_dim: int) -> dict[str, int]:
+    """The ``ModelConfig`` fields for frames of ``rgb_dim`` + ``audio_dim`` bytes: none for YouTube-8M's own
+    (1024 + 128: the defaults, so those configs stay as they were), else ``feature_dim`` and ``audio_dim``."""
+    if (rgb_dim, audio_dim) == (RGB_DIM, AUDIO_DIM):
+        return {}
+    return {"feature_dim": rgb_dim + audio_dim, "audio_dim": audio_dim}
 
 
 MODEL_CLASSIFIERS: tuple[str, ...] = ("linear", "moe")
@@ -79,7 +92,7 @@ class ModelConfig(_DictMixin):
     """
 
     num_classes: int
-    feature_dim: int = FEATURE_DIM
+    feature_dim: int = FEATURE_DIM  # bytes of one frame: rgb then audio (the frame store's feature_dim)
     hidden_size: int = 1024
     num_layers: int = 2  # hrnn only
     block_length: int = 20  # hrnn only. l: frames per lower-LSTM block (teacher 20; students student_block_length)
@@ -93,6 +106,20 @@ class ModelConfig(_DictMixin):
     groups: int = 8  # nextvlad: G groups for rgb (audio: G // 2, at least 1); must divide expansion * part size
     classifier: str = "linear"  # "linear" | "moe" (the authors' mixture of experts)
     moe_experts: int = 2  # classifier="moe": experts per class (plus the dummy one)
+    # The audio part's width at the end of the frame vector (the store's audio_dim); None: YouTube-8M's rule
+    # (1024 + 128 when feature_dim is 1152, else one part). Another extractor's frames, e.g. 2048 + 128.
+    audio_dim: int | None = None
+
+    @property
+    def parts(self) -> tuple[int, ...]:
+        """The widths of the frame's separately normalised (and, in the VLAD families, pooled) parts."""
+        return feature_parts(self.feature_dim, self.audio_dim)
+
+    @property
+    def widths(self) -> tuple[int, int]:
+        """(rgb, audio) bytes of one frame as the model reads them ((feature_dim, 0) for a one-part vector)."""
+        parts = self.parts
+        return (parts[0], parts[1]) if len(parts) == 2 else (parts[0], 0)
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "feature_dim", "hidden_size", "num_layers", "block_length", "clusters",
@@ -101,6 +128,10 @@ class ModelConfig(_DictMixin):
                 raise ConfigError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.audio_dim is not None and not 0 <= self.audio_dim < self.feature_dim:
+            raise ConfigError(
+                f"ModelConfig.audio_dim must be in [0, feature_dim = {self.feature_dim}), got {self.audio_dim}"
+            )
         if self.encoding not in ("state", "hidden"):
             raise ConfigError(f"ModelConfig.encoding must be state or hidden, got {self.encoding!r}")
         if self.classifier not in MODEL_CLASSIFIERS:
@@ -359,6 +390,7 @@ __all__ = [
     "Preset",
     "StudentConfig",
     "TrainConfig",
+    "data_widths",
     "env_number",
     "feature_parts",
     "get_preset",

@@ -82,6 +82,7 @@ class EvaluationResult:
     top_classes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int32))
     top_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     video_labels: list[np.ndarray] = field(default_factory=list)
+    class_names: list[str] | None = None  # the store's vocabulary ('' where a class has no name), or None
 
     @property
     def num_classes(self) -> int:
@@ -184,6 +185,7 @@ def evaluate(
         model,
         loader,
         num_classes=int(frame_store.num_classes),
+        class_names=frame_store.class_names,
         split=split,
         strategy=strategy,
         k=loader_k,
@@ -210,8 +212,10 @@ def evaluate_batches(
     progress: bool = True,
     top_k: int = DEFAULT_TOP_K,
     total: int | None = None,
+    class_names: list[str] | None = None,
 ) -> EvaluationResult:
-    """The loop of ``evaluate`` over any iterable of batches with ``frames``, ``mask``, ``labels``, ``video_ids``."""
+    """The loop of ``evaluate`` over any iterable of batches with ``frames``, ``mask``, ``labels``, ``video_ids``.
+    ``class_names``: the classes' names (kept in the result and its per-class file), or None."""
     from tqdm.auto import tqdm
 
     if sample_encodings < 0:
@@ -274,6 +278,7 @@ def evaluate_batches(
         top_classes=top_classes,
         top_scores=top_scores,
         video_labels=video_labels,
+        class_names=list(class_names) if class_names is not None else None,
     )
     if out_dir is not None:
         result.files = write_evaluation(result, out_dir)
@@ -301,15 +306,31 @@ def _write_parquet_atomic(target: Path, table: pa.Table) -> None:
 
 
 def per_class_table(result: EvaluationResult) -> pa.Table:
-    """class, ap (null where the class has no positives), num_positives."""
+    """class, ap (null where the class has no positives), num_positives; and name when the classes have names."""
     ap = result.per_class_ap
-    return pa.table(
-        {
-            "class": pa.array(np.arange(ap.shape[0], dtype=np.int32)),
-            "ap": pa.array(ap, mask=np.isnan(ap), type=pa.float64()),
-            "num_positives": pa.array(result.positives_per_class.astype(np.int64)),
-        }
-    )
+    columns = {
+        "class": pa.array(np.arange(ap.shape[0], dtype=np.int32)),
+        "ap": pa.array(ap, mask=np.isnan(ap), type=pa.float64()),
+        "num_positives": pa.array(result.positives_per_class.astype(np.int64)),
+    }
+    if result.class_names is not None and len(result.class_names) == ap.shape[0]:
+        columns["name"] = pa.array(result.class_names, type=pa.string())
+    return pa.table(columns)
+
+
+def class_names_of_evaluation(folder: str | os.PathLike[str]) -> list[str] | None:
+    """The class names an evaluation folder's per-class file holds (None when it has none)."""
+    path = Path(folder) / PER_CLASS_AP_FILE
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    return table.column("name").to_pylist() if "name" in table.column_names else None
+
+
+def class_label(label: int, class_names: list[str] | None) -> str:
+    """How a class is shown to people: "17 Guitar" with names, else "class 17"."""
+    name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else ""
+    return f"{label} {name}" if name else f"class {label}"
 
 
 def _list_column(matrix: np.ndarray, rows: int) -> pa.Array:
@@ -491,8 +512,13 @@ def encoding_tsne(
     )
 
 
-def plot_encoding_tsne(embedding: EncodingEmbedding, title: str = "Teacher (dark) and student (light) encodings") -> Any:
-    """The Figure 3 scatter: one colour per class, dark = teacher, light = student of the same video."""
+def plot_encoding_tsne(
+    embedding: EncodingEmbedding,
+    title: str = "Teacher (dark) and student (light) encodings",
+    class_names: list[str] | None = None,
+) -> Any:
+    """The Figure 3 scatter: one colour per class, dark = teacher, light = student of the same video; the legend
+    names the classes when ``class_names`` is given."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgb
 
@@ -502,8 +528,9 @@ def plot_encoding_tsne(embedding: EncodingEmbedding, title: str = "Teacher (dark
         chosen = embedding.video_class == cls
         dark = np.array(to_rgb(palette(i % 10)))
         light = dark + (1.0 - dark) * 0.55  # the same hue, lighter
-        ax.scatter(*embedding.teacher_xy[chosen].T, s=14, color=dark, marker="o", label=f"class {cls} (t)")
-        ax.scatter(*embedding.student_xy[chosen].T, s=14, color=light, marker="^", label=f"class {cls} (s)")
+        label = class_label(cls, class_names)
+        ax.scatter(*embedding.teacher_xy[chosen].T, s=14, color=dark, marker="o", label=f"{label} (t)")
+        ax.scatter(*embedding.student_xy[chosen].T, s=14, color=light, marker="^", label=f"{label} (s)")
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -520,6 +547,8 @@ __all__ = [
     "METRIC_NAMES",
     "PER_CLASS_AP_FILE",
     "PREDICTIONS_FILE",
+    "class_label",
+    "class_names_of_evaluation",
     "evaluate",
     "encoding_tsne",
     "evaluate_batches",

@@ -11,6 +11,15 @@ one line per video, its ``top_k`` (label, sigmoid score) pairs sorted by score, 
 label first), scores as ``%f`` like the official starter code's ``format_lines``. The file is written under a
 temporary name and renamed (or, for ``gs://``, uploaded) at the end, so an interrupted run leaves no half file.
 
+Class names: the submission file stays in Kaggle's format. When the classes have names (the model file's
+``class_names``, from the vocabulary of the store it was trained on; else the vocabulary of the frame store
+read), the same pairs are also written with their names to ``names_path(out)`` (``predictions.csv`` ->
+``predictions.names.csv``), one row per (video, rank), a CSV that quotes names holding commas::
+
+    VideoId,Rank,Label,Name,Score
+    abc1,1,17,Guitar,0.981234
+    abc1,2,3,"Musician, street",0.520000
+
 Contract details chosen here: the source is TFRecords when it is a ``.tfrecord`` file, a glob, or a
 directory holding ``*.tfrecord`` shards; anything else is opened as a frame store. Students take their
 ``StudentConfig`` (k, frame selection) from the loaded model (see ``fewframes.benchmark.student_config_of``)
@@ -39,10 +48,17 @@ from fewframes.benchmark import (
     resolve_device,
     student_config_of,
 )
-from fewframes.config import FEATURE_DIM, StudentConfig
+from fewframes.config import StudentConfig
 from fewframes.errors import BenchmarkError
 
 CSV_HEADER = "VideoId,LabelConfidencePairs"
+NAMES_HEADER = ("VideoId", "Rank", "Label", "Name", "Score")
+
+
+def names_path(out: str | os.PathLike[str]) -> str:
+    """Where the named predictions of ``out`` go: ``x.csv`` -> ``x.names.csv`` (any other name: + ``.names.csv``)."""
+    text = os.fspath(out)
+    return (text[: -len(".csv")] if text.endswith(".csv") else text) + ".names.csv"
 
 
 def top_k_pairs(scores: np.ndarray, top_k: int) -> list[tuple[int, float]]:
@@ -82,13 +98,17 @@ def _store_batches(
 
 
 def _tfrecord_batches(
-    src: str, student: StudentConfig | None, batch_size: int, rng: np.random.Generator
+    src: str, student: StudentConfig | None, batch_size: int, rng: np.random.Generator, widths: tuple[int, int]
 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]:
+    """Batches of TFRecord videos; ``widths``: the model's (rgb, audio) frame widths ((D, 0): one part, split
+    as the records hold it)."""
     from fewframes.data.yt8m import read_tfrecords
+
+    feature_dim = sum(widths)
 
     def flush(ids: list[str], selected: list[np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
         slots = max(len(s) for s in selected)
-        frames = np.zeros((len(selected), slots, FEATURE_DIM), dtype=np.uint8)
+        frames = np.zeros((len(selected), slots, feature_dim), dtype=np.uint8)
         mask = np.zeros((len(selected), slots), dtype=bool)
         for row, chosen in enumerate(selected):
             frames[row, : len(chosen)] = chosen
@@ -97,7 +117,13 @@ def _tfrecord_batches(
 
     ids: list[str] = []
     selected: list[np.ndarray] = []
-    for video in read_tfrecords(src, labelled=False):  # predictions need no labels: the test set has none
+    # Predictions need no labels (the test set has none); the frames must be as wide as the model reads them.
+    for video in read_tfrecords(src, labelled=False, widths=widths if widths[1] else None):
+        if video.rgb.shape[1] + video.audio.shape[1] != feature_dim:
+            raise BenchmarkError(
+                f"video {video.id!r}: frames of {video.rgb.shape[1]} + {video.audio.shape[1]} bytes; the model reads "
+                f"{feature_dim}"
+            )
         positions, real = frame_positions(video.num_frames, student, rng)
         chosen = positions[real]
         selected.append(np.concatenate([video.rgb[chosen], video.audio[chosen]], axis=1))
@@ -107,6 +133,18 @@ def _tfrecord_batches(
             ids, selected = [], []
     if ids:
         yield flush(ids, selected)
+
+
+def _write_names(out: str, rows: list[tuple[str, int, int, str, float]]) -> None:
+    """The named predictions (see the module docstring), written atomically like the submission."""
+    import csv
+
+    with fsio.staged_output_file(out) as temp:
+        with open(temp, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(NAMES_HEADER)
+            for video_id, rank, label, name, score in rows:
+                writer.writerow([video_id, rank, label, name, f"{score:f}"])
 
 
 def _write_atomically(out: str, lines: Iterable[str]) -> int:
@@ -126,6 +164,31 @@ def _write_atomically(out: str, lines: Iterable[str]) -> int:
 
 
 def predict(
+    model: nn.Module | str | os.PathLike[str], src: str | os.PathLike[str] | Any, out: str | os.PathLike[str],
+    top_k: int = 20, **options: Any,
+) -> int:
+    """Classify every video of ``src`` (frame store or TFRecords) and write the submission CSV ``out``.
+
+    Returns the number of videos written. ``model`` is a ``VideoClassifier`` or a saved model path; ``src`` a
+    path, or an already open ``FrameStore`` (whose ``bytes_read`` then shows what was read). ``options``:
+    ``predict_files``'s (batch_size, device, student, seed, progress). When the classes have names,
+    ``names_path(out)`` holds them too (module docstring; ``predict_files`` also says whether).
+    """
+    return predict_files(model, src, out, top_k, **options)[0]
+
+
+def class_names_of(model: nn.Module, store: Any = None) -> list[str] | None:
+    """The class names of ``model`` (its file's), else of ``store`` (its vocabulary) when the counts agree."""
+    names = getattr(model, "class_names", None)
+    if names is None and store is not None:
+        names = getattr(store, "class_names", None)
+    config = getattr(model, "config", None)
+    if names is not None and config is not None and len(names) != config.num_classes:
+        return None
+    return list(names) if names is not None else None
+
+
+def predict_files(
     model: nn.Module | str | os.PathLike[str],
     src: str | os.PathLike[str] | Any,
     out: str | os.PathLike[str],
@@ -136,12 +199,8 @@ def predict(
     student: StudentConfig | None = None,
     seed: int = 0,
     progress: bool = True,
-) -> int:
-    """Classify every video of ``src`` (frame store or TFRecords) and write the submission CSV ``out``.
-
-    Returns the number of videos written. ``model`` is a ``VideoClassifier`` or a saved model path; ``src`` a
-    path, or an already open ``FrameStore`` (whose ``bytes_read`` then shows what was read).
-    """
+) -> tuple[int, str | None]:
+    """``predict``, returning (videos written, the named predictions' path or None when no names are known)."""
     from tqdm.auto import tqdm
 
     if top_k < 1:
@@ -153,23 +212,42 @@ def predict(
     student = student or student_config_of(loaded)
     rng = np.random.default_rng(seed)
     src_text = os.fspath(src) if isinstance(src, (str, os.PathLike)) else None
+    config = getattr(loaded, "config", None)
+    store = None
     if src_text is not None and is_tfrecord_source(src_text):
-        batches = _tfrecord_batches(src_text, student, batch_size, rng)
+        widths = config.widths if config is not None else (1024, 128)
+        batches = _tfrecord_batches(src_text, student, batch_size, rng, widths)
         total = None
     else:
         store = open_store(src if src_text is None else src_text)
+        if config is not None and store.feature_dim != config.feature_dim:
+            raise BenchmarkError(
+                f"--src {store.path}: frames of {store.feature_dim} bytes (rgb {store.rgb_dim} + audio "
+                f"{store.audio_dim}); the model reads {config.feature_dim}"
+            )
         batches = _store_batches(store, student, batch_size, rng)
         total = len(store)
+    names = class_names_of(loaded, store)
+    named: list[tuple[str, int, int, str, float]] = []
 
     def lines() -> Iterator[str]:
         with torch.inference_mode(), tqdm(total=total, desc="predict", unit="video", disable=not progress) as bar:
             for ids, frames, mask in batches:
                 scores = classify_batch(loaded, frames, mask, torch_device)
                 for video_id, video_scores in zip(ids, scores):
-                    yield format_line(video_id, video_scores, top_k)
+                    line = format_line(video_id, video_scores, top_k)
+                    if names is not None:
+                        pairs = top_k_pairs(video_scores, top_k)
+                        named.extend((video_id, rank, label, names[label], score)
+                                     for rank, (label, score) in enumerate(pairs, start=1))
+                    yield line
                 bar.update(len(ids))
 
-    return _write_atomically(os.fspath(out), lines())
+    count = _write_atomically(os.fspath(out), lines())
+    if names is None:
+        return count, None
+    _write_names(names_path(out), named)
+    return count, names_path(out)
 
 
 def read_predictions(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, float]]]:
@@ -192,4 +270,7 @@ def _parse(handle: TextIO, name: str) -> dict[str, list[tuple[int, float]]]:
     return result
 
 
-__all__ = ["CSV_HEADER", "format_line", "is_tfrecord_source", "predict", "read_predictions", "top_k_pairs"]
+__all__ = [
+    "CSV_HEADER", "NAMES_HEADER", "class_names_of", "format_line", "is_tfrecord_source", "names_path", "predict",
+    "predict_files", "read_predictions", "top_k_pairs",
+]  # fmt: skip

@@ -49,26 +49,48 @@ def model_run_name(params: Mapping[str, Any]) -> str:
 
 
 def split_dataset(store_path: str, split: str, train_fraction: float | None = None, seed: int | None = None) -> Any:
-    """A pandas DataFrame of the videos of ``split``: ``video_id`` and ``num_frames``."""
+    """A pandas DataFrame of the videos of ``split``: ``video_id``, ``num_frames``, ``labels`` (the class
+    numbers, space-separated) and, when the store has a vocabulary, ``label_names`` ("; "-separated)."""
     import pandas as pd
 
     from fewframes.data.split import open_split
 
     store, indices = open_split(store_path, split, train_fraction, seed)
     ids = store.video_ids
-    return pd.DataFrame({
+    columns: dict[str, list[Any]] = {
         "video_id": [ids[int(i)] for i in indices],
         "num_frames": [int(store.lengths[int(i)]) for i in indices],
-    })  # fmt: skip
+        "labels": [" ".join(str(int(c)) for c in store.labels[int(i)]) for i in indices],
+    }
+    names = store.class_names
+    if names is not None:
+        columns["label_names"] = ["; ".join(names[int(c)] for c in store.labels[int(i)]) for i in indices]
+    return pd.DataFrame(columns)
+
+
+def classes_description(store_path: str) -> str:
+    """One line saying what the store's classes are: how many, where the count came from, whether named."""
+    from fewframes.data.store import FrameStore
+
+    store = FrameStore.open(store_path)
+    source = store.class_source
+    origin = {
+        "vocabulary": f"names and count from the vocabulary {source.get('file', '')}".rstrip(),
+        "release": f"the YouTube-8M {source.get('release', '')} release's vocabulary (recognised), no names",
+        "data": "count assumed from the data (largest label + 1), no names",
+    }.get(source.get("from", ""), "count given at ingest, no names")
+    return f"{store.num_classes} classes: {origin}; frames {store.rgb_dim} + {store.audio_dim} bytes"
 
 
 def log_split(tracker: Any, store_path: str, split: str, context: str, **split_args: Any) -> None:
-    """Log ``split`` of the store at ``store_path`` as ``tracker``'s dataset input (nothing when disabled)."""
+    """Log ``split`` of the store at ``store_path`` as ``tracker``'s dataset input (nothing when disabled); its
+    ``fewframes.classes`` tag describes the classes (``classes_description``)."""
     if not getattr(tracker, "active", False):
         return
     source = store_path if "://" in store_path else str(Path(store_path).resolve())
     name = f"{Path(store_path.rstrip('/')).name}:{split}"
-    tracker.log_dataset(split_dataset(store_path, split, **split_args), source=source, name=name, context=context)
+    tracker.log_dataset(split_dataset(store_path, split, **split_args), source=source, name=name, context=context,
+                        tags={"fewframes.classes": classes_description(store_path)})
 
 
 def logged_model_of(uri: str, run_id: str, name: str | None = None) -> str | None:

@@ -6,9 +6,10 @@ Request (``POST /invocations``, JSON)::
      "params": {"top_k": 20}}
 
 one record per video, its YouTube-8M quantised frame features: ``rgb`` uint8 [n, 1024] and ``audio`` uint8
-[n, 128] as nested lists, any n from 1 to 300. Answer: one row per video, ``video_id``, ``labels`` (the
-top_k class ids, highest score first, ties by lower label) and ``scores`` (their sigmoid scores) -- the same
-pairs ``fewframes predict`` writes. A student reads only its k frames (fewframes' own frame selection,
+[n, 128] as nested lists (another extractor's widths, e.g. 2048 + 128, for a model trained on them), any n
+from 1 to 300. Answer: one row per video, ``video_id``, ``labels`` (the top_k class ids, highest score first,
+ties by lower label), ``names`` (those classes' names, from the vocabulary of the store the model was trained
+on; '' where it had none) and ``scores`` (their sigmoid scores) -- the same pairs ``fewframes predict`` writes. A student reads only its k frames (fewframes' own frame selection,
 ``fewframes.benchmark.frame_positions``): only those rows are converted to arrays and fed to the model.
 Videos are classified in batches of ``PREDICT_BATCH`` in request order with the selection generator seeded
 by ``params.seed`` (0), exactly as ``predict`` does, so a request holding a store's videos in order answers
@@ -96,12 +97,15 @@ class FewFramesPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def classify_videos(model: Any, student: Any, videos: pd.DataFrame, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Top-k labels and scores of each video (row) of ``videos``; see the module docstring."""
+    """Top-k labels, names and scores of each video (row) of ``videos``; see the module docstring."""
     import torch
 
     from fewframes.benchmark import classify_batch, frame_positions
-    from fewframes.config import FEATURE_DIM
     from fewframes.predict import top_k_pairs
+
+    config = getattr(model, "config", None)
+    rgb_dim, audio_dim = config.widths if config is not None else (RGB_DIM, AUDIO_DIM)
+    class_names = getattr(model, "class_names", None)
 
     params = dict(params or {})
     top_k = int(params.get("top_k", DEFAULT_TOP_K))
@@ -111,6 +115,7 @@ def classify_videos(model: Any, student: Any, videos: pd.DataFrame, params: Mapp
     records = videos.to_dict("records")
     ids = [str(r.get("video_id") or i) if not _missing(r.get("video_id")) else str(i) for i, r in enumerate(records)]
     labels_out: list[list[int]] = []
+    names_out: list[list[str]] = []
     scores_out: list[list[float]] = []
     device = torch.device("cpu")
     with torch.inference_mode():
@@ -122,12 +127,12 @@ def classify_videos(model: Any, student: Any, videos: pd.DataFrame, params: Mapp
                 positions, real = frame_positions(n, student, rng)
                 chosen = positions[real]
                 selected = np.concatenate(
-                    [_rows(rgb, chosen, RGB_DIM, "rgb", start + offset), _rows(audio, chosen, AUDIO_DIM, "audio", start + offset)],
+                    [_rows(rgb, chosen, rgb_dim, "rgb", start + offset), _rows(audio, chosen, audio_dim, "audio", start + offset)],
                     axis=1,
                 )
                 selections.append((len(positions), selected))
             slots = max(length for length, _ in selections)
-            frames = np.zeros((len(batch), slots, FEATURE_DIM), dtype=np.uint8)
+            frames = np.zeros((len(batch), slots, rgb_dim + audio_dim), dtype=np.uint8)
             mask = np.zeros((len(batch), slots), dtype=bool)
             for row, (_, selected) in enumerate(selections):
                 frames[row, : len(selected)] = selected
@@ -136,8 +141,9 @@ def classify_videos(model: Any, student: Any, videos: pd.DataFrame, params: Mapp
             for video_scores in scores:
                 pairs = top_k_pairs(video_scores, top_k)
                 labels_out.append([label for label, _ in pairs])
+                names_out.append([class_names[label] if class_names else "" for label, _ in pairs])
                 scores_out.append([score for _, score in pairs])
-    return pd.DataFrame({"video_id": ids, "labels": labels_out, "scores": scores_out})
+    return pd.DataFrame({"video_id": ids, "labels": labels_out, "names": names_out, "scores": scores_out})
 
 
 def _missing(value: Any) -> bool:
@@ -145,7 +151,8 @@ def _missing(value: Any) -> bool:
 
 
 def model_signature() -> Any:
-    """Input: video_id (optional string), rgb/audio (arrays of arrays of ints); params top_k, seed; output: labels, scores."""
+    """Input: video_id (optional string), rgb/audio (arrays of arrays of ints); params top_k, seed; output: labels,
+    names, scores."""
     from mlflow.models import ModelSignature
     from mlflow.types import DataType
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
@@ -159,26 +166,28 @@ def model_signature() -> Any:
     outputs = Schema([
         ColSpec(DataType.string, "video_id"),
         ColSpec(Array(DataType.long), "labels"),
+        ColSpec(Array(DataType.string), "names"),
         ColSpec(Array(DataType.double), "scores"),
     ])  # fmt: skip
     params = ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K), ParamSpec("seed", DataType.long, 0)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
-def input_example(n_frames: int = 3) -> pd.DataFrame:
-    """A small request: one video of ``n_frames`` frames (a deterministic byte pattern)."""
-    base = np.arange(n_frames * (RGB_DIM + AUDIO_DIM), dtype=np.int64).reshape(n_frames, -1) % 256
+def input_example(n_frames: int = 3, rgb_dim: int = RGB_DIM, audio_dim: int = AUDIO_DIM) -> pd.DataFrame:
+    """A small request: one video of ``n_frames`` frames of ``rgb_dim`` + ``audio_dim`` bytes (a deterministic
+    byte pattern)."""
+    base = np.arange(n_frames * (rgb_dim + audio_dim), dtype=np.int64).reshape(n_frames, -1) % 256
     return pd.DataFrame(
-        {"video_id": ["example"], "rgb": [base[:, :RGB_DIM].tolist()], "audio": [base[:, RGB_DIM:].tolist()]}
+        {"video_id": ["example"], "rgb": [base[:, :rgb_dim].tolist()], "audio": [base[:, rgb_dim:].tolist()]}
     )
 
 
-def videos_frame(videos: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
-    """A request DataFrame from (id, uint8 frames [n, 1152]) pairs."""
+def videos_frame(videos: list[tuple[str, np.ndarray]], rgb_dim: int = RGB_DIM) -> pd.DataFrame:
+    """A request DataFrame from (id, uint8 frames [n, D]) pairs, the first ``rgb_dim`` bytes of a frame its rgb."""
     return pd.DataFrame({
         "video_id": [video_id for video_id, _ in videos],
-        "rgb": [frames[:, :RGB_DIM].tolist() for _, frames in videos],
-        "audio": [frames[:, RGB_DIM:].tolist() for _, frames in videos],
+        "rgb": [frames[:, :rgb_dim].tolist() for _, frames in videos],
+        "audio": [frames[:, rgb_dim:].tolist() for _, frames in videos],
     })  # fmt: skip
 
 
@@ -189,7 +198,10 @@ def save_pyfunc(model_file: str | os.PathLike[str], path: str | os.PathLike[str]
 
     import fewframes
 
+    from fewframes.training.results import check_model_config, read_model_file
+
     package = Path(fewframes.__file__).parent
+    rgb_dim, audio_dim = check_model_config(model_file, read_model_file(model_file)["model_config"]).widths
     requirements = [
         f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}",
         f"mlflow=={mlflow.__version__}", "pyarrow",
@@ -208,7 +220,7 @@ def save_pyfunc(model_file: str | os.PathLike[str], path: str | os.PathLike[str]
                 artifacts={MODEL_FILE_ARTIFACT: os.fspath(model_file)},
                 code_paths=[str(code)],
                 signature=model_signature(),
-                input_example=input_example(),
+                input_example=input_example(rgb_dim=rgb_dim, audio_dim=audio_dim),
                 pip_requirements=requirements,
                 mlflow_model=mlflow_model,
             )

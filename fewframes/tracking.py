@@ -416,10 +416,11 @@ class Tracker:
         return str(version.version)
 
     def log_dataset(
-        self, frame: Any, source: str, name: str, context: str = "training", digest: str | None = None
+        self, frame: Any, source: str, name: str, context: str = "training", digest: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         """Log a pandas DataFrame describing a data set (e.g. a split's videos) as this run's dataset input,
-        with ``source`` (the frame store's URI) as where it came from."""
+        with ``source`` (the frame store's URI) as where it came from and ``tags`` on the input (its context too)."""
         if not self.active:
             return
         import mlflow.data
@@ -430,7 +431,8 @@ class Tracker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MLflow's hint about integer columns and missing values
             dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
-        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+        input_tags = [InputTag("mlflow.data.context", context)] + [InputTag(k, str(v)) for k, v in (tags or {}).items()]
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=input_tags)]
         try:
             with self._mlflow_call(f"log_input {name}"):
                 self._client.log_inputs(self.run_id, inputs)

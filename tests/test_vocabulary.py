@@ -6,17 +6,24 @@ ingest`` through the command line, real frame stores. Videos are short (4-8 fram
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from fewframes.benchmark import counted_flops
 from fewframes.cli import main
+from fewframes.config import ModelConfig, data_widths
 from fewframes.data.store import FrameStore
 from fewframes.data.vocabulary import RELEASES, load_vocabulary, parse_vocabulary
 from fewframes.data.yt8m import Video, write_tfrecord
 from fewframes.errors import DataError
+from fewframes.evaluation import evaluate
+from fewframes.models import build_model, model_flops, prepare_frames
 
 YT8M_HEADER = "Index,TrainVideoCount,KnowledgeGraphId,Name,WikiUrl,Vertical1,Vertical2,Vertical3,WikiDescription"
 
@@ -173,3 +180,152 @@ def test_vocabulary_files_in_both_layouts_and_their_faults(tmp_path):
             parse_vocabulary(text, "bad.csv")
     with pytest.raises(DataError, match=r"--vocabulary .*missing.csv"):
         load_vocabulary(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize("family", ["hrnn", "netvlad", "nextvlad"])
+def test_other_widths_are_carried_through_every_family_and_its_flops(family):
+    config = ModelConfig(num_classes=5, hidden_size=8, num_layers=1, block_length=5, clusters=4, groups=4,
+                         family=family, **data_widths(2048, 128))
+    assert config.parts == (2048, 128) and config.widths == (2048, 128) and config.feature_dim == 2176
+    assert data_widths(1024, 128) == {}  # YouTube-8M's own: the defaults, configs as before
+    model = build_model(config).eval()
+    frames = torch.randint(0, 256, (2, 10, 2176), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert model(frames).logits.shape == (2, 5)
+    assert counted_flops(model, frames) == 2 * model_flops(config, 10)
+    youtube = config.replace(feature_dim=1152, audio_dim=None)
+    assert model_flops(config, 10) > model_flops(youtube, 10)  # the wider rgb costs more, analytically too
+    prepared = prepare_frames(frames, config.parts)  # rgb and audio each L2-normalised on their own
+    for part in (prepared[..., :2048], prepared[..., 2048:]):
+        assert torch.allclose(part.norm(dim=-1), torch.ones(2, 10), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def wide_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[int, str]]:
+    """A 6-class set of 2048 + 128-byte frames with a YouTube-8M-layout vocabulary, ingested through the command
+    line, and a NetVLAD teacher trained on it by the training entry point given sizes only (no num_classes, no
+    widths): (folder, the training summary, the names)."""
+    from fewframes.data.split import write_split
+    from fewframes.training.__main__ import build_parser, run
+
+    folder = tmp_path_factory.mktemp("wide")
+    write_videos(folder / "tf", classes=6, videos=48, rgb_dim=2048, shards=1)
+    names = write_yt8m_vocabulary(folder / "vocabulary.csv", 6)
+    assert main(["data", "ingest", "--quiet", "--src", str(folder / "tf"), "--out", str(folder / "store"),
+                 "--vocabulary", str(folder / "vocabulary.csv")]) == 0
+    write_split(folder / "store", validation_fraction=0.25, test_fraction=0.25)
+    args = build_parser().parse_args([
+        "teacher", "--store", str(folder / "store"), "--out", str(folder / "teacher"), "--no-progress",
+        "--model-config", '{"hidden_size": 8, "family": "netvlad", "clusters": 4}',
+        "--train-config", '{"epochs": 1, "batch_size": 8, "device": "cpu"}',
+    ])  # fmt: skip
+    return folder, run(args), names
+
+
+def test_a_2048_wide_set_with_a_vocabulary_trains_evaluates_exports_and_predicts_with_names(wide_teacher, tmp_path, capsys):
+    """The store's class count, widths and names drive everything downstream, and the names reach predict's output."""
+    from fewframes.export import export_onnx, onnx_logits
+    from fewframes.predict import NAMES_HEADER, names_path, read_predictions
+    from fewframes.training import load_model
+
+    folder, summary, names = wide_teacher
+    store = folder / "store"
+    assert summary["model_config"]["num_classes"] == 6 and summary["model_config"]["feature_dim"] == 2176
+    model = load_model(summary["model_path"])
+    assert model.config.parts == (2048, 128) and model.class_names == [names[i] for i in range(6)]
+
+    result = evaluate(model, store, "test", progress=False, sample_encodings=0)
+    assert result.num_classes == 6 and result.num_videos > 0 and 0.0 <= result.gap <= 1.0
+
+    exported = export_onnx(summary["model_path"], tmp_path / "teacher.onnx", n_frames=8)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 8, 2176), dtype=np.uint8)
+    with torch.no_grad():
+        eager = model(torch.from_numpy(frames)).logits.numpy()
+    assert exported.num_classes == 6
+    assert np.abs(onnx_logits(tmp_path / "teacher.onnx", frames) - eager).max() <= exported.tolerance
+
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "--model", summary["model_path"], "--src", str(store), "--out", str(out), "--top-k", "3"]) == 0
+    assert f"with class names: {names_path(out)}" in capsys.readouterr().out
+    kaggle = read_predictions(out)  # the submission file is Kaggle's format, unchanged
+    assert out.read_text().splitlines()[0] == "VideoId,LabelConfidencePairs" and len(kaggle) == 48
+    with open(names_path(out), newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert tuple(rows[0]) == NAMES_HEADER and len(rows) == 1 + 48 * 3
+    for video_id, rank, label, name, score in rows[1:]:
+        assert name == names[int(label)]
+        assert kaggle[video_id][int(rank) - 1] == (int(label), pytest.approx(float(score)))
+    # From the TFRecords themselves (the model's widths): the same submission.
+    assert main(["predict", "--model", summary["model_path"], "--src", str(folder / "tf"),
+                 "--out", str(tmp_path / "from_tf.csv"), "--top-k", "3"]) == 0
+    assert (tmp_path / "from_tf.csv").read_text() == out.read_text()
+
+
+def test_the_served_model_answers_names_beside_labels_for_other_widths(tmp_path):
+    """The pyfunc MLflow serves (saved and loaded by MLflow itself) reads 2048 + 128-byte frames and answers
+    each label's name from the model file's class names."""
+    mlflow = pytest.importorskip("mlflow")
+    from fewframes.config import StudentConfig
+    from fewframes.models import student_model_config
+    from fewframes.serving import save_pyfunc, videos_frame
+    from fewframes.training.results import save_model
+
+    torch.manual_seed(0)
+    student = StudentConfig(k=4)
+    config = student_model_config(ModelConfig(num_classes=7, hidden_size=8, num_layers=1, **data_widths(2048, 128)), 4)
+    names = [f"class {i}, named" for i in range(7)]
+    save_model(build_model(config).eval(), tmp_path / "student.pt", config, student, role="student", class_names=names)
+    served = mlflow.pyfunc.load_model(str(save_pyfunc(tmp_path / "student.pt", tmp_path / "pyfunc")))
+    rng = np.random.default_rng(0)
+    videos = [(f"v{i}", rng.integers(0, 256, (n, 2176), dtype=np.uint8)) for i, n in enumerate([9, 3, 20])]
+    answer = served.predict(videos_frame(videos, rgb_dim=2048), params={"top_k": 3})
+    assert list(answer["video_id"]) == ["v0", "v1", "v2"]
+    for labels, row_names in zip(answer["labels"], answer["names"]):
+        assert list(row_names) == [names[label] for label in labels] and len(labels) == 3
+
+
+def test_the_report_names_the_classes_in_its_per_class_table_and_t_sne_legend(wide_teacher, tmp_path):
+    """Real evaluations (the wide teacher on all frames and on 4 frames, as a stand-in student) written to their
+    folders, then the report built from them: its per-class table and Figure 3 name the classes."""
+    from fewframes.report import build_report
+    from fewframes.training import load_model
+
+    folder, summary, names = wide_teacher
+    model = load_model(summary["model_path"])
+    rows = []
+    for role, strategy, k in (("teacher", "all", None), ("student", "uniform", 4)):
+        out = tmp_path / role
+        result = evaluate(model, folder / "store", "test", strategy=strategy, k=k, out_dir=out, progress=False)
+        assert result.class_names == [names[i] for i in range(6)]
+        rows.append({"role": role, "k": "" if k is None else k, "frame_selection": strategy, "loss": "rep_pred_ce" if k else "",
+                     "mode": "serial" if k else "", "matching": "final" if k else "", "train_fraction": 1.0, "seed": 0,
+                     "model_key": role, "gap": result.gap, "map": result.map, "control": "", "evaluation_dir": str(out)})
+    report = build_report(rows, tmp_path / "report", resamples=50)
+    table = next(t for t in report.summary["tables"] if t["title"].startswith("Per-class test AP"))
+    assert table["header"][:3] == ["class", "name", "test videos"] and table["rows"]
+    for row in table["rows"]:
+        assert row[1] == names[int(row[0])]
+    assert report.summary["tsne"] is not None
+    assert report.summary["tsne"]["class_labels"] == [f"{c} {names[c]}" for c in report.summary["tsne"]["classes"]]
+    assert names[int(table["rows"][0][0])] in report.markdown.read_text()
+
+
+def test_the_mlflow_dataset_input_describes_the_classes(wide_teacher, tmp_path):
+    """A training run's dataset input (a real MLflow store, SQLite) carries the labels with their names and a
+    tag describing the classes."""
+    mlflow = pytest.importorskip("mlflow")
+    from fewframes.run_results import log_split
+    from fewframes.tracking import Tracker
+
+    folder, _, names = wide_teacher
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with Tracker.start(uri, "vocabulary-test", "teacher") as tracker:
+        log_split(tracker, str(folder / "store"), "train", "training")
+    (dataset_input,) = mlflow.MlflowClient(uri).get_run(tracker.run_id).inputs.dataset_inputs
+    tags = {tag.key: tag.value for tag in dataset_input.tags}
+    assert tags["mlflow.data.context"] == "training"
+    assert tags["fewframes.classes"] == (
+        f"6 classes: names and count from the vocabulary {folder / 'vocabulary.csv'}; frames 2048 + 128 bytes"
+    )
+    columns = [column["name"] for column in json.loads(dataset_input.dataset.schema)["mlflow_colspec"]]
+    assert columns == ["video_id", "num_frames", "labels", "label_names"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from fewframes.config import ModelConfig, StudentConfig, TrainConfig, env_number, get_preset
+from fewframes.config import ModelConfig, StudentConfig, TrainConfig, data_widths, env_number, get_preset
 from fewframes.errors import PipelineError
 from fewframes.runs import TAG_MODEL_KEY, TAG_ROLE, TrackingContext, step_run
 
@@ -57,10 +57,12 @@ class Sizes:
         components and the DAG name each parameter once, in their KFP signatures."""
         return cls(**{name: parameters[name] for name in SIZES_PARAMETERS})
 
-    def model_config(self, num_classes: int) -> ModelConfig:
+    def model_config(self, num_classes: int, widths: dict[str, int] | None = None) -> ModelConfig:
+        """The teacher's ModelConfig for a store of ``num_classes`` classes; ``widths``: its frame widths as
+        ``ModelConfig`` fields (``fewframes.config.data_widths``; none for YouTube-8M's)."""
         base = get_preset(self.preset).model_config(num_classes) if self.preset else ModelConfig(num_classes)
         changes: dict[str, Any] = {"hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                                   "block_length": self.teacher_block_length}
+                                   "block_length": self.teacher_block_length, **(widths or {})}
         if self.family:
             changes["family"] = self.family
         return base.replace(**changes)
@@ -246,7 +248,7 @@ def train_teacher_step(
     store = FrameStore.open(store_path)
     out = Path(model_dir)
     fraction = float(train_fraction)
-    model_config, train_config = sizes.model_config(store.num_classes), sizes.train_config(fraction)
+    model_config, train_config = sizes.model_config(store.num_classes, data_widths(store.rgb_dim, store.audio_dim)), sizes.train_config(fraction)
     key = model_key("teacher", train_fraction=fraction, seed=sizes.seed, repeat=repeat)
     described = model_params("teacher", frame_selection="all", train_fraction=fraction, seed=sizes.seed,
                              family=model_config.family)
@@ -353,7 +355,7 @@ def distill_student_step(
     teacher_run_id = teacher_info.get("mlflow_run_id", "")
     student_config = StudentConfig(k=k, frame_selection="uniform", loss=loss, mode=mode, matching=matching)
     store = FrameStore.open(store_path)
-    model_config = sizes.model_config(store.num_classes)
+    model_config = sizes.model_config(store.num_classes, data_widths(store.rgb_dim, store.audio_dim))
     train_config = sizes.train_config(fraction)
     key = model_key(role, k, loss=loss, mode=mode, matching=matching, train_fraction=fraction, seed=sizes.seed,
                     repeat=repeat, control=control)
@@ -403,7 +405,7 @@ def train_baseline_step(
     k = int(k)
     store = FrameStore.open(store_path)
     student_config = StudentConfig(k=k, frame_selection=frame_selection)
-    model_config = sizes.model_config(store.num_classes)
+    model_config = sizes.model_config(store.num_classes, data_widths(store.rgb_dim, store.audio_dim))
     train_config = sizes.train_config(float(train_fraction))
     key = model_key("baseline", k, frame_selection=frame_selection, train_fraction=float(train_fraction),
                     seed=sizes.seed, repeat=repeat)

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, help="saved model file, teacher or student (local or gs://)")
     parser.add_argument("--src", required=True, help="frame store, or TFRecord file/directory/glob (local or gs://)")
-    parser.add_argument("--out", required=True, help="predictions CSV to write atomically (local or gs://)")
+    parser.add_argument("--out", required=True, help="predictions CSV to write atomically (local or gs://), Kaggle's "
+                        "format; with class names known, also OUT.names.csv (VideoId,Rank,Label,Name,Score)")
     parser.add_argument("--top-k", type=int, default=20, help="label/score pairs per video (default: 20)")
     parser.add_argument("--batch", type=int, default=64, help="videos per batch (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -40,12 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Handler of ``fewframes predict``."""
     from fewframes import fsio
-    from fewframes.predict import predict
+    from fewframes.predict import names_path, predict_files
 
     fsio.check_output_file(args.out, "--out", inputs=(args.model, args.src))  # before any prediction
+    fsio.check_output_file(names_path(args.out), "--out", inputs=(args.model, args.src))
     with fsio.output_errors(args.out):
-        count = predict(args.model, args.src, args.out, args.top_k, batch_size=args.batch, device=args.device)
-    print(f"wrote predictions for {count} videos to {args.out}")
+        count, named = predict_files(args.model, args.src, args.out, args.top_k, batch_size=args.batch, device=args.device)
+    print(f"wrote predictions for {count} videos to {args.out}" + (f" (with class names: {named})" if named else ""))
     return 0
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from fewframes.config import FEATURE_DIM, MAX_FRAMES
+from fewframes.config import MAX_FRAMES
 from fewframes.data.selection import PADDING_POSITION, select_frames
 from fewframes.errors import DataError
 
@@ -39,7 +39,7 @@ from fewframes.errors import DataError
 class Batch:
     """One batch of videos as a model reads them (frames still quantised)."""
 
-    frames: torch.Tensor  # uint8 [B, T, 1152]
+    frames: torch.Tensor  # uint8 [B, T, D] (D = the store's feature_dim, 1152 for YouTube-8M)
     mask: torch.Tensor  # bool [B, T], True = real frame
     labels: torch.Tensor  # float32 [B, C], multi-hot
     video_ids: list[str]
@@ -157,7 +157,7 @@ class FrameDataset(Dataset):
         read = self.store.read_frames(index, wanted)  # only the union of the views' frames
         views = []
         for positions, mask in selections:
-            frames = np.zeros((len(positions), FEATURE_DIM), dtype=np.uint8)
+            frames = np.zeros((len(positions), self.store.feature_dim), dtype=np.uint8)
             frames[mask] = read[np.searchsorted(wanted, positions[mask])]
             views.append(_View(frames, positions, mask))
         return Sample(index, self.store.video_ids[index], self.store.labels[index], tuple(views))
@@ -180,7 +180,7 @@ class Collate:
         batches = []
         for v in range(len(self.views)):
             slots = max(len(s.views[v].positions) for s in samples)
-            frames = np.zeros((len(samples), slots, FEATURE_DIM), dtype=np.uint8)
+            frames = np.zeros((len(samples), slots, samples[0].views[v].frames.shape[1]), dtype=np.uint8)
             mask = np.zeros((len(samples), slots), dtype=bool)
             positions = np.full((len(samples), slots), PADDING_POSITION, dtype=np.int64)
             for row, s in enumerate(samples):

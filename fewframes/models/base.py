@@ -6,6 +6,14 @@ registry (``fewframes.models.registry``) names it. ``VideoClassifier`` pairs an 
 (possibly shared: a student plugs in the teacher's), and every training mode, the losses, evaluation,
 export, predict and the benchmark see only ``VideoClassifier`` / ``ModelOutput``.
 
+The cluster-and-aggregate families (netvlad, nextvlad) share ``PooledEncoder``: each part of the frame
+vector (rgb, audio) pooled by its own pooling module over the video's real frames, the poolings
+concatenated, projected to ``hidden_size`` and gated; the family file holds its pooling, its gating and its
+sizes. ``vlad_residuals`` and ``mask_weights`` are their common arithmetic.
+
+Frame widths: ``ModelConfig.feature_dim`` bytes per frame, split into parts by ``ModelConfig.parts``
+(YouTube-8M's 1024 + 128 by default; another extractor's, e.g. 2048 + 128, as the frame store says).
+
 Classifiers (``ModelConfig.classifier``):
 
 - ``"linear"``: dropout then one linear layer, a logit per class (the paper's "feedforward network with a
@@ -20,6 +28,7 @@ Classifiers (``ModelConfig.classifier``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -27,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewframes.config import AUDIO_DIM, FEATURE_DIM, RGB_DIM, ModelConfig
+from fewframes.config import ModelConfig, feature_parts
 from fewframes.errors import ModelError
 
 # YouTube-8M quantisation: x = q * (4/255) + (4/512 - 2), range about [-2, 2].
@@ -44,24 +53,29 @@ def dequantize_frames(frames: Tensor) -> Tensor:
     return frames
 
 
-def prepare_frames(frames: Tensor) -> Tensor:
+def prepare_frames(frames: Tensor, parts: Sequence[int] | None = None) -> Tensor:
     """Dequantise, then L2-normalise rgb and audio separately per frame (as the authors' code does).
+
+    ``parts``: the widths normalised separately (``ModelConfig.parts``); None: YouTube-8M's rule for the
+    frame's width (1024 + 128 for 1152, else the whole vector).
 
     Returns a new float tensor. uint8 input (the frames of every batch) takes a fast path: the scale 4/255 of
     the dequantisation formula cancels in the normalisation, so only the offset is added, into a contiguous
     copy normalised in place: the frames are the largest tensor of the model and this saves several passes
     over them. Float input (already dequantised, maybe requiring grad) and tracing take the functional path.
     """
+    widths = list(parts) if parts is not None else list(feature_parts(frames.shape[-1]))
+    if sum(widths) != frames.shape[-1]:
+        raise ModelError(f"frames have {frames.shape[-1]} features, the parts {widths} add up to {sum(widths)}")
     # Tracing (ONNX/TorchScript export) records in-place ops on split views wrongly: functional path there.
     if frames.dtype != torch.uint8 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         features = dequantize_frames(frames)
-        if features.shape[-1] != FEATURE_DIM:
+        if len(widths) == 1:
             return F.normalize(features, dim=-1)
-        rgb, audio = features.split([RGB_DIM, AUDIO_DIM], dim=-1)
-        return torch.cat([F.normalize(rgb, dim=-1), F.normalize(audio, dim=-1)], dim=-1)
+        return torch.cat([F.normalize(piece, dim=-1) for piece in features.split(widths, dim=-1)], dim=-1)
     features = frames.to(torch.float32, memory_format=torch.contiguous_format).add_(_QUANT_BIAS / _QUANT_SCALE)
-    parts = features.split([RGB_DIM, AUDIO_DIM], dim=-1) if features.shape[-1] == FEATURE_DIM else (features,)
-    for part in parts:
+    pieces = features.split(widths, dim=-1) if len(widths) > 1 else (features,)
+    for part in pieces:
         part.div_(torch.linalg.vector_norm(part, dim=-1, keepdim=True).clamp_min_(1e-12))
     return features
 
@@ -86,6 +100,21 @@ def all_real(mask: Tensor | None) -> bool:
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     return bool(mask.all())
+
+
+def mask_weights(mask: Tensor | None, like: Tensor) -> Tensor | None:
+    """[B, T, 1] weights (1 real, 0 padding) in ``like``'s dtype, or None when every slot is real."""
+    return None if mask is None else mask.unsqueeze(-1).to(like.dtype)
+
+
+def vlad_residuals(assignment: Tensor, features: Tensor, centres: Tensor) -> Tensor:
+    """Intra-normalised VLAD: sum_n a_nk (x_n - c_k), each cluster's vector L2-normalised.
+
+    assignment [B, N, K] (zero for rows that must not count), features [B, N, d], centres [K, d] -> [B, K, d].
+    """
+    aggregated = torch.bmm(assignment.transpose(1, 2), features)  # one matmul: [B, K, N] @ [B, N, d]
+    aggregated = aggregated - assignment.sum(dim=1).unsqueeze(-1) * centres
+    return F.normalize(aggregated, dim=-1)
 
 
 class EncoderOutput(NamedTuple):
@@ -212,6 +241,47 @@ class VideoClassifier(nn.Module):
         return ModelOutput(self.classifier(encoded.encoding), encoded.encoding, encoded.intermediate)
 
 
+class PooledEncoder(nn.Module):
+    """Frames -> E for the cluster-and-aggregate families: part p of each frame (``config.parts``: rgb, audio)
+    pooled by ``pools[p]``, the poolings concatenated, ``hidden`` (a projection to ``hidden_size``), ``gating``.
+
+    A pooling module maps (features [B, T, d], weights [B, T, 1] or None) to (its pooled vector [B, *],
+    per-frame assignments [B, T, *] zero at padding); the assignments, concatenated, are the intermediate
+    representation (L_rep^I). The family builds the modules (in its own order: that fixes the initial
+    weights a seed gives) and passes them here."""
+
+    def __init__(self, config: ModelConfig, pools: Sequence[nn.Module], hidden: nn.Module, gating: nn.Module) -> None:
+        super().__init__()
+        if len(pools) != len(config.parts):
+            raise ModelError(f"{len(pools)} pooling modules for {len(config.parts)} parts of the frame")
+        self.config = config
+        self.feature_dim = config.feature_dim
+        self.pools = nn.ModuleList(pools)
+        self.hidden = hidden
+        self.gating = gating
+
+    @property
+    def encoding_dim(self) -> int:
+        return self.config.hidden_size
+
+    def forward(self, frames: Tensor, mask: Tensor | None = None, return_intermediate: bool = False) -> EncoderOutput:
+        """frames uint8/float [B, T, D], mask bool [B, T] (True = real) or None (all real) -> EncoderOutput."""
+        check_frames(frames, mask, self.feature_dim)
+        widths = self.config.parts
+        features = prepare_frames(frames, widths)
+        weights = mask_weights(mask, features)
+        pieces = features.split(list(widths), dim=-1)
+        pooled, assignments = zip(*(pool(piece, weights) for pool, piece in zip(self.pools, pieces)))
+        encoding = self.gating(self.hidden(torch.cat(pooled, dim=-1)))
+        intermediate = torch.cat(assignments, dim=-1) if return_intermediate else None
+        return EncoderOutput(encoding, intermediate)
+
+
+def same_sizes_student_config(teacher_config: ModelConfig, k: int, block_length: int | None = None) -> ModelConfig:
+    """A pooling family's student: the teacher's config itself (pooling has no blocks; k is not a size)."""
+    return teacher_config
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """One model family, as the registry holds it.
@@ -241,11 +311,15 @@ __all__ = [
     "ModelFamily",
     "ModelOutput",
     "MoeClassifier",
+    "PooledEncoder",
     "VideoClassifier",
     "all_real",
     "build_classifier",
     "check_frames",
     "classifier_flops",
     "dequantize_frames",
+    "mask_weights",
     "prepare_frames",
+    "same_sizes_student_config",
+    "vlad_residuals",
 ]

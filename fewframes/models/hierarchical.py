@@ -8,7 +8,8 @@ Choices the paper leaves open (also in ``docs/method.md``):
 
 - Input: uint8 frames are dequantised with YouTube-8M's formula, float frames are taken as already
   dequantised. The rgb part (first 1024) and the audio part (last 128) are each L2-normalised per frame, as
-  in the authors' code (when ``feature_dim`` is not 1152 the whole vector is normalised).
+  in the authors' code (``ModelConfig.parts``: another extractor's widths as the store says, e.g. 2048 + 128;
+  when ``feature_dim`` is not 1152 and no ``audio_dim`` is given the whole vector is normalised).
 - Masks: ``mask[b, t]`` is True for a real frame. Real frames are read in slot order wherever they sit
   (padding in the middle is squeezed out), so a video's E depends only on its real frames: padding never
   changes E. Blocks are cut from the real frames and blocks that would hold only padding are dropped
@@ -129,7 +130,7 @@ class HierarchicalEncoder(nn.Module):
         time_major = frames.reshape(batch * (slots // self.block_length), self.block_length, dim).transpose(0, 1)
         if kept is not None:
             time_major = time_major.index_select(1, kept)
-        return prepare_frames(time_major).transpose(0, 1)
+        return prepare_frames(time_major, self.config.parts).transpose(0, 1)
 
     def _forward_dense(self, frames: Tensor, return_intermediate: bool) -> EncoderOutput:
         batch, slots, _ = frames.shape

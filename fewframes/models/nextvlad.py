@@ -1,8 +1,8 @@
 """The ``nextvlad`` family: NeXtVLAD pooling, a hidden projection and squeeze-excitation context gating.
 
 As in linrongc/solution_youtube8m_v3 (``NeXtVLAD`` / ``NeXtVLADModel``, the YouTube-8M 2018 family; read as
-reference), per part (rgb with K = ``clusters`` and G = ``groups``; audio with K // 2 and G // 2, at least 1;
-another ``feature_dim``: the whole vector with K and G):
+reference), per part (``ModelConfig.parts``: rgb with K = ``clusters`` and G = ``groups``; audio with K // 2
+and G // 2, at least 1; a one-part frame vector: the whole vector with K and G):
 
 - expand each frame: x~ = W_e x + b_e (d -> lambda d, lambda = ``expansion``);
 - per-group attention alpha_tg = sigmoid(w_g x~_t + b_g) (G groups);
@@ -22,6 +22,9 @@ left out (dropout sits before the classifier, as in every family). Weights are i
 E = the gated hidden vector [B, hidden_size]. Intermediate (L_rep^I): each frame's attention-weighted soft
 assignments alpha_tg a_tgk, [B, T, G*K + (G//2)*(K//2)], zero at padding: per-frame quantities with no
 context across frames, so the teacher's value at a frame the student reads is well defined.
+
+The pooled-encoder structure (parts, concatenation, projection, gating) is ``base.PooledEncoder``; this file
+holds NeXtVLAD's pooling, its gating, its sizes and its FLOPs.
 """
 
 from __future__ import annotations
@@ -29,9 +32,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fewframes.config import ConfigError, ModelConfig, feature_parts
-from fewframes.models.base import EncoderOutput, ModelFamily, check_frames, prepare_frames
-from fewframes.models.netvlad import mask_weights, same_sizes_student_config, vlad_residuals
+from fewframes.config import ConfigError, ModelConfig
+from fewframes.models.base import ModelFamily, PooledEncoder, same_sizes_student_config, vlad_residuals
 
 GATING_REDUCTION = 8
 
@@ -39,7 +41,7 @@ GATING_REDUCTION = 8
 def nextvlad_parts(config: ModelConfig) -> list[tuple[int, int, int]]:
     """(features, clusters, groups) of each separately pooled part: rgb (K, G), audio (K // 2, G // 2)."""
     parts = []
-    for index, dim in enumerate(feature_parts(config.feature_dim)):
+    for index, dim in enumerate(config.parts):
         if index == 0:
             parts.append((dim, config.clusters, config.groups))
         else:
@@ -102,35 +104,16 @@ class SEContextGating(nn.Module):
         return x * torch.sigmoid(self.excite(torch.relu(self.squeeze(x))))
 
 
-class NeXtVLADEncoder(nn.Module):
+class NeXtVLADEncoder(PooledEncoder):
     """Frames -> E: NeXtVLAD per part, concatenated, projected to hidden_size, SE-context-gated."""
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.feature_dim = config.feature_dim
-        self.parts = nextvlad_parts(config)
-        self.pools = nn.ModuleList(
-            NeXtVladPooling(dim, clusters, groups, config.expansion) for dim, clusters, groups in self.parts
-        )
-        vlad_size = sum(clusters * config.expansion * dim // groups for dim, clusters, groups in self.parts)
-        self.hidden = _he_normal(nn.Linear(vlad_size, config.hidden_size))
-        self.gating = SEContextGating(config.hidden_size)
-
-    @property
-    def encoding_dim(self) -> int:
-        return self.config.hidden_size
-
-    def forward(self, frames: Tensor, mask: Tensor | None = None, return_intermediate: bool = False) -> EncoderOutput:
-        """frames uint8/float [B, T, D], mask bool [B, T] (True = real) or None (all real) -> EncoderOutput."""
-        check_frames(frames, mask, self.feature_dim)
-        features = prepare_frames(frames)
-        weights = mask_weights(mask, features)
-        pieces = features.split([dim for dim, _, _ in self.parts], dim=-1)
-        vlads, assignments = zip(*(pool(piece, weights) for pool, piece in zip(self.pools, pieces)))
-        encoding = self.gating(self.hidden(torch.cat(vlads, dim=-1)))
-        intermediate = torch.cat(assignments, dim=-1) if return_intermediate else None
-        return EncoderOutput(encoding, intermediate)
+        parts = nextvlad_parts(config)
+        pools = [NeXtVladPooling(dim, clusters, groups, config.expansion) for dim, clusters, groups in parts]
+        vlad_size = sum(clusters * config.expansion * dim // groups for dim, clusters, groups in parts)
+        hidden = _he_normal(nn.Linear(vlad_size, config.hidden_size))
+        super().__init__(config, pools, hidden, SEContextGating(config.hidden_size))
+        self.parts = parts
 
 
 def nextvlad_encoder_flops(config: ModelConfig, n_frames: int) -> int:

@@ -31,6 +31,7 @@ from fewframes.report.tables import (
     bounds_table,
     configurations_table,
     controls_table,
+    per_class_table,
     table1,
     table2,
     table3,
@@ -401,7 +402,7 @@ def build_report(
         figures.append(Figure("Figure 3: t-SNE of teacher and student encodings", "figure3_tsne.png",
                               f"Teacher `{teacher.first().get('model_key')}` (dark, o) and student `{tsne['student']}` "
                               f"(light, ^) on {tsne['videos']} test videos of the 5 most frequent classes "
-                              f"({tsne['classes']}). Mean cosine of the same video's teacher and student encodings "
+                              f"({', '.join(tsne['class_labels'])}). Mean cosine of the same video's teacher and student encodings "
                               f"{tsne['mean_cosine']:.3f}; teacher-student distance / teacher-teacher distance in the "
                               f"plane {tsne['pair_distance_ratio']:.3f} (0 = overlapping)."))
     blocks.append(("h2", "Figures"))
@@ -427,6 +428,8 @@ def build_report(
     blocks.append(("ul", missing + rules + ([noise] if noise else [])))
     blocks.append(("h2", "Appendix"))
     appendix = [configurations_table(g, intervals) for g in grids] + _parts_tables(measured) + [all_models_table(rows)]
+    classes_tab = per_class_table(teacher, student_for_tsne)
+    appendix += [classes_tab] if classes_tab is not None else []
     blocks += [("table", t) for t in appendix]
 
     markdown = render_markdown(blocks)

@@ -87,15 +87,28 @@ def _encodings_file(config: Config) -> Path | None:
 
 
 def figure3(teacher: Config, student: Config, path: Path) -> dict[str, Any]:
-    """The t-SNE of teacher and student encodings of the same test videos (5 most frequent classes)."""
-    from fewframes.evaluation import encoding_tsne, plot_encoding_tsne
+    """The t-SNE of teacher and student encodings of the same test videos (5 most frequent classes); the legend
+    names the classes when the store had a vocabulary."""
+    from fewframes.evaluation import class_label, encoding_tsne, plot_encoding_tsne
 
     _pyplot()
     embedding = encoding_tsne(_encodings_file(teacher), _encodings_file(student), num_classes=5)
-    figure = plot_encoding_tsne(embedding, title=f"Teacher (dark, o) vs {student.name} k={student.k} (light, ^)")
+    names = class_names_of(teacher)
+    figure = plot_encoding_tsne(
+        embedding, title=f"Teacher (dark, o) vs {student.name} k={student.k} (light, ^)", class_names=names
+    )
     _save(figure, path)
     return {"videos": len(embedding.video_ids), "classes": embedding.classes,
+            "class_labels": [class_label(c, names) for c in embedding.classes],
             "pair_distance_ratio": embedding.pair_distance_ratio, "mean_cosine": embedding.mean_cosine}
+
+
+def class_names_of(config: Config) -> list[str] | None:
+    """The class names a configuration's evaluation recorded (the store's vocabulary), or None."""
+    from fewframes.evaluation import class_names_of_evaluation
+
+    folder = config.first().get("evaluation_dir")
+    return class_names_of_evaluation(folder) if folder else None
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

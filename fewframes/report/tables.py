@@ -208,3 +208,37 @@ def all_models_table(rows: list[dict[str, Any]]) -> Table:
                 cells.append("" if value is None else str(value))
         body.append(cells)
     return Table("All evaluated models", [label for _, label in ALL_MODELS_COLUMNS], body)
+
+
+def per_class_table(teacher: Config | None, student: Config | None, top: int = 10) -> Table | None:
+    """Test AP per class of the teacher and a student (their pipeline seed's evaluations) on the ``top`` classes
+    with the most test videos, each class by number and name (the store's vocabulary; numbers only without one).
+    None when the teacher's evaluation wrote no per-class file."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from fewframes.evaluation import PER_CLASS_AP_FILE
+
+    def per_class(config: Config | None) -> Any:
+        folder = config.first().get("evaluation_dir") if config is not None else None
+        path = f"{folder}/{PER_CLASS_AP_FILE}" if folder else None
+        try:
+            return pq.read_table(path).to_pydict() if path else None
+        except OSError:
+            return None
+
+    ours, theirs = per_class(teacher), per_class(student)
+    if ours is None or teacher is None:
+        return None
+    positives = np.asarray(ours["num_positives"], dtype=np.int64)
+    names = ours.get("name") or [""] * len(positives)
+    chosen = [int(c) for c in np.argsort(-positives, kind="stable")[:top] if positives[c] > 0]
+    header = ["class", "name", "test videos", f"{teacher.name} AP"]
+    header += [f"{student.label} AP"] if theirs is not None and student is not None else []
+    rows = []
+    for c in chosen:
+        row = [str(c), names[c] or "—", str(int(positives[c])), fmt(ours["ap"][c])]
+        rows.append(row + ([fmt(theirs["ap"][c])] if len(header) == 5 else []))
+    note = ("Names from the vocabulary the store was ingested with." if any(names) else
+            "The store was ingested without a vocabulary: classes by number only (`fewframes data ingest --vocabulary`).")
+    return Table(f"Per-class test AP: the {len(rows)} classes with the most test videos", header, rows, note)

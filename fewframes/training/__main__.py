@@ -1,6 +1,6 @@
 """A CLI-free entry point the pipeline launches, also under ``torchrun``::
 
-    python -m fewframes.training teacher  --store STORE --out DIR --model-config '{"num_classes": 12}'
+    python -m fewframes.training teacher  --store STORE --out DIR --model-config '{"hidden_size": 64}'
     python -m fewframes.training student  --store STORE --out DIR --teacher DIR/teacher.pt --student-config '{"k": 6}'
     python -m fewframes.training parallel --store STORE --out DIR --model-config ... --student-config ...
     python -m fewframes.training baseline --store STORE --out DIR --model-config ... --student-config ...
@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model_values = _json_arg("--model-config", args.model_config)
     student_values = _json_arg("--student-config", args.student_config)
     if args.mode != "student" and "num_classes" not in model_values:
-        raise TrainingError("--model-config must give num_classes (the frame store's class count)")
+        # The store's own classes and frame widths (a count given explicitly must match the store's).
+        from fewframes.config import data_widths
+        from fewframes.data.store import FrameStore
+
+        store = FrameStore.open(args.store)
+        model_values = {"num_classes": store.num_classes, **data_widths(store.rgb_dim, store.audio_dim), **model_values}
     model_config = ModelConfig.from_dict(model_values) if model_values else None
     student_config = StudentConfig.from_dict(student_values) if student_values else None
     if args.mode in ("student", "parallel", "baseline") and student_config is None:

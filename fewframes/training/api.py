@@ -128,10 +128,16 @@ def _check_types(function: str, **values: tuple[Any, type]) -> None:
 
 
 def _check_num_classes(model_config: ModelConfig, data: TrainingData) -> None:
+    """The model's classes and frame width are the store's (one line naming both otherwise)."""
     if model_config.num_classes != data.num_classes:
         raise TrainingError(
             f"ModelConfig.num_classes is {model_config.num_classes} but the frame store {data.store_path} "
             f"has {data.num_classes} classes"
+        )
+    if model_config.feature_dim != data.store.feature_dim:
+        raise TrainingError(
+            f"ModelConfig.feature_dim is {model_config.feature_dim} but the frame store {data.store_path} holds "
+            f"frames of {data.store.feature_dim} bytes (rgb {data.store.rgb_dim} + audio {data.store.audio_dim})"
         )
 
 

@@ -477,7 +477,8 @@ def _end_epoch(
             if ctx.is_main:
                 save_model(role.model, _role_path(run, role), role.model_config, role.student_config,
                            role=role.name, metrics={"val_gap": metrics["gap"], "val_map": metrics["map"],
-                                                    "epoch": float(epoch + 1)})
+                                                    "epoch": float(epoch + 1)},
+                           class_names=run.data.store.class_names)
     if ctx.is_main and run.tracker is not None:
         run.tracker.log_metrics({k: v for k, v in record.items() if isinstance(v, float)}, step=epoch + 1)
     return record, improved

@@ -3,7 +3,8 @@
 A model file (``teacher.pt``, ``student.pt``, ``baseline.pt``) is a plain ``torch.save`` dict, loadable with
 ``weights_only=True``: the format tag, the ModelConfig (the model's own block length), the StudentConfig for
 students and baselines (k, frame selection, loss, ...) or None for a teacher, the role, the state dict and the
-validation metrics of the epoch it comes from. :func:`load_model` rebuilds the model from it alone.
+validation metrics of the epoch it comes from, and the class names of the store it was trained on when that
+store has a vocabulary (``class_names``; absent otherwise). :func:`load_model` rebuilds the model from it alone.
 
 Integrity (docs/faults.md): the payload carries ``payload_sha256``, a SHA-256 over its fields and every tensor's
 name, dtype, shape and bytes; :func:`read_model_file` refuses a file whose payload does not match it (a damaged
@@ -106,6 +107,7 @@ def model_file_payload(
     student_config: StudentConfig | None,
     role: str,
     metrics: dict[str, float] | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """The dict a model file holds (tensors on the CPU)."""
     payload = {
@@ -116,6 +118,10 @@ def model_file_payload(
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
         "metrics": dict(metrics or {}),
     }
+    if class_names is not None:
+        if len(class_names) != model_config.num_classes:
+            raise TrainingError(f"{len(class_names)} class names for a model of {model_config.num_classes} classes")
+        payload["class_names"] = [str(name) for name in class_names]
     payload[CHECKSUM_KEY] = payload_checksum(payload)
     return payload
 
@@ -140,9 +146,10 @@ def save_model(
     *,
     role: str = "model",
     metrics: dict[str, float] | None = None,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write a self-describing model file atomically (temp name, then rename)."""
-    return atomic_torch_save(model_file_payload(model, model_config, student_config, role, metrics), path)
+    return atomic_torch_save(model_file_payload(model, model_config, student_config, role, metrics, class_names), path)
 
 
 def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -223,7 +230,8 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     """Rebuild the VideoClassifier saved at ``path`` (its ModelConfig travels in the file), in eval mode.
 
     The file's ModelConfig and StudentConfig are also attached as ``model.model_config`` and
-    ``model.student_config`` (None for a teacher).
+    ``model.student_config`` (None for a teacher), its class names as ``model.class_names`` (None when the
+    file has none).
     """
     from fewframes.models import build_model
 
@@ -243,6 +251,10 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"model file {path}: student_config: {exc}") from None
     model.student_config = student_config  # type: ignore[assignment]
+    names = payload.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != model_config.num_classes):
+        raise TrainingError(f"model file {path}: class_names must list {model_config.num_classes} names")
+    model.class_names = [str(name) for name in names] if names is not None else None  # type: ignore[assignment]
     model.to(map_location)
     model.eval()
     return model
