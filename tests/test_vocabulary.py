@@ -329,3 +329,41 @@ def test_the_mlflow_dataset_input_describes_the_classes(wide_teacher, tmp_path):
     )
     columns = [column["name"] for column in json.loads(dataset_input.dataset.schema)["mlflow_colspec"]]
     assert columns == ["video_id", "num_frames", "labels", "label_names"]
+
+
+def test_synth_writes_a_vocabulary_beside_the_same_shards(tmp_path):
+    from fewframes.config import DataConfig
+    from fewframes.data.synth import generate_synthetic
+
+    data = DataConfig(videos=3, classes=9, seed=4)
+    plain = generate_synthetic(tmp_path / "plain", data, progress=False)
+    named = generate_synthetic(tmp_path / "named", data, progress=False, vocabulary=True)
+    assert named["vocabulary"] == "vocabulary.csv" and "vocabulary" not in plain
+    for shard in plain["shards"]:
+        assert (tmp_path / "plain" / shard).read_bytes() == (tmp_path / "named" / shard).read_bytes()
+    vocabulary = load_vocabulary(tmp_path / "named" / "vocabulary.csv")
+    assert vocabulary.num_classes == 9 and vocabulary.name(7).startswith("synthetic class 7 (topic ")
+
+
+def test_a_pipeline_run_checks_the_vocabulary_first_and_says_what_it_assumed(tmp_path):
+    """``fewframes run``: a bad vocabulary parameter is one line before any step; a run whose classes were
+    assumed ends by saying so (from its store's ``store.json``)."""
+    from fewframes.cli.pipeline import _store_classes, check_arguments, run_summary_lines
+    from fewframes.errors import PipelineError
+    from fewframes.pipelines.dag import parameter_defaults
+
+    arguments = parameter_defaults("distill", "tiny")
+    with pytest.raises(PipelineError, match=r"--param vocabulary=.*missing\.csv: .*file not found"):
+        check_arguments({**arguments, "vocabulary": str(tmp_path / "missing.csv")})
+    (tmp_path / "v.csv").write_text("0,a\n1,b\n")
+    with pytest.raises(PipelineError, match=r"--param num_classes=5: the vocabulary has 2 classes"):
+        check_arguments({**arguments, "vocabulary": str(tmp_path / "v.csv"), "num_classes": 5})
+    check_arguments({**arguments, "vocabulary": str(tmp_path / "v.csv")})
+
+    write_videos(tmp_path / "tf", classes=7, videos=10)
+    assert main(["data", "ingest", "--quiet", "--src", str(tmp_path / "tf"), "--out", str(tmp_path / "store")]) == 0
+    summary = {"run_id": "r", "seconds": 1.0, "models": {}, "report": "report.md", "report_html": "report.html",
+               "run_dir": str(tmp_path), "store": str(tmp_path / "store"), "tracking_uri": "", "experiment": "e",
+               "parent_run_id": "", "pipeline_log": "log", "classes": _store_classes(str(tmp_path / "store"))}
+    notes = [line for line in run_summary_lines(summary) if "assumed" in line]
+    assert len(notes) == 1 and "classes: 7 assumed from the data" in notes[0]

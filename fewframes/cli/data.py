@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--world", choices=("standard", "null", "redundant"), default="standard",
                        help="standard (the spec), null (labels independent of the frames) or redundant (every frame "
                        "shows every label): checks of the benchmark, docs/synthetic_data.md 'Worlds' (default: standard)")
+    synth.add_argument("--vocabulary", action="store_true",
+                       help="also write vocabulary.csv (class names, YouTube-8M's layout) for data ingest --vocabulary")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=run_synth)
 
@@ -134,7 +136,8 @@ def run_synth(args: argparse.Namespace) -> int:
         # Generate locally, then upload with the manifest last: a reader that sees it sees every shard.
         staging = fsio.local_temp_dir("fewframes-synth-")
         try:
-            manifest = generate_synthetic(staging, data, shards=args.shards, model=model, progress=not args.quiet)
+            manifest = generate_synthetic(staging, data, shards=args.shards, model=model, progress=not args.quiet,
+                                          vocabulary=args.vocabulary)
             fsio.upload_dir(staging, args.out, last=("manifest.json",))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -142,7 +145,8 @@ def run_synth(args: argparse.Namespace) -> int:
         created = not os.path.lexists(args.out)
         try:
             with fsio.output_errors(args.out):
-                manifest = generate_synthetic(args.out, data, shards=args.shards, model=model, progress=not args.quiet)
+                manifest = generate_synthetic(args.out, data, shards=args.shards, model=model, progress=not args.quiet,
+                                              vocabulary=args.vocabulary)
         except BaseException:
             if created:  # a folder this command made holds nothing anyone asked for (e.g. after a full disk)
                 shutil.rmtree(args.out, ignore_errors=True)

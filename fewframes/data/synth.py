@@ -306,11 +306,14 @@ def generate_synthetic(
     shards: int | None = None,
     model: GenerativeModel | None = None,
     progress: bool = True,
+    vocabulary: bool = False,
 ) -> dict[str, object]:
     """Write ``data.videos`` synthetic videos as TFRecord shards + ``manifest.json`` under ``out_dir``.
 
     Returns the manifest (sizes, parameters, label counts). Shards are written atomically; the manifest
-    last, so its presence means a complete data set.
+    last, so its presence means a complete data set. ``vocabulary``: also write ``vocabulary.csv``, class
+    names in YouTube-8M's vocabulary.csv layout (``synthetic class 7 (topic 2)``, with each class's video
+    count as TrainVideoCount), to try ``data ingest --vocabulary`` with (the shards are the same either way).
     """
     from tqdm import tqdm
 
@@ -352,10 +355,25 @@ def generate_synthetic(
         "label_counts": {str(c): int(n) for c, n in enumerate(label_counts)},
         "model": asdict(world.model),
     }
+    if vocabulary:
+        _write_vocabulary(out / "vocabulary.csv", world, label_counts)
+        manifest["vocabulary"] = "vocabulary.csv"
     temp = out / ".manifest.json.tmp"
     temp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     temp.replace(out / "manifest.json")
     return manifest
+
+
+def _write_vocabulary(path: Path, world: World, label_counts: np.ndarray) -> None:
+    """Class names for the synthetic classes, in YouTube-8M's vocabulary.csv layout, written atomically."""
+    header = "Index,TrainVideoCount,KnowledgeGraphId,Name,WikiUrl,Vertical1,Vertical2,Vertical3,WikiDescription"
+    lines = [header] + [
+        f"{c},{int(label_counts[c])},,synthetic class {c} (topic {int(world.topic_of[c])}),,Synthetic,,,"
+        for c in range(world.num_classes)
+    ]
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    temp.replace(path)
 
 
 __all__ = [
