@@ -248,7 +248,8 @@ def train_teacher_step(
     store = FrameStore.open(store_path)
     out = Path(model_dir)
     fraction = float(train_fraction)
-    model_config, train_config = sizes.model_config(store.num_classes, data_widths(store.rgb_dim, store.audio_dim)), sizes.train_config(fraction)
+    model_config = sizes.model_config(store.num_classes, data_widths(store.rgb_dim, store.audio_dim))
+    train_config = sizes.train_config(fraction)
     key = model_key("teacher", train_fraction=fraction, seed=sizes.seed, repeat=repeat)
     described = model_params("teacher", frame_selection="all", train_fraction=fraction, seed=sizes.seed,
                              family=model_config.family)
