@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-START_TIMEOUT_S = 90.0
+# Generous: at a load average of ~19 on 2 cores (other jobs) the server took over 90 s to import and migrate
+# its database. A server that exits is noticed at once (process.poll), whatever this says.
+START_TIMEOUT_S = 300.0
 # The server process of each running URI, so a test can kill it mid-run (kill_mlflow_server).
 SERVER_PROCESSES: dict[str, "subprocess.Popen[bytes]"] = {}
 

@@ -65,7 +65,7 @@ def test_a_failed_step_leaves_the_parent_failed_with_the_cause(mlflow_server: st
     assert parent.data.tags[TAG_FAILURE]  # what KFP said failed
 
 
-@pytest.mark.slow  # the tiny DAG on a one-k, one-loss, two-epoch grid: minutes on 2 busy cores
+@pytest.mark.slow  # the tiny DAG on a one-k, one-loss, one-epoch grid: minutes on 2 busy cores
 def test_a_successful_run_on_gcs_leaves_the_parent_finished(mlflow_server: str, tmp_path: Path) -> None:
     """The whole cluster-shaped run: the frame store written to gs:// (the GCS emulator) under
     ``store_root`` and read in place by every step (its KFP artifact is a pointer), the parent run created
@@ -77,7 +77,7 @@ def test_a_successful_run_on_gcs_leaves_the_parent_finished(mlflow_server: str, 
     experiment = f"exit-finished-{uuid.uuid4().hex[:8]}"
     with gcs_emulator("fewframes-cluster-run"):
         error = _run_cluster_shaped(
-            tmp_path, mlflow_server, experiment, ks=[4], losses=["rep"], max_epochs=2,
+            tmp_path, mlflow_server, experiment, ks=[4], losses=["rep"], max_epochs=1,
             store_root="gs://fewframes-cluster-run/kfp/frame-stores",
         )  # fmt: skip
     assert error is None, error
