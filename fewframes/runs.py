@@ -256,8 +256,33 @@ def close_parent_run(uri: str, run_id: str, state: str, message: str = "") -> st
         return ""
     if message and status != "FINISHED":
         client.set_tag(run_id, TAG_FAILURE, message[:4000])
+    if status != "FINISHED":  # steps stopped mid-way (SIGTERM kills without clean-up) left theirs RUNNING
+        end_stale_child_runs(uri, run_id, status)
     client.set_terminated(run_id, status=status)
     return status
+
+
+def end_stale_child_runs(uri: str, parent_run_id: str, status: str = "KILLED") -> int:
+    """End every child run of ``parent_run_id`` still RUNNING with ``status``; returns how many. Only called
+    when no step of the pipeline run can still be writing to them: the parent is being closed as not
+    FINISHED, or a resume has stopped whatever the interrupted attempt left."""
+    if not uri or not parent_run_id:
+        return 0
+    import mlflow
+
+    from fewframes.tracking import bound_http_retries
+
+    bound_http_retries()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    stale = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=10000,
+    )
+    for run in stale:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(stale)
 
 
 def reopen_parent_run(uri: str, run_id: str) -> None:
@@ -442,6 +467,7 @@ __all__ = [
     "close_parent_run",
     "compare_rows",
     "end_parent_run",
+    "end_stale_child_runs",
     "find_parent_run",
     "local_artifact_root",
     "local_tracking_uri",

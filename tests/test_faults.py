@@ -518,13 +518,15 @@ def test_model_file_without_checksum_loads_with_a_warning(tmp_path: Path, model_
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _start_run(run_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
-    """``fewframes run --preset tiny --out RUN_DIR`` in its own session (as a terminal would run it)."""
+def _start_run(run_dir: Path, *extra: str, resume: bool = False) -> tuple[subprocess.Popen[str], Path]:
+    """``fewframes run --preset tiny --out RUN_DIR`` (or ``--resume RUN_DIR``) in its own session (as a
+    terminal would run it); its stderr goes to RUN_DIR.stderr (appended to)."""
     log = run_dir.parent / f"{run_dir.name}.stderr"
     env = dict(os.environ, FEWFRAMES_DEBUG="", PYTHONUNBUFFERED="1")
+    where = ["--resume", str(run_dir)] if resume else ["--preset", "tiny", "--out", str(run_dir)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "fewframes", "run", "--preset", "tiny", "--out", str(run_dir), *extra],
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"), text=True, env=env, cwd=REPO, start_new_session=True,
+        [sys.executable, "-m", "fewframes", "run", *where, *extra],
+        stdout=subprocess.DEVNULL, stderr=open(log, "a"), text=True, env=env, cwd=REPO, start_new_session=True,
     )
     return process, log
 
@@ -560,6 +562,15 @@ def _parent_status(uri: str) -> str:
     return runs[0].info.status
 
 
+def _running_child_runs(uri: str) -> list[str]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("fewframes")
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    return [run.info.run_name for run in runs]
+
+
 @pytest.mark.slow
 def test_dead_mlflow_server_fails_the_run_within_a_minute_with_one_line(tmp_path: Path) -> None:
     import time
@@ -590,7 +601,7 @@ def test_sigterm_ends_the_parent_run_killed_and_every_child(tmp_path: Path) -> N
 
     from fewframes.runs import local_tracking_uri
 
-    from fewframes.cli.pipeline import _alive, _descendants
+    from fewframes.cli.resume import alive as _alive, descendants as _descendants
 
     run_dir = tmp_path / "run"
     process, log = _start_run(run_dir)
@@ -606,89 +617,9 @@ def test_sigterm_ends_the_parent_run_killed_and_every_child(tmp_path: Path) -> N
     assert process.returncode == 143, log.read_text()[-2000:]
     assert "fewframes: terminated (SIGTERM)" in log.read_text()
     assert _parent_status(local_tracking_uri(run_dir)) == "KILLED"
+    assert _running_child_runs(local_tracking_uri(run_dir)) == []  # the cut-short steps' runs ended KILLED too
     assert [pid for pid in children if _alive(pid)] == []
     assert _processes_mentioning(str(run_dir)) == []
 
 
-# ----------------------------------------------------------------------------------------------------------
-# 6. resume: Ctrl-C a run mid-way, `report --run` says it is incomplete, `run --resume` ends as an
-#    uninterrupted run does
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _gaps(run_dir: Path) -> dict[str, float]:
-    import json
-
-    from fewframes.components.steps import ROW_FILE
-
-    rows = [json.loads(p.read_text()) for p in (run_dir / "kfp").glob(f"**/evaluation/{ROW_FILE}")]
-    return {row["model_key"]: row["gap"] for row in rows}
-
-
-@pytest.mark.slow
-def test_ctrl_c_then_resume_ends_with_the_uninterrupted_results(tmp_path: Path, tiny_run: Path) -> None:
-    import signal
-
-    from fewframes.runs import local_tracking_uri
-
-    import time
-
-    run_dir = tmp_path / "run"
-    process, log = _start_run(run_dir)
-    try:
-        # Ctrl-C while the teacher trains, after its first epoch's checkpoint: the resume must go on from it
-        deadline = time.monotonic() + 600
-        while not list((run_dir / "kfp").glob("**/train-teacher/teacher/checkpoints/ckpt-*.pt")):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
-        interrupted = time.time()
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal's whole process group
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 9)
-    assert process.returncode == 130, log.read_text()[-2000:]
-    assert _parent_status(local_tracking_uri(run_dir)) == "KILLED"
-    assert _processes_mentioning(str(run_dir)) == []
-    # Tasks finished well before the interruption (one that ended in its last moment may not be recorded yet)
-    finished = {p: p.stat().st_mtime_ns for p in (run_dir / "kfp").glob("**/executor_output.json")
-                if p.stat().st_mtime < interrupted - 3}
-    assert 2 <= len(finished) < len(list((tiny_run / "kfp").glob("**/executor_output.json")))
-
-    # the same --out again: refused, pointing at --resume
-    done = cli("run", "--preset", "tiny", "--out", str(run_dir))
-    one_line_error(done, f"--out {run_dir}: folder exists and is not empty; `fewframes run --resume {run_dir}`")
-    # report of the interrupted run: marked incomplete (or, if nothing was evaluated yet, one line saying so)
-    done = cli("report", "--run", str(run_dir), "--out", str(tmp_path / "report-interrupted"))
-    if done.returncode == 0:
-        assert "INCOMPLETE RUN" in done.stdout
-    else:
-        one_line_error(done, f"--run {run_dir}: no evaluated models", "INCOMPLETE RUN", f"fewframes run --resume {run_dir}")
-    # report of a run cut after some evaluations (the finished run without its run.json): marked incomplete
-    cut = tmp_path / "cut"
-    shutil.copytree(tiny_run, cut, ignore=shutil.ignore_patterns("run.json"))
-    done = cli("report", "--run", str(cut), "--out", str(tmp_path / "report"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "INCOMPLETE RUN" in done.stdout and "INCOMPLETE RUN" in (tmp_path / "report" / "report.md").read_text()
-
-    done = cli("run", "--resume", str(run_dir), timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    # finished steps were not run again (start-tracking always runs: it is never cached, by design)
-    rerun = sorted(str(p.relative_to(run_dir)) for p, mtime in finished.items() if p.stat().st_mtime_ns != mtime)
-    assert all("/start-tracking/" in path for path in rerun), rerun
-    assert _parent_status(local_tracking_uri(run_dir)) == "FINISHED"
-    resumed, uninterrupted = _gaps(run_dir), _gaps(tiny_run)
-    assert resumed.keys() == uninterrupted.keys()
-    for key, gap in uninterrupted.items():
-        assert resumed[key] == pytest.approx(gap, abs=1e-6), key
-    assert (run_dir / "run.json").is_file() and (run_dir / "report.md").is_file()
-
-
-def test_resume_refuses_what_it_cannot_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    in_process_error(capsys, ["run", "--resume", str(tmp_path / "nope")], f"--resume {tmp_path / 'nope'}: no such run folder")
-    in_process_error(capsys, ["run", "--resume", str(tmp_path)], f"--resume {tmp_path}: not a `fewframes run` folder (no resume.json)")
-    (tmp_path / "resume.json").write_text("{not json")
-    in_process_error(capsys, ["run", "--resume", str(tmp_path)], "resume.json is damaged")
-    (tmp_path / "run.json").write_text("{}")
-    in_process_error(capsys, ["run", "--resume", str(tmp_path)], "the run finished (run.json is there); nothing to resume")
-    in_process_error(capsys, ["run", "--resume", str(tmp_path), "--param", "epochs=3"], "--resume takes the run's own settings; drop --param")
+# 6. resume (Ctrl-C, SIGKILL, --resume): tests/test_faults_resume.py

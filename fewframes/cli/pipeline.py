@@ -164,8 +164,7 @@ def _atomic_copy(source: Path, target: Path) -> None:
     write_bytes_atomic(target, source.read_bytes())
 
 
-RESUME_FILE = "resume.json"  # written when a local run starts: what `fewframes run --resume` needs
-KFP_CACHE = "kfp-cache"  # kfp.local's task cache, RUN_DIR/kfp-cache: the finished tasks a resume reuses
+from fewframes.cli.resume import KFP_CACHE, RESUME_FILE  # noqa: E402 - beside the code that writes them
 
 
 def run_local(
@@ -191,6 +190,20 @@ def run_local(
     from fewframes.config import get_preset
     from fewframes.pipelines.dag import make_pipeline, parameter_defaults
     from fewframes.fsio import check_output_dir, is_gcs, write_bytes_atomic
+    from fewframes.cli.resume import (
+        ATTEMPT_ENV,
+        RUN_DIR_ENV,
+        Watchdog,
+        attempt_record,
+        interrupted_pipeline_folder,
+        new_attempt,
+        pinned_pipeline_folder,
+        prepare_resume,
+        read_resume_state,
+        require_kfp_local,
+        restore_metrics_files,
+        stop_child_processes,
+    )
     from fewframes.runs import (
         TrackingContext,
         check_tracking,
@@ -206,8 +219,12 @@ def run_local(
         preset_config = get_preset(preset)
         arguments, run_id, uri = state["arguments"], state["run_id"], state["tracking_uri"]
         experiment, parent_run_id = state["experiment"], arguments["parent_run_id"]
+        require_kfp_local(resume)
         check_tracking(uri)
+        notices = prepare_resume(run_dir, state)
         reopen_parent_run(uri, parent_run_id)
+        for notice in notices:
+            print(f"fewframes: {notice}", file=sys.stderr)
         expected = _expected_tasks(arguments)
     else:
         preset_config = get_preset(preset)
@@ -249,9 +266,9 @@ def run_local(
     pipeline_root = run_dir / "kfp"
     error_file = run_dir / "step_errors.log"
     log_path = run_dir / "pipeline.log"
-    pinned = _interrupted_pipeline_folder(pipeline_root) if resume is not None else None
+    pinned = interrupted_pipeline_folder(pipeline_root) if resume is not None else None
     if resume is not None:
-        _restore_metrics_files(run_dir / KFP_CACHE)
+        restore_metrics_files(run_dir / KFP_CACHE)
     # urllib3 logs each MLflow retry as a WARNING (kfp.local configures logging): the one line is ours.
     import logging
 
@@ -272,6 +289,13 @@ def run_local(
     started = time.perf_counter()
     failure: str | None = None
     terminal = sys.stderr
+    # Every process of this attempt inherits these (how its leftovers are found), but not the watchdog,
+    # which stops them and closes the parent run if this process is killed without its clean-up (SIGKILL).
+    attempt = new_attempt()
+    watchdog = Watchdog(run_dir, attempt, uri, parent_run_id)
+    os.environ[RUN_DIR_ENV], os.environ[ATTEMPT_ENV] = str(run_dir), attempt
+    state["last_attempt"] = attempt_record(attempt, watchdog.pid)
+    write_bytes_atomic(run_dir / RESUME_FILE, json.dumps(state, indent=2, default=str).encode())
     try:
         # warm_steps: every step runs in a fork of one process that imported torch and mlflow once.
         # --verbose: KFP's logs share the terminal, so the display writes plain lines instead of redrawing.
@@ -279,21 +303,22 @@ def run_local(
         with warm_steps(), log_path.open("a" if resume else "w") as log, shown:
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
             # kfp_local_globals_kept innermost: it puts the root logger back before the log file closes
-            with redirect, _quiet_kfp_warnings(), _pinned_pipeline_folder(pinned), kfp_local_globals_kept():
+            with redirect, _quiet_kfp_warnings(), pinned_pipeline_folder(pinned), kfp_local_globals_kept():
                 try:
                     dag(**arguments)
                 except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
                     failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     except BaseException as exc:  # Ctrl-C (SIGINT/SIGTERM) while the DAG runs: its exit task never ran
-        stop_child_processes()  # a SIGTERM reached this process only; its steps would run on
+        stop_child_processes(keep=frozenset({watchdog.pid}))  # a SIGTERM reached this process only; its steps would run on
         try:
             close_parent_run(uri, parent_run_id, "KILLED", f"interrupted ({str(exc) or type(exc).__name__})")
         except Exception as close_error:  # e.g. the server is gone too: the interruption is what to report
             print(f"fewframes: warning: could not close the MLflow parent run: {close_error}", file=sys.stderr)
         raise
     finally:  # also after Ctrl-C: the caller's environment as it was
-        os.environ.pop(ERROR_FILE_ENV, None)
-        os.environ.pop(TORCH_THREADS_ENV, None)
+        for name in (ERROR_FILE_ENV, TORCH_THREADS_ENV, RUN_DIR_ENV, ATTEMPT_ENV):
+            os.environ.pop(name, None)
+        watchdog.done()
     seconds = time.perf_counter() - started
     # The DAG's exit task (close-tracking) has closed the parent already; this covers a failure before it.
     try:
@@ -396,120 +421,6 @@ def _without_retries(dag: Any) -> Any:
             for task in component.dag.tasks.values():
                 task.ClearField("retry_policy")
     return dag
-
-
-def read_resume_state(run_dir: str) -> dict[str, Any]:
-    """What ``fewframes run`` recorded when RUN_DIR started; one line when it cannot be resumed."""
-    folder = Path(run_dir)
-    if not folder.is_dir():
-        raise PipelineError(f"--resume {run_dir}: no such run folder")
-    if (folder / "run.json").is_file():
-        raise PipelineError(f"--resume {run_dir}: the run finished (run.json is there); nothing to resume")
-    try:
-        state = json.loads((folder / RESUME_FILE).read_text())
-        state["arguments"]["parent_run_id"]  # noqa: B018 - the fields a resume needs
-        state["preset"], state["pipeline"], state["run_id"], state["tracking_uri"], state["experiment"]  # noqa: B018
-    except FileNotFoundError:
-        raise PipelineError(f"--resume {run_dir}: not a `fewframes run` folder (no {RESUME_FILE})") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PipelineError(f"--resume {run_dir}: {RESUME_FILE} is damaged ({exc})") from None
-    return state
-
-
-def _interrupted_pipeline_folder(pipeline_root: Path) -> str | None:
-    """The name kfp.local gave the interrupted attempt's output folder (``fewframes-distill-<time>``)."""
-    found = [p.name for p in pipeline_root.glob("*") if p.is_dir() and not p.name.startswith(".")]
-    if len(found) > 1:
-        raise PipelineError(f"--resume {pipeline_root.parent}: {len(found)} pipeline folders under {pipeline_root}; expected one")
-    return found[0] if found else None  # interrupted before kfp made one: a fresh start in the same run
-
-
-def _restore_metrics_files(cache_root: Path) -> int:
-    """Give every ``system.Metrics`` output in the cache an (empty) file; returns how many were made.
-
-    A Metrics artifact is metadata only (the figures travel in the cache entry itself) and the steps never
-    write its file, but kfp.local's cache treats an entry whose local artifact file is missing as a miss:
-    without this every task with a metrics output (ingest, training, evaluation) would run again."""
-    made = 0
-    for entry in cache_root.glob("*.json"):
-        try:
-            outputs = json.loads(entry.read_text())
-        except (OSError, ValueError):
-            continue
-        for value in outputs.values() if isinstance(outputs, dict) else ():
-            artifacts = value.get("artifacts", []) if isinstance(value, dict) and "artifacts" in value else [value]
-            for artifact in artifacts:
-                if not isinstance(artifact, dict) or artifact.get("schema_title") != "system.Metrics":
-                    continue
-                uri = Path(str(artifact.get("uri", "")))
-                if uri.is_absolute() and not uri.exists() and uri.parent.is_dir():
-                    uri.touch()
-                    made += 1
-    return made
-
-
-@contextlib.contextmanager
-def _pinned_pipeline_folder(name: str | None) -> Any:
-    """Make kfp.local write into the existing output folder ``name`` instead of a new timestamped one, so
-    every task's inputs (artifact paths) are those of the interrupted attempt and its cache entries match.
-    kfp.local names that folder in one function (kfp 2.x, ``executor_input_utils``), replaced here."""
-    if name is None:
-        yield
-        return
-    from unittest import mock
-
-    from kfp.local import executor_input_utils
-
-    with mock.patch.object(executor_input_utils, "get_local_pipeline_resource_name", lambda pipeline_name: name):
-        yield
-
-
-def _descendants(root: int) -> list[int]:
-    """Process ids under ``root`` (children first level first), from /proc; [] where there is no /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = entry.read_text()
-        except OSError:
-            continue
-        parent = int(text.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.parent.name))
-    found, frontier = [], [root]
-    while frontier:
-        frontier = [child for pid in frontier for child in children.get(pid, [])]
-        found += frontier
-    return found
-
-
-def stop_child_processes(grace_s: float = 5.0) -> list[int]:
-    """SIGTERM every descendant of this process (the KFP steps and what they started), SIGKILL those still
-    there after ``grace_s``; returns the ids signalled. Ctrl-C reaches the whole terminal process group, but a
-    SIGTERM sent to ``fewframes run`` alone does not: without this its steps would run on."""
-    import signal
-
-    pids = _descendants(os.getpid())
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.1)
-        alive = [pid for pid in alive if _alive(pid)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap our own children, or they stay as zombies that look alive
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @contextlib.contextmanager
