@@ -95,13 +95,15 @@ def _sleeper(run_dir: Path, attempt: str = "a1") -> subprocess.Popen[bytes]:
 def test_kfp_local_internals_the_resume_relies_on_are_there() -> None:
     """Fails when a kfp upgrade changes what the resume relies on (docs/faults.md): the one function that
     names kfp.local's output folder, and its cache's entry format and missing-file rule, exercised through
-    kfp's own LocalCache. Upgrading kfp past the version below means checking --resume again."""
+    kfp's own LocalCache. A kfp of another minor release (pyproject.toml pins 2.17.x) means checking --resume
+    again with the slow test below."""
     import kfp
 
     assert kfp_local_problem() == ""
-    assert kfp.__version__ == KFP_WRITTEN_FOR, (
+    written_for = KFP_WRITTEN_FOR.rsplit(".", 1)[0] + "."  # a patch release keeps kfp.local's internals
+    assert kfp.__version__.startswith(written_for), (
         f"kfp {kfp.__version__} installed; the resume was checked against {KFP_WRITTEN_FOR}: run the slow "
-        "resume test, then update KFP_WRITTEN_FOR"
+        "resume test with it, then update KFP_WRITTEN_FOR and the kfp pin in pyproject.toml"
     )
 
 

@@ -246,7 +246,7 @@ def alive(pid: int) -> bool:
 def processes_of_run(run_dir: str | os.PathLike[str], attempt: str | None = None) -> list[int]:
     """The live processes started by a ``fewframes run`` of ``run_dir`` (of one ``attempt``, or of any),
     found by the variables every one inherits; this process excluded."""
-    wanted = {f"{RUN_DIR_ENV}={os.path.abspath(run_dir)}".encode()}
+    wanted = {f"{RUN_DIR_ENV}={Path(run_dir).resolve()}".encode()}
     if attempt is not None:
         wanted.add(f"{ATTEMPT_ENV}={attempt}".encode())
     found = []
