@@ -203,10 +203,10 @@ time.sleep(600)
         assert processes_of_run(run_dir) == [step] and processes_of_run(run_dir, "a1") == [step]
         run.send_signal(signal.SIGKILL)
         run.wait()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # it imports mlflow to close the runs: over a minute on a loaded machine
         while alive(watchdog) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not alive(watchdog) and not alive(step)
+        assert not alive(step) and not alive(watchdog)
     finally:
         for pid in (watchdog, step):
             if alive(pid):
@@ -314,7 +314,7 @@ def test_ctrl_c_and_sigkill_then_resume_end_with_the_uninterrupted_results(tmp_p
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
         watchdog = json.loads((run_dir / RESUME_FILE).read_text())["last_attempt"]["watchdog_pid"]
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while alive(watchdog) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not alive(watchdog), "the watchdog did not finish"

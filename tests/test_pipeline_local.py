@@ -441,6 +441,10 @@ def test_each_student_and_control_uses_the_teacher_of_its_own_seed_and_fraction(
                                                                               (0, 0.5, "hrnn")]
     gathered = tmp_path / "gathered"
     gather_teachers_step([str(d) for d in teacher_dirs], str(gathered))
+    index = (gathered / "teachers.json").read_text()
+    # `fewframes run --resume` runs the task again in the same folder (cut short, or its code changed since)
+    gather_teachers_step([str(d) for d in teacher_dirs], str(gathered))
+    assert (gathered / "teachers.json").read_text() == index
     assert read_model_info(resolve_teacher(gathered, 1))["model_key"] == "teacher-seed1"
     assert read_model_info(resolve_teacher(gathered, 0, 0.5))["model_key"] == "teacher-frac0.5"
     with pytest.raises(PipelineError, match="has no teacher for seed 2 on train fraction 1"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -284,13 +285,15 @@ def gather_teachers_step(teacher_dirs: list[str], out_dir: str) -> StepResult:
     cannot hand a task inside one ParallelFor an item of another ParallelFor's outputs."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    index = []
+    index: list[dict[str, Any]] = []
     for teacher_dir in teacher_dirs:
         info = read_model_info(teacher_dir, "teacher")
         key = str(info["model_key"])
         target = out / key
-        if target.exists():
+        if key in (entry["model_key"] for entry in index):
             raise PipelineError(f"gather-teachers: two teachers are named {key}")
+        if target.exists():  # `fewframes run --resume` runs a cut-short (or changed) task again in its folder
+            shutil.rmtree(target)
         # The model file and what describes it; not the training checkpoints (optimizer state: large).
         for name in (MODEL_INFO_FILE, info["model_file"], "result.json"):
             source = Path(teacher_dir) / name
