@@ -4,7 +4,8 @@ The KFP components in ``definitions.py`` are thin: each turns its artifacts into
 functions, and writes the returned metrics/metadata back onto its KFP outputs. Keeping the work here means
 the steps are importable, testable and reusable without KFP, and the component bodies stay a few lines.
 
-Every step logs one MLflow child run (``fewframes.runs.step_run``) of the pipeline's parent run, except
+Every step logs one MLflow run (``fewframes.runs.step_run``) tied to the pipeline's parent run (a model's
+own run, its training step's, is top-level in the experiment; the others nest under the parent), except
 the ``plan_*`` steps and ``gather_teachers_step``: they are pure bookkeeping (the fan-out lists, checked
 against the store; the teachers put in one artifact) and log nothing.
 
