@@ -77,7 +77,7 @@ def test_a_successful_run_on_gcs_leaves_the_parent_finished(mlflow_server: str, 
     experiment = f"exit-finished-{uuid.uuid4().hex[:8]}"
     with gcs_emulator("fewframes-cluster-run"):
         error = _run_cluster_shaped(
-            tmp_path, mlflow_server, experiment, ks=[4], losses=["rep"], max_epochs=1,
+            tmp_path, mlflow_server, experiment, ks=[4], losses=["rep_ce"], max_epochs=1,
             store_root="gs://fewframes-cluster-run/kfp/frame-stores",
         )  # fmt: skip
     assert error is None, error
