@@ -23,6 +23,7 @@ from training_helpers import run_training_process, training_command
 from fewframes import fsio
 from fewframes.cli import main as fewframes_main
 from fewframes.training.__main__ import main as training_main
+from fewframes.training.loop import PROGRESS_FILE
 
 BUCKET = "fewframes-e2e"
 ROOT = f"gs://{BUCKET}/run"
@@ -124,7 +125,7 @@ def test_ingest_train_predict_all_on_gcs(
         # The serial student left the frozen teacher's outputs beside the teacher (fewframes.training.teacher_cache).
         caches = {name for name in objects if name.startswith("teacher_outputs-") and name.endswith(".pt")}
         assert len(caches) == (1 if model == "teacher.pt" else 0), objects
-        assert objects - caches == {"checkpoints", "result.json", model}
+        assert objects - caches == {"checkpoints", "result.json", PROGRESS_FILE, model}
         assert json.loads(fsio.read_bytes(f"{out_dir}/result.json"))["best"]
 
     from_store, from_tfrecords = f"{ROOT}/predictions/student.csv", f"{ROOT}/predictions/student-tfrecords.csv"
@@ -168,7 +169,7 @@ def test_torchrun_ranks_share_one_staging_folder_for_a_gcs_out_dir(
     )
     summary = run_training_process(command)
     assert summary["model_path"] == f"{out}/baseline.pt"
-    assert set(fsio.listdir(out)) == {"baseline.pt", "checkpoints", "result.json"}
+    assert set(fsio.listdir(out)) == {"baseline.pt", "checkpoints", "result.json", PROGRESS_FILE}
     assert json.loads(fsio.read_bytes(f"{out}/result.json"))["signature"]["world_size"] == 2
     assert os.listdir(work) == []
     # torchrun and its libraries leave files of their own in the temp folder (torchelastic_*, ...); every
@@ -219,7 +220,7 @@ def test_a_killed_training_run_resumes_from_its_checkpoints_on_gcs(
 
     summary = _run_training(capsys, argv)
     assert summary["model_path"] == f"{out}/teacher.pt" and len(summary["history"]) == 3
-    assert set(fsio.listdir(out)) == {"checkpoints", "result.json", "teacher.pt"}
+    assert set(fsio.listdir(out)) == {"checkpoints", "result.json", "teacher.pt", PROGRESS_FILE}
     remote = fsio.listdir(f"{out}/checkpoints")
     # Checkpoints pruned locally are pruned on GCS too: only the two newest stay, and the finished run wrote
     # newer ones than the killed run had uploaded (how many the kill left depends on timing: one or two).
