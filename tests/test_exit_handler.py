@@ -19,6 +19,7 @@ import mlflow
 import pytest
 
 from fewframes.runs import TAG_FAILURE, TAG_PIPELINE_RUN, TAG_STEP, TAG_WORKFLOW, close_parent_run, parent_run_status
+from test_faults import ctrl_c_as_in_a_terminal
 
 
 def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **arguments: Any) -> Exception | None:
@@ -128,6 +129,7 @@ def test_ctrl_c_during_a_local_run_leaves_the_parent_killed(tmp_path: Path) -> N
     process = subprocess.Popen(
         [sys.executable, "-m", "fewframes", "run", "--preset", "tiny", "--out", str(run_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 240

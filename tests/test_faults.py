@@ -527,8 +527,18 @@ def _start_run(run_dir: Path, *extra: str, resume: bool = False) -> tuple[subpro
     process = subprocess.Popen(
         [sys.executable, "-m", "fewframes", "run", *where, *extra],
         stdout=subprocess.DEVNULL, stderr=open(log, "a"), text=True, env=env, cwd=REPO, start_new_session=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     return process, log
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child, as a terminal's shell leaves it: a pytest started in the
+    background by a non-interactive shell (`make test &`) inherits SIGINT ignored, and Python then never
+    raises KeyboardInterrupt, so a Ctrl-C test would see the run go on to the end."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_tasks(run_dir: Path, process: subprocess.Popen[str], count: int, timeout_s: float = 600) -> None:
