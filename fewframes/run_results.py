@@ -104,7 +104,9 @@ def logged_model_of(uri: str, run_id: str, name: str | None = None) -> str | Non
     outputs = client.get_run(run_id).outputs
     ids = [output.model_id for output in (outputs.model_outputs if outputs else [])]
     if len(ids) > 1 and name:
-        named = [model_id for model_id in ids if client.get_logged_model(model_id).name == name]
+        from fewframes.tracking import logged_model_name
+
+        named = [model_id for model_id in ids if client.get_logged_model(model_id).name == logged_model_name(name)]
         ids = named or ids
     return ids[-1] if ids else None
 

@@ -56,6 +56,9 @@ SYSTEM_METRICS_INTERVAL_S = 5.0
 # (model training) type, which opens on the runs table rather than the GenAI overview.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+# Characters MLflow 3 refuses in a logged model's name (mlflow.utils.validation._validate_logged_model_name);
+# a model key can hold one (``teacher-frac0.5``, a teacher on half the data).
+LOGGED_MODEL_NAME_BAD_CHARS = ("/", ":", ".", "%", '"', "'")
 
 # Bounded MLflow HTTP calls (docs/faults.md). MLflow 3's defaults (7 retries, backoff factor 2, jitter 1 s,
 # 120 s per request) make a dead server look like a hang for about 8 minutes. These values end a call to a
@@ -135,6 +138,12 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
         else:
             flat[name] = str(value)
     return flat
+
+
+def logged_model_name(name: str) -> str:
+    """``name`` (a model key) as MLflow accepts it for a logged model: each character MLflow refuses becomes
+    ``_`` (``teacher-frac0.5`` -> ``teacher-frac0_5``); the run's ``fewframes.model_key`` tag keeps the key."""
+    return "".join("_" if c in LOGGED_MODEL_NAME_BAD_CHARS else c for c in name) or "model"
 
 
 class Tracker:
@@ -364,7 +373,8 @@ class Tracker:
     def model_name(self, role: str, secondary: bool = False) -> str:
         """The name to log a model of this run under: the run's model key (tag ``fewframes.model_key``, e.g.
         ``student-serial-rep-final-k10``), ``<key>-<role>`` for a ``secondary`` model (a parallel run's
-        co-trained teacher), so names are readable and unique per run; ``role`` when the run has no key."""
+        co-trained teacher), so names are readable and unique per run; ``role`` when the run has no key.
+        ``log_model_file`` logs it as ``logged_model_name`` of it (a key's ``.`` becomes ``_``)."""
         from fewframes.runs import TAG_MODEL_KEY
 
         key = self._tags.get(TAG_MODEL_KEY, "")
@@ -383,7 +393,7 @@ class Tracker:
 
         with self._mlflow_call(f"log model {name}"):
             logged = log_pyfunc(
-                self._client, self.run_id, self.experiment_id or "", model_file, name=name,
+                self._client, self.run_id, self.experiment_id or "", model_file, name=logged_model_name(name),
                 params=dict(self._params) if params is None else flatten_params(params),
             )  # fmt: skip
         return logged.model_id
