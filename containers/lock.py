@@ -16,9 +16,7 @@ only tensorflow needs - about 1.3 GB the GPU image does not carry, since only in
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -26,6 +24,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from fewframes.fsio import write_bytes_atomic
 
 LOCK_PATH = Path(__file__).resolve().parent / "requirements.lock"
 CUDA_LOCK_PATH = Path(__file__).resolve().parent / "requirements-cuda.lock"
@@ -76,18 +76,6 @@ def render(pinned: dict[str, str], image: str = "CPU") -> str:
     return header + "".join(f"{name}=={version}\n" for name, version in sorted(pinned.items()))
 
 
-def write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; this is an ordinary, readable source file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the lock differs from the environment")
@@ -102,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path} is stale: run `python containers/lock.py`", file=sys.stderr)
         return 1 if stale else 0
     for path, text in locks.items():
-        write_atomically(path, text)
+        write_bytes_atomic(path, text.encode())
         print(f"wrote {path} ({text.count('==')} pins)")
     return 0
 

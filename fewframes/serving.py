@@ -272,6 +272,128 @@ def log_pyfunc(
     return client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
 
 
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LoopbackServer:
+    """A server process answering on ``url`` (http://127.0.0.1:PORT); ``stop()`` (or leaving a ``with``) stops
+    its whole process group: MLflow's servers fork workers, and stopping the group stops them all."""
+
+    def __init__(self, url: str, process: Any, log_path: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log_path = log_path
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM the process group; SIGKILL it if it has not exited 15 s later."""
+        import signal
+        import subprocess
+
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def __enter__(self) -> "LoopbackServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def answers(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether a GET of ``url`` answers 200 now."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status == 200
+    except OSError:  # URLError, refused, reset, timed out
+        return False
+
+
+def start_loopback_server(
+    command: list[str],
+    port: int,
+    ready_path: str,
+    log_path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    start_timeout_s: float = 180.0,
+    poll_s: float = 0.3,
+) -> LoopbackServer:
+    """Run ``command`` (a server that listens on 127.0.0.1:``port``) in its own process group, its output to
+    ``log_path``, and wait until GET ``ready_path`` answers 200. Returns its ``LoopbackServer``; raises
+    ``RuntimeError`` with the log's tail (and stops it) if it exits or does not answer within ``start_timeout_s``."""
+    import shlex
+    import subprocess
+    import time
+
+    log_path = Path(log_path)
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=None if env is None else dict(env), cwd=cwd,
+            start_new_session=True,
+        )  # fmt: skip
+    server = LoopbackServer(url, process, log_path)
+    deadline = time.monotonic() + start_timeout_s
+    while not answers(url + ready_path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(
+                f"{shlex.join(command)} did not answer {url}{ready_path} (exit {process.poll()}); "
+                f"{log_path}:\n{server.log_tail()}"
+            )
+        time.sleep(poll_s)
+    return server
+
+
+def serve_model(
+    model_uri: str,
+    log_path: str | os.PathLike[str],
+    *,
+    tracking_uri: str | None = None,
+    env: Mapping[str, str] | None = None,
+    start_timeout_s: float = 180.0,
+) -> LoopbackServer:
+    """``mlflow models serve -m model_uri --env-manager local`` (one worker) on a free loopback port, answering
+    ``/ping``: its ``LoopbackServer`` (``url``; ``stop()``, or use it in a ``with``). ``tracking_uri`` resolves
+    ``models:/`` and ``runs:/`` URIs (else the environment's ``MLFLOW_TRACKING_URI``)."""
+    import sys
+
+    port = free_loopback_port()
+    # mlflow runs `uvicorn` from PATH: this interpreter's bin folder (a venv's) first
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    server_env = dict(os.environ if env is None else env, PATH=path)
+    server_env.setdefault("OMP_NUM_THREADS", "1")
+    if tracking_uri is not None:
+        server_env["MLFLOW_TRACKING_URI"] = tracking_uri
+    command = [
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    return start_loopback_server(command, port, "/ping", log_path, env=server_env, start_timeout_s=start_timeout_s)
+
+
 class _quiet:
     """Silence a logger below ERROR for a block (MLflow's notes about inferred environments)."""
 
@@ -289,6 +411,7 @@ class _quiet:
 
 
 __all__ = [
-    "FewFramesPyfunc", "MODEL_FILE_ARTIFACT", "classify_videos", "input_example", "log_pyfunc", "model_signature",
-    "save_pyfunc", "videos_frame",
+    "FewFramesPyfunc", "LoopbackServer", "MODEL_FILE_ARTIFACT", "answers", "classify_videos", "free_loopback_port",
+    "input_example", "log_pyfunc", "model_signature", "save_pyfunc", "serve_model", "start_loopback_server",
+    "videos_frame",
 ]  # fmt: skip

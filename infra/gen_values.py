@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from fewframes import cluster
 from fewframes.cluster import DEFAULT_GPU, GpuSettings
+from fewframes.fsio import write_bytes_atomic
 
 INFRA = Path(__file__).resolve().parent
 TFVARS_PATH = INFRA / "terraform" / "fewframes.auto.tfvars.json"
@@ -125,18 +124,6 @@ def render(values: dict[str, object]) -> str:
     return json.dumps(values, indent=2, sort_keys=True) + "\n"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; this is an ordinary, readable source file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write infra values derived from fewframes.cluster.")
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is out of date")
@@ -153,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{TFVARS_PATH} is up to date")
         return 0
-    write_atomically(TFVARS_PATH, text)
+    write_bytes_atomic(TFVARS_PATH, text.encode())
     print(f"wrote {TFVARS_PATH}")
     return 0
 

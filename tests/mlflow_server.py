@@ -1,7 +1,8 @@
 """A real ``mlflow server`` on loopback for tests (start it once per session: it takes ~10-20 s).
 
 Use the ``mlflow_server`` fixture from ``tests/conftest.py`` (returns the ``http://127.0.0.1:PORT`` URI),
-or ``running_mlflow_server(folder)`` directly. The server stores runs in SQLite and artifacts in a local
+or ``running_mlflow_server(folder)`` directly (started, waited for and stopped by
+``fewframes.serving.start_loopback_server``). The server stores runs in SQLite and artifacts in a local
 folder under ``folder``; its log is ``folder/server.log`` (shown if it fails to start).
 """
 
@@ -9,15 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from fewframes.serving import free_loopback_port, start_loopback_server
 
 # Generous: at a load average of ~19 on 2 cores (other jobs) the server took over 90 s to import and migrate
 # its database. A server that exits is noticed at once (process.poll), whatever this says.
@@ -28,17 +27,7 @@ SERVER_PROCESSES: dict[str, "subprocess.Popen[bytes]"] = {}
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return free_loopback_port()
 
 
 @contextmanager
@@ -49,7 +38,6 @@ def running_mlflow_server(folder: Path, backend_store_uri: str | None = None) ->
     instead of a new ``folder/mlflow.db``."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    uri = f"http://127.0.0.1:{port}"
     command = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}",
@@ -60,24 +48,14 @@ def running_mlflow_server(folder: Path, backend_store_uri: str | None = None) ->
     ]  # fmt: skip
     env = dict(os.environ)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers: 2 CPU cores
-    log_path = folder / "server.log"
-    with open(log_path, "wb") as log:
-        # Own process group: the server forks workers, and stopping the group stops them all.
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _healthy(uri):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"mlflow server did not start at {uri} (exit {process.poll()}):\n{tail}")
-            time.sleep(0.3)
-        SERVER_PROCESSES[uri] = process
-        yield uri
-    finally:
-        SERVER_PROCESSES.pop(uri, None)
-        _stop(process)
+    with start_loopback_server(
+        command, port, "/health", folder / "server.log", env=env, cwd=folder, start_timeout_s=START_TIMEOUT_S
+    ) as server:
+        SERVER_PROCESSES[server.url] = server.process
+        try:
+            yield server.url
+        finally:
+            SERVER_PROCESSES.pop(server.url, None)
 
 
 def kill_mlflow_server(uri: str) -> None:
@@ -88,15 +66,3 @@ def kill_mlflow_server(uri: str) -> None:
     except ProcessLookupError:
         pass
     process.wait(timeout=10)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)

@@ -7,9 +7,7 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -206,22 +204,16 @@ def test_tiny_run_prints_where_everything_is_and_its_mlflow_ui_command_works(tin
     assert command[:2] == ["mlflow", "ui"]
 
     # The printed command, as a user would run it, serves this run's MLflow runs.
-    from mlflow_server import _healthy, _stop, free_port
+    from fewframes.serving import free_loopback_port, start_loopback_server
 
-    port = free_port()
-    server = f"http://127.0.0.1:{port}"
+    port = free_loopback_port()
     executable = Path(sys.executable).parent / "mlflow"
-    log = (tiny_run.parent / "mlflow_ui.log").open("wb")
-    process = subprocess.Popen(
+    with start_loopback_server(
         [str(executable), *command[1:], "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tiny_run.parent, start_new_session=True,
+        port, "/health", tiny_run.parent / "mlflow_ui.log", cwd=tiny_run.parent, start_timeout_s=90,
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while not _healthy(server):
-            assert process.poll() is None and time.monotonic() < deadline, (tiny_run.parent / "mlflow_ui.log").read_text()
-            time.sleep(0.3)
+    ) as ui:  # fmt: skip
+        server = ui.url
         client = mlflow.MlflowClient(tracking_uri=server)
         parent = client.get_run(summary["parent_run_id"])
         assert parent.data.tags[TAG_STEP] == "pipeline"
@@ -229,9 +221,6 @@ def test_tiny_run_prints_where_everything_is_and_its_mlflow_ui_command_works(tin
             [parent.info.experiment_id], filter_string=f"tags.`{TAG_STEP}` = 'report'"
         )
         assert "report.md" in {a.path for a in client.list_artifacts(report_run.info.run_id)}
-    finally:
-        _stop(process)
-        log.close()
 
 
 def test_mlflow_ui_hint_for_a_tracking_server_and_a_local_database(tmp_path):

@@ -8,11 +8,6 @@ served from ``models:/NAME@champion`` with ``--env-manager local`` on a loopback
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -62,18 +57,9 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.mark.slow
 def test_served_student_answers_what_predict_writes(mlflow_server: str, store_and_student, tmp_path: Path) -> None:
-    from mlflow_server import free_port
-
+    from fewframes.serving import serve_model
     from fewframes.tracking import Tracker
 
     store_path, model_file = store_and_student
@@ -85,24 +71,11 @@ def test_served_student_answers_what_predict_writes(mlflow_server: str, store_an
     assert logged.source_run_id == tracker.run_id and str(logged.status) == "READY"
     assert client.get_model_version_by_alias("fewframes-serving-test", "champion").version == version
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    # mlflow runs `uvicorn` from PATH: this interpreter's bin folder (the venv's) first
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, OMP_NUM_THREADS="1", PATH=path)
-    log_path = tmp_path / "serve.log"
-    command = [
-        sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fewframes-serving-test@champion",
-        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + SERVE_START_S
-        while not _ready(url):
-            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
-
+    with serve_model(
+        "models:/fewframes-serving-test@champion", tmp_path / "serve.log", tracking_uri=mlflow_server,
+        start_timeout_s=SERVE_START_S,
+    ) as server:  # fmt: skip
+        url = server.url
         store = FrameStore.open(store_path)
         ids = list(store.video_ids)
         records = []
@@ -127,14 +100,6 @@ def test_served_student_answers_what_predict_writes(mlflow_server: str, store_an
             f"{url}/invocations", {"dataframe_records": [{"video_id": "bad", "rgb": [[1, 2]], "audio": [[3]]}]}
         )
         assert status >= 400 and "1024" in json.dumps(answer), answer
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=5)
 
 
 def test_pyfunc_reads_only_the_students_frames(store_and_student) -> None:
@@ -158,3 +123,24 @@ def test_pyfunc_reads_only_the_students_frames(store_and_student) -> None:
     assert classify_videos(model, model.student_config, damaged).equals(
         classify_videos(model, model.student_config, request)
     )
+
+
+def test_loopback_server_waits_for_its_ready_path_and_stops_its_process_group(tmp_path: Path) -> None:
+    """start_loopback_server (what serve_model and tests/mlflow_server.py use), with a real Python http.server:
+    it returns once the ready path answers, stop() ends the process; a server that exits at once is one
+    RuntimeError naming its log, with the log's tail."""
+    import sys
+
+    from fewframes.serving import answers, free_loopback_port, start_loopback_server
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "ready").write_text("yes")
+    port = free_loopback_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path / "site")]
+    with start_loopback_server(command, port, "/ready", tmp_path / "http.log", start_timeout_s=60) as server:
+        assert server.url == f"http://127.0.0.1:{port}" and answers(f"{server.url}/ready")
+    assert server.process.poll() is not None and not answers(f"{server.url}/ready")
+
+    failing = [sys.executable, "-c", "import sys; print('no model here'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"(?s)exit 3.*failing\.log.*no model here"):
+        start_loopback_server(failing, free_loopback_port(), "/ping", tmp_path / "failing.log", start_timeout_s=60)

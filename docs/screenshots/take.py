@@ -18,11 +18,8 @@ import argparse
 import html
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -31,40 +28,6 @@ import numpy as np
 # Wide: on a first visit the UI opens its assistant panel on the right (about 400 px), so the table needs room.
 WINDOW = "2000,1100"
 BUDGET_MS = "20000"  # virtual time the page's JavaScript gets before the screenshot
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{url} did not answer; log:\n{log.read_text()[-2000:]}")
-        time.sleep(0.5)
-
-
-def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    with open(log, "wb") as handle:
-        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def screenshot(url: str, png: Path, window: str = WINDOW) -> None:
@@ -109,6 +72,7 @@ def main() -> int:
     from fewframes.data.store import FrameStore
     from fewframes.run_results import REGISTERED_STUDENT
     from fewframes.runs import local_tracking_uri
+    from fewframes.serving import free_loopback_port, serve_model, start_loopback_server
     from fewframes.tracking import CHAMPION_ALIAS, models_view_url
 
     run_dir = args.run_dir.resolve()
@@ -122,35 +86,25 @@ def main() -> int:
     env = dict(os.environ, PATH=bin_path, MLFLOW_TRACKING_URI=uri, OMP_NUM_THREADS="1",
                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # fmt: skip
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                    "--port", str(port), "--workers", "1"], args.out / "ui.log", env)  # fmt: skip
-    try:
-        wait_for(f"{url}/health", server, args.out / "ui.log")
+    port = free_loopback_port()
+    ui_command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+                  "--port", str(port), "--workers", "1"]  # fmt: skip
+    with start_loopback_server(ui_command, port, "/health", args.out / "ui.log", env=env) as server:
+        url = server.url
         experiment_page = f"{url}/#/experiments/{experiment.experiment_id}"
         # The models view fewframes saves on the experiment (the link `fewframes run` prints).
         screenshot(models_view_url(url, experiment.experiment_id), args.out / "mlflow_runs.png")
         screenshot(f"{experiment_page}/runs/{champion.run_id}?workflowType=machine_learning",
                    args.out / "mlflow_model_run.png")
-    finally:
-        stop(server)
 
-    port = free_port()
-    serve = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{REGISTERED_STUDENT}@{CHAMPION_ALIAS}",
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    server = start(serve, args.out / "serve.log", env)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/ping", server, args.out / "serve.log")
+    with serve_model(f"models:/{REGISTERED_STUDENT}@{CHAMPION_ALIAS}", args.out / "serve.log", env=env) as served:
         store = FrameStore.open(summary["store"])
         records = []
         for index in range(3):
             frames = store.read_frames(index, np.arange(int(store.lengths[index])))
             records.append({"video_id": store.video_ids[index], "rgb": frames[:, :1024].tolist(),
                             "audio": frames[:, 1024:].tolist()})  # fmt: skip
-        answer = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records, "params": {"top_k": 5}})
-    finally:
-        stop(server)
+        answer = post(f"{served.url}/invocations", {"dataframe_records": records, "params": {"top_k": 5}})
     shapes = ", ".join(f"{r['video_id']}: rgb {len(r['rgb'])}x1024, audio {len(r['audio'])}x128" for r in records)
     command = (f"MLFLOW_TRACKING_URI={uri} \\\n  mlflow models serve -m models:/{REGISTERED_STUDENT}@{CHAMPION_ALIAS} "
                f"--env-manager local --port 5001   # version {champion.version}, run {champion.run_id[:8]}")
