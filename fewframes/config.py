@@ -311,7 +311,7 @@ PRESETS: dict[str, Preset] = {
     # LSTM's does not). NetVLAD learns slowly here (L2-normalised VLAD into a linear projection): lr 1e-2,
     # up to 150 epochs, patience 20 (patience 10 stopped Random-15 in the early flat stretch at 0.638; with
     # 20 it reached 0.734; several models were still improving at epoch 100). About 1.6 CPU-s a teacher
-    # epoch, ~0.2 a k-frame epoch on this machine (RECOMMENDATION.md).
+    # epoch, ~0.2 a k-frame epoch on this machine (docs/plateau_preset.md).
     "plateau": Preset(
         name="plateau",
         data=DataConfig(videos=1200, classes=25, seed=0, validation_fraction=0.1, test_fraction=0.3),
