@@ -574,25 +574,29 @@ def count_flops(model: nn.Module, n_frames: int) -> int:
     return model_flops(model.config, n_frames)
 
 
-_LOGGED_FIGURES = (
-    "params", "gflops_per_video", "gflops_counted", "latency_ms_p50", "latency_ms_p95", "throughput_videos_s",
-    "e2e_latency_ms_p50", "e2e_latency_ms_p95", "e2e_throughput_videos_s", "bytes_read_per_video",
-    "flops_ratio", "time_ratio_model", "time_ratio_e2e", "bytes_ratio",
-)
+# A benchmark row's field -> the metric name a model's MLflow run holds it under (the pipeline and
+# ``fewframes benchmark --tracking-uri`` alike; ``model_figures``).
+BENCHMARK_METRICS = {
+    "params": "num_parameters",
+    "gflops_per_video": "gflops",
+    "latency_ms_p50": "latency_ms_p50",
+    "latency_ms_p95": "latency_ms_p95",
+    "throughput_videos_s": "throughput_videos_s",
+    "e2e_latency_ms_p50": "e2e_latency_ms_p50",
+    "e2e_throughput_videos_s": "e2e_throughput_videos_s",
+}
 
 
-def log_benchmark(tracker: Any, rows: list[dict[str, Any]], results_file: str | os.PathLike[str] | None = None) -> None:
-    """Log each row's figures as MLflow metrics ``<name>.<figure>`` (and the results JSON as an artifact)
-    through ``fewframes.tracking.Tracker``."""
-    metrics = {
-        f"{row['name']}.{key}": float(row[key])
-        for row in rows
-        for key in _LOGGED_FIGURES
-        if isinstance(row.get(key), (int, float))
-    }
-    tracker.log_metrics(metrics)
-    if results_file is not None:
-        tracker.log_artifact(results_file, "benchmark")
+def model_figures(bench: dict[str, Any]) -> dict[str, float]:
+    """One benchmark row's figures under our metric names (``BENCHMARK_METRICS``), plus, where the teacher
+    was benchmarked too (``add_ratios``), ``flops_ratio`` and ``speedup_e2e`` (store-to-scores throughput
+    over the teacher's), the names the pipeline run's headline metrics use for the champion."""
+    figures = {ours: float(bench[theirs]) for theirs, ours in BENCHMARK_METRICS.items() if bench.get(theirs) is not None}
+    if bench.get("flops_ratio") is not None:
+        figures["flops_ratio"] = float(bench["flops_ratio"])
+    if bench.get("time_ratio_e2e"):
+        figures["speedup_e2e"] = 1.0 / float(bench["time_ratio_e2e"])
+    return figures
 
 
 def add_ratios(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
@@ -616,6 +620,7 @@ def add_ratios(rows: list[dict[str, Any]], reference: str | None = None) -> list
 
 
 __all__ = [
+    "BENCHMARK_METRICS",
     "PRECISIONS",
     "PlainLSTMClassifier",
     "add_ratios",
@@ -632,7 +637,7 @@ __all__ = [
     "encoding_size",
     "frame_positions",
     "hierarchical_flops",
-    "log_benchmark",
+    "model_figures",
     "lstm_flops",
     "model_flops",
     "open_store",

@@ -200,12 +200,19 @@ def test_benchmark_cli_writes_json(tmp_path: Path, bench_store: Path) -> None:
 
     from mlflow.tracking import MlflowClient
 
+    from fewframes.runs import TAG_MODEL_KEY, TAG_MODEL_RUN, TAG_STEP
+
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("fewframes").experiment_id])
-    assert run.data.metrics["s6.bytes_read_per_video"] == 6 * 1152
-    assert run.data.metrics["teacher.e2e_throughput_videos_s"] == pytest.approx(
-        payload["rows"][0]["e2e_throughput_videos_s"])
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "benchmark")] == ["benchmark/bench.json"]
+    experiment_id = client.get_experiment_by_name("fewframes").experiment_id
+    # No pipeline made these files: each gets a model run of its own (fewframes/benchmark_runs.py).
+    runs = {run.data.tags[TAG_MODEL_KEY]: run for run in client.search_runs([experiment_id], f"tags.`{TAG_MODEL_RUN}` = 'true'")}
+    assert set(runs) == {"teacher", "student-serial-rep_pred_ce-final-k6"}
+    student_run = runs["student-serial-rep_pred_ce-final-k6"]
+    assert student_run.data.metrics["gflops"] == pytest.approx(payload["rows"][1]["gflops_per_video"])
+    assert student_run.data.metrics["speedup_e2e"] == pytest.approx(1 / payload["rows"][1]["time_ratio_e2e"])
+    (run,) = client.search_runs([experiment_id], f"tags.`{TAG_STEP}` = 'benchmark' and attributes.run_name = 'benchmark'")
+    assert not run.data.metrics
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "benchmark")] == ["benchmark/benchmark.json"]
     assert cli_main(["benchmark", "--models", str(tmp_path / "nope.pt"), "--store", str(bench_store)]) == 2
     assert cli_main(["benchmark", "--models", str(tmp_path / "teacher.pt"), "--store", str(bench_store),
                      "--device", "tpu"]) == 2
@@ -353,3 +360,87 @@ def test_benchmark_cli_names_plain_model_paths_from_their_metadata(tmp_path: Pat
         "teacher", "student-serial-rep_pred_ce-final-k6", "student-serial-rep-final-k3",
         "student-serial-rep_pred_ce-final-k6@student6",
     ]
+
+
+@pytest.mark.slow
+def test_benchmark_cli_logs_each_models_figures_on_its_own_run(tiny_run: Path, tmp_path: Path) -> None:
+    """`fewframes benchmark --tracking-uri` against a real mlflow server (tests/mlflow_server.py) serving a copy
+    of the tiny pipeline run's database: the models `fewframes run` printed get the figures on their own model
+    runs (found through model.json), their logged models and their evaluate runs, under the pipeline's metric
+    names; a copy of a model file without model.json gets a model run of its own, reused the next time; the
+    command's 'benchmark' run holds the machine and the JSON, no per-model metrics."""
+    import shutil
+
+    import mlflow
+    from mlflow_server import running_mlflow_server
+
+    from fewframes.benchmark import model_figures
+    from fewframes.benchmark_runs import TAG_MODEL_CHECKSUM
+    from fewframes.cli import main as cli_main
+    from fewframes.cli.benchmark import model_name_of
+    from fewframes.run_results import logged_model_of, model_run_name
+    from fewframes.runs import TAG_MODEL_KEY, TAG_MODEL_RUN, TAG_PIPELINE_RUN, TAG_ROLE, TAG_STEP, compare_rows
+
+    summary = json.loads((tiny_run / "run.json").read_text())
+    student_key = next(key for key in sorted(summary["models"]) if key.startswith("student-"))
+    teacher_file, student_file = summary["models"]["teacher"], summary["models"][student_key]
+    model_runs = {key: json.loads((Path(summary["models"][key]).parent / "model.json").read_text())["mlflow_run_id"]
+                  for key in ("teacher", student_key)}
+    copy = tmp_path / "elsewhere" / "student.pt"  # no model.json beside it: no pipeline run to find
+    copy.parent.mkdir()
+    shutil.copy(student_file, copy)
+    shutil.copy(tiny_run / "mlflow.db", tmp_path / "mlflow.db")  # the shared run's own database stays as it is
+
+    with running_mlflow_server(tmp_path / "server", f"sqlite:///{tmp_path / 'mlflow.db'}") as uri:
+        client = mlflow.MlflowClient(uri)
+        history_before = len(client.get_metric_history(model_runs[student_key], "latency_ms_p50"))
+        out = tmp_path / "bench.json"
+        command = ["benchmark", "--store", summary["store"], "--batch", "3", "--videos", "3", "--rounds", "1",
+                   "--tracking-uri", uri, "--experiment", "standalone-benchmark"]
+        assert cli_main([*command, "--models", teacher_file, student_file, f"copy={copy}", "--out", str(out)]) == 0
+        rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
+        assert set(rows) == {"teacher", student_key, "copy"}
+
+        for key in ("teacher", student_key):
+            figures = model_figures(rows[key])
+            assert {"gflops", "latency_ms_p50", "throughput_videos_s", "flops_ratio", "speedup_e2e"} <= set(figures)
+            run = client.get_run(model_runs[key])
+            for name, value in figures.items():  # the latest value of each: this benchmark's
+                assert run.data.metrics[name] == pytest.approx(value), (key, name)
+            logged = client.get_logged_model(logged_model_of(uri, model_runs[key], key))
+            assert {m.key: m.value for m in logged.metrics}["latency_ms_p50"] == pytest.approx(figures["latency_ms_p50"])
+            (evaluate,) = client.search_runs(
+                [run.info.experiment_id], f"tags.`{TAG_STEP}` = 'evaluate' and tags.`{TAG_MODEL_KEY}` = '{key}' "
+                f"and tags.`{TAG_PIPELINE_RUN}` = '{summary['run_id']}'")
+            assert evaluate.data.metrics["latency_ms_p50"] == pytest.approx(figures["latency_ms_p50"])
+        # The pipeline's own figures stay in the metric's history; `fewframes compare` shows the new ones.
+        assert len(client.get_metric_history(model_runs[student_key], "latency_ms_p50")) == history_before + 1
+        compared = {row["model_key"]: row for row in compare_rows(uri, summary["experiment"], "latency_ms_p50")}
+        assert compared[student_key]["latency_ms_p50"] == pytest.approx(rows[student_key]["latency_ms_p50"])
+
+        experiment = client.get_experiment_by_name("standalone-benchmark")
+        (created,) = client.search_runs([experiment.experiment_id], f"tags.`{TAG_MODEL_RUN}` = 'true'")
+        tags, params = created.data.tags, created.data.params
+        assert tags[TAG_MODEL_KEY] == model_name_of(str(copy)) == student_key and tags[TAG_ROLE] == "student"
+        assert tags[TAG_STEP] == "benchmark" and tags[TAG_MODEL_CHECKSUM]
+        student_params = client.get_run(model_runs[student_key]).data.params
+        for name in ("role", "family", "k", "loss", "mode", "matching", "frame_selection"):
+            assert params[name] == student_params[name], name
+        assert params["seed"] == "" and created.info.run_name == model_run_name(params).replace(" seed ?", "")
+        for name, value in model_figures(rows["copy"]).items():
+            assert created.data.metrics[name] == pytest.approx(value), name
+
+        (bench_run,) = client.search_runs([experiment.experiment_id], f"tags.`{TAG_STEP}` = 'benchmark' and "
+                                          f"attributes.run_name = 'benchmark'")
+        assert not bench_run.data.metrics  # the figures are on the model runs, not `<model>.<figure>` here
+        assert int(bench_run.data.tags["machine.cpu_cores"]) >= 1 and bench_run.data.params["videos"] == "3"
+        logged_json = json.loads(Path(client.download_artifacts(bench_run.info.run_id, "benchmark/benchmark.json",
+                                                                str(tmp_path))).read_text())
+        assert {row["name"]: row["mlflow_run_id"] for row in logged_json["rows"]} == {
+            "teacher": model_runs["teacher"], student_key: model_runs[student_key], "copy": created.info.run_id}
+
+        # The same file again: the run created for it is found by its content, not made twice.
+        assert cli_main([*command, "--models", f"again={copy}"]) == 0
+        (again,) = client.search_runs([experiment.experiment_id], f"tags.`{TAG_MODEL_RUN}` = 'true'")
+        assert again.info.run_id == created.info.run_id
+        assert len(client.get_metric_history(created.info.run_id, "latency_ms_p50")) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fewframes.benchmark import BENCHMARK_METRICS, model_figures  # noqa: F401  (BENCHMARK_METRICS: re-exported)
 from fewframes.runs import TrackingContext, step_run
 
 from .common import BENCHMARK_FILE, StepResult, _limit_threads, _write_json, read_model_info, reports_errors
@@ -14,18 +15,6 @@ from .evaluate import read_row
 BENCHMARK_BATCH = 32
 BENCHMARK_VIDEOS = 64
 BENCHMARK_LATENCY_VIDEOS = 10
-
-# fewframes.benchmark row field -> our metric name.
-BENCHMARK_METRICS = {
-    "params": "num_parameters",
-    "gflops_per_video": "gflops",
-    "latency_ms_p50": "latency_ms_p50",
-    "latency_ms_p95": "latency_ms_p95",
-    "throughput_videos_s": "throughput_videos_s",
-    "e2e_latency_ms_p50": "e2e_latency_ms_p50",
-    "e2e_throughput_videos_s": "e2e_throughput_videos_s",
-}
-
 
 def _benchmark_device(device: str) -> str:
     import torch
@@ -88,15 +77,3 @@ def benchmark_step(
         tracker.set_tags({f"machine.{name}": value for name, value in machine.items()})
         tracker.log_artifact(out / BENCHMARK_FILE, "benchmark")
     return StepResult(metrics=summary, metadata={"models": len(rows), "device": run_device})
-
-
-def model_figures(bench: dict) -> dict[str, float]:
-    """One benchmark row's figures under our metric names (``BENCHMARK_METRICS``), plus, where the teacher
-    was benchmarked too (``add_ratios``), ``flops_ratio`` and ``speedup_e2e`` (store-to-scores throughput
-    over the teacher's), the names the pipeline run's headline metrics use for the champion."""
-    figures = {ours: float(bench[theirs]) for theirs, ours in BENCHMARK_METRICS.items() if bench.get(theirs) is not None}
-    if bench.get("flops_ratio") is not None:
-        figures["flops_ratio"] = float(bench["flops_ratio"])
-    if bench.get("time_ratio_e2e"):
-        figures["speedup_e2e"] = 1.0 / float(bench["time_ratio_e2e"])
-    return figures

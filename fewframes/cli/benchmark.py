@@ -45,8 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                         help="fp32, or bf16 autocast on the device (default: fp32)")
     parser.add_argument("--out", help="write the rows and the machine description to this JSON file (local or gs://)")
-    parser.add_argument("--tracking-uri", help="also log the figures (and the JSON) to this MLflow tracking URI")
-    parser.add_argument("--experiment", default="fewframes", help="MLflow experiment (default: fewframes)")
+    parser.add_argument("--tracking-uri",
+                        help="also log each model's figures on its own MLflow run at this tracking URI: the run of the "
+                             "pipeline that trained it (model.json beside the file names it), else one this command "
+                             "creates (fewframes/benchmark_runs.py); the machine and the JSON go on a 'benchmark' run")
+    parser.add_argument("--experiment", default="fewframes",
+                        help="MLflow experiment of the 'benchmark' run and of model runs this command creates "
+                             "(default: fewframes)")
     parser.set_defaults(handler=run)
 
 
@@ -111,9 +116,12 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``fewframes benchmark``."""
-    from fewframes.benchmark import add_ratios, benchmark_models, describe_machine, log_benchmark
+    from fewframes.benchmark import add_ratios, benchmark_models, describe_machine
+    from fewframes.tracking import check_tracking_uri
 
-    rows = benchmark_models(_named(args.models), args.store, device=args.device, batch_size=args.batch,
+    check_tracking_uri(args.tracking_uri)  # an unreachable server fails now, not after the timing
+    models = _named(args.models)
+    rows = benchmark_models(models, args.store, device=args.device, batch_size=args.batch,
                             n_videos=args.videos, rounds=args.rounds, precision=args.precision)
     rows = add_ratios(rows)
     machine = describe_machine(args.device)
@@ -122,17 +130,16 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write_json(args.out, {"machine": machine, "store": str(args.store), "rows": rows})
     if args.tracking_uri:
-        from fewframes.tracking import Tracker
+        from fewframes.benchmark_runs import log_benchmark_to_model_runs
 
-        with Tracker.start(args.tracking_uri, args.experiment, "benchmark",
-                           params={"device": args.device, "batch_size": args.batch, "videos": args.videos,
-                                   "precision": args.precision}) as tracker:
-            tracker.set_tags({f"machine.{k}": v for k, v in machine.items()})
-            if args.out:
-                from fewframes import fsio
-
-                with fsio.local_input_file(args.out) as results_file:  # MLflow logs local files
-                    log_benchmark(tracker, rows, results_file)
-            else:
-                log_benchmark(tracker, rows)
+        settings = {"store": str(args.store), "device": args.device, "batch_size": args.batch, "videos": args.videos,
+                    "rounds": args.rounds, "precision": args.precision, "models": len(models)}
+        found = log_benchmark_to_model_runs(
+            args.tracking_uri, args.experiment, {name: (path, model_name_of(path)) for name, path in models.items()},
+            rows, machine, settings,
+        )
+        how = {"pipeline": "its pipeline run's model run", "earlier benchmark": "the run an earlier benchmark created",
+               "created": "a new model run"}
+        for name, model_run in found.items():
+            print(f"{name}: figures logged on {how[model_run.found]} {model_run.run_id}")
     return 0
