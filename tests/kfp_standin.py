@@ -5,6 +5,11 @@ answers the calls the client makes: healthz, experiments list (with a display_na
 runs create/get. A created run moves PENDING -> RUNNING -> the configured final state over successive
 ``get`` calls, reporting one more task done each time, so ``--watch`` has something to follow. Every
 request is recorded (``requests``) and created runs keep their body (pipeline spec, parameters).
+
+The run's ``run_details.task_details`` are built with kfp's own ``kfp_server_api`` model classes and sent as
+the API server would serialise them. As a real server fills them from the Argo workflow's nodes, they hold
+the workflow's machinery too (the workflow's root node, ``root-driver``, each task's ``-driver`` node), and a
+pipeline task is reported under its task key (``start-tracking``), the Argo node's display name.
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ from urllib.parse import parse_qs, urlparse
 
 API = "/apis/v2beta1"
 NOW = "2026-01-01T00:00:00Z"
+TASK_KEYS = ("start-tracking", "ingest-split", "plan-teachers", "train-teacher")
 
 
 class KfpStandin:
     """Run with ``with KfpStandin() as server: server.url``."""
 
-    def __init__(self, final_state: str = "SUCCEEDED", polls_to_finish: int = 3, tasks: int = 4) -> None:
+    def __init__(self, final_state: str = "SUCCEEDED", polls_to_finish: int = 3,
+                 task_keys: tuple[str, ...] = TASK_KEYS) -> None:
         self.final_state = final_state
         self.polls_to_finish = polls_to_finish
-        self.tasks = tasks
+        self.task_keys = task_keys  # the pipeline tasks the run reports, in order (keys of the distill DAG)
+        self.tasks = len(task_keys)
         self.experiments: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
         self.polls: dict[str, int] = {}
@@ -123,13 +131,7 @@ class KfpStandin:
         else:
             run["state"] = "RUNNING"
             done = min(self.tasks, polls)
-        run["run_details"] = {
-            "task_details": [
-                {"run_id": run_id, "task_id": f"task-{i}", "display_name": f"task-{i}",
-                 "state": "SUCCEEDED" if i < done else "RUNNING", "create_time": NOW}
-                for i in range(max(done, 1))
-            ]
-        }
+        run["run_details"] = _run_details(run_id, run["display_name"], self.task_keys, done, run["state"])
         return run
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -163,3 +165,21 @@ class KfpStandin:
 
 def _error(message: str) -> dict[str, Any]:
     return {"error": message, "code": 5, "message": message}
+
+
+def _run_details(run_id: str, workflow: str, keys: tuple[str, ...], done: int, state: str) -> dict[str, Any]:
+    """``V2beta1RunDetails`` as JSON: tasks ``keys[:done]`` SUCCEEDED, the next one RUNNING (none once the run has
+    ended), each after its ``-driver`` node, under the workflow's root node and ``root-driver``."""
+    from kfp_server_api import ApiClient
+    from kfp_server_api.models import V2beta1PipelineTaskDetail, V2beta1RunDetails, V2beta1RuntimeState
+
+    ended = state not in (V2beta1RuntimeState.PENDING, V2beta1RuntimeState.RUNNING)
+
+    def task(name: str, task_state: str) -> V2beta1PipelineTaskDetail:
+        return V2beta1PipelineTaskDetail(run_id=run_id, display_name=name, state=task_state, create_time=NOW)
+
+    details = [task(workflow or "workflow", state), task("root-driver", V2beta1RuntimeState.SUCCEEDED)]
+    for index, key in enumerate(keys[: done + (0 if ended else 1)]):
+        details.append(task(f"{key}-driver", V2beta1RuntimeState.SUCCEEDED))
+        details.append(task(key, V2beta1RuntimeState.SUCCEEDED if index < done else V2beta1RuntimeState.RUNNING))
+    return ApiClient().sanitize_for_serialization(V2beta1RunDetails(task_details=details))

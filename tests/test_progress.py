@@ -121,3 +121,58 @@ def test_in_a_pipe_each_epoch_end_is_one_line(tmp_path: Path):
     assert lines == [("start", "train teacher seed 1"), ("done", "plan teachers  [1/3 tasks]"),
                      ("epoch", "train teacher seed 1: epoch 1 of at most 8 done, val GAP 0.5000 (best val GAP 0.5000 "
                                "at epoch 1), 1m15s/epoch")]
+
+
+def test_a_cluster_runs_running_tasks_by_display_name_from_the_kfp_api_schema(tmp_path: Path):
+    """``fewframes submit --watch`` names the running tasks from ``kfp.Client.get_run``'s answer. No KFP API server
+    can run here: the answer is built with kfp's own ``kfp_server_api`` model classes, as the documented v2beta1
+    schema has it (``V2beta1Run.run_details.task_details``: ``display_name``, ``state``), and goes once through
+    the client library's own JSON round trip. The run's ``pipeline_spec`` is the real compiled distill DAG (with
+    its platform spec beside it, as ``create_run_from_pipeline_package`` sends it). The API server fills the tasks
+    from the Argo workflow's nodes, so the workflow's machinery (root, drivers, loops, iterations) is among them
+    and is neither counted nor shown; a task may come under its key (``distill-student``) or its display name."""
+    import yaml
+    from kfp_server_api import ApiClient
+    from kfp_server_api.models import V2beta1PipelineTaskDetail, V2beta1Run, V2beta1RunDetails, V2beta1RuntimeState
+
+    from fewframes.cli.progress import cluster_tasks, pipeline_task_names
+    from fewframes.pipelines.dag import compile_pipeline
+
+    spec = next(yaml.safe_load_all(Path(compile_pipeline("distill", str(tmp_path / "distill.yaml"), "tiny")).read_text()))
+    names = pipeline_task_names({"pipeline_spec": spec, "platform_spec": {}})
+    assert names["distill-student"] == names["distill student"] == "distill student"
+    assert names["evaluate-2"] == "evaluate student" and names["ingest-split"] == "ingest/split"
+    assert "for-loop-3" not in names and "exit-handler-1" not in names  # DAGs: machinery here
+
+    state = V2beta1RuntimeState
+    reported = [
+        ("fewframes-distill-x7k2p", state.RUNNING), ("root-driver", state.SUCCEEDED), ("root", state.RUNNING),
+        ("start-tracking-driver", state.SUCCEEDED), ("start-tracking", state.SUCCEEDED),
+        ("ingest-split", state.SUCCEEDED), ("train-teacher", state.SUCCEEDED), ("evaluate", state.SKIPPED),
+        ("for-loop-3-driver", state.SUCCEEDED), ("for-loop-3", state.RUNNING), ("iteration-0", state.RUNNING),
+        ("distill-student-driver", state.SUCCEEDED), ("distill-student", state.RUNNING),
+        ("distill-student", state.RUNNING), ("evaluate student", state.RUNNING), ("executor", state.RUNNING),
+        ("train-baseline", state.FAILED), ("train-baseline", state.PENDING),
+    ]
+    run = V2beta1Run(
+        run_id="r1", display_name="try-1", state=state.RUNNING, pipeline_spec={"pipeline_spec": spec, "platform_spec": {}},
+        run_details=V2beta1RunDetails(task_details=[
+            V2beta1PipelineTaskDetail(run_id="r1", task_id=f"t{i}", display_name=name, state=task_state)
+            for i, (name, task_state) in enumerate(reported)
+        ]),
+    )
+
+    class Response:  # what kfp_server_api's RESTResponse offers its deserialiser
+        data = json.dumps(ApiClient().sanitize_for_serialization(run))
+
+        def getheader(self, name: str, default: str | None = None) -> str | None:
+            return default
+
+    for answer in (run, ApiClient().deserialize(Response(), "V2beta1Run")):
+        tasks = cluster_tasks(answer)
+        assert (tasks.done, tasks.seen) == (4, 9)  # start tracking, ingest/split, train teacher, evaluate (skipped)
+        assert tasks.running == ["distill student", "distill student", "evaluate student"]
+        assert tasks.running_text() == "distill student ×2, evaluate student"
+
+    nothing = cluster_tasks(V2beta1Run(run_id="r2", state=state.PENDING))  # no details yet, no spec
+    assert (nothing.done, nothing.seen, nothing.running_text()) == (0, 0, "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -41,7 +42,12 @@ def test_submit_and_watch_against_kfp_api_standin(standin, capsys):
     progress = f"run {run_id}: SUCCEEDED"
     assert out.index(link) < out.index(progress) < out.index("finished: SUCCEEDED")
     progress_line = next(line for line in out.splitlines() if progress in line)
-    assert f"{standin.tasks}/{standin.tasks} tasks" in progress_line
+    assert f"{standin.tasks}/{standin.tasks} tasks" in progress_line  # pipeline tasks: not the -driver/root nodes
+    # Not a terminal: each change of the running tasks is a line, the tasks by their display names
+    # (fewframes.pipelines.dag) although the API reported them under their task keys, among the workflow's nodes.
+    running = [line.split("] ", 1)[1] for line in out.splitlines() if re.match(r"^\[\s*\d+s\] running ", line)]
+    assert running == ["running ingest/split  [1/2 tasks done]", "running plan teachers  [2/3 tasks done]",
+                       "running -  [4/4 tasks done]"], out
 
     (experiment,) = standin.experiments.values()
     assert experiment["display_name"] == "distil-tests"

@@ -742,11 +742,16 @@ def submit(
 
 
 def watch_run(client: Any, run_id: str, poll_s: float = 10.0, timeout_s: float | None = None) -> str:
-    """Follow a run to its end with a rich progress display (tasks done / seen); returns the final state."""
+    """Follow a run to its end with a rich progress display (pipeline tasks done / seen, and the running ones by
+    display name: ``fewframes.cli.progress.cluster_tasks``); returns the final state. Not on a terminal, each
+    change of the running tasks is also one plain line, as ``fewframes run`` writes its events."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from fewframes.cli.progress import _duration, cluster_tasks
 
     started = time.monotonic()
     state = "PENDING"
+    shown = ""
     with Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tasks"),
         TimeElapsedColumn(), console=None, transient=False,
@@ -758,9 +763,14 @@ def watch_run(client: Any, run_id: str, poll_s: float = 10.0, timeout_s: float |
             except Exception as exc:
                 raise PipelineError(f"watching run {run_id} failed: {str(exc).splitlines()[0]}") from None
             state = str(run.state or "PENDING")
-            tasks = list(getattr(getattr(run, "run_details", None), "task_details", None) or [])
-            done = sum(1 for t in tasks if str(getattr(t, "state", "")) in ("SUCCEEDED", "SKIPPED", "CACHED"))
-            progress.update(bar, description=f"run {run_id}: {state}", completed=done, total=max(len(tasks), done) or None)
+            tasks = cluster_tasks(run)
+            running = tasks.running_text()
+            progress.update(bar, description=f"run {run_id}: {state}" + (f" - running {running}" if running else ""),
+                            completed=tasks.done, total=max(tasks.seen, tasks.done) or None)
+            if running != shown and not progress.console.is_terminal:
+                progress.console.print(f"[{_duration(time.monotonic() - started):>6}] running {running or '-'}  "
+                                       f"[{tasks.done}/{tasks.seen} tasks done]", markup=False, highlight=False)
+            shown = running
             if state in TERMINAL_STATES:
                 break
             if timeout_s is not None and time.monotonic() - started > timeout_s:

@@ -334,3 +334,75 @@ class RunProgress:
                 self._drawn = 0
             self.stream.write("".join(line + "\n" for line in lines + [summary]))
             self.stream.flush()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a cluster run (``fewframes submit --watch``): what the KFP API says
+# ----------------------------------------------------------------------------------------------------------
+#
+# ``kfp.Client.get_run`` answers a ``V2beta1Run``; its ``run_details.task_details`` is a list of
+# ``V2beta1PipelineTaskDetail`` with ``display_name`` and ``state`` (a V2beta1RuntimeState name: PENDING,
+# RUNNING, SUCCEEDED, SKIPPED, FAILED, CANCELING, CANCELED, PAUSED). The KFP API server fills them from the Argo
+# workflow's nodes (backend/src/apiserver/server/api_converter.go, toModelTask: display_name = the node's
+# display name, state = its phase), so besides the pipeline's own tasks the list holds the workflow's
+# machinery: the root DAG, each task's ``-driver`` node, the loops and their iterations. A task is recognised
+# by the name it has in the run's own ``pipeline_spec`` (also in the answer): its task key (``evaluate-2``) or
+# its display name (``evaluate student``, fewframes.pipelines.dag); the rest is machinery, not counted. As on
+# the Kubeflow UI, a task inside a ParallelFor is named by its static display name, not by its loop item.
+
+DONE_STATES = ("SUCCEEDED", "SKIPPED")  # V2beta1RuntimeState names of a task that is over and did its part
+
+
+def pipeline_task_names(pipeline_spec: Any) -> dict[str, str]:
+    """Every container task of a compiled pipeline spec (as ``V2beta1Run.pipeline_spec`` holds it: the spec, or
+    ``{"pipeline_spec": spec, "platform_spec": ...}``), under its task key and its display name, mapped to
+    its display name. DAG tasks (loops, the exit handler) are left out: they are machinery here."""
+    spec = pipeline_spec.get("pipeline_spec", pipeline_spec) if isinstance(pipeline_spec, dict) else {}
+    components = spec.get("components") or {}
+    names: dict[str, str] = {}
+    dags = [(spec.get("root") or {}).get("dag") or {}]
+    dags += [component["dag"] for component in components.values() if isinstance(component, dict) and "dag" in component]
+    for dag in dags:
+        for key, task in (dag.get("tasks") or {}).items():
+            component = components.get((task.get("componentRef") or {}).get("name", ""), {})
+            if "dag" in component:
+                continue
+            display = str((task.get("taskInfo") or {}).get("name") or key)
+            names[key] = display
+            names[display] = display
+    return names
+
+
+@dataclass
+class ClusterTasks:
+    """The pipeline tasks a KFP run reports: how many are done of those seen so far, and the display names of
+    the running ones (a name once per running task; a ParallelFor runs several tasks of one name)."""
+
+    done: int = 0
+    seen: int = 0
+    running: list[str] = field(default_factory=list)
+
+    def running_text(self) -> str:
+        """``train teacher, distill student ×2``: each name once, with its count when several run."""
+        counts: dict[str, int] = {}
+        for name in self.running:
+            counts[name] = counts.get(name, 0) + 1
+        return ", ".join(name if count == 1 else f"{name} ×{count}" for name, count in counts.items())
+
+
+def cluster_tasks(run: Any) -> ClusterTasks:
+    """``ClusterTasks`` of a ``V2beta1Run`` (``kfp.Client.get_run``'s answer); see the section's comment."""
+    known = pipeline_task_names(getattr(run, "pipeline_spec", None))
+    details = getattr(getattr(run, "run_details", None), "task_details", None) or []
+    tasks = ClusterTasks()
+    for task in details:
+        name = known.get(str(getattr(task, "display_name", "") or ""))
+        if name is None:  # the workflow's machinery, or a name this spec does not have
+            continue
+        state = str(getattr(task, "state", "") or "")
+        tasks.seen += 1
+        tasks.done += state in DONE_STATES
+        if state == "RUNNING":
+            tasks.running.append(name)
+    tasks.running.sort()
+    return tasks
