@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/fewframes run --preset $(PRESET)
 
+# Every pytest run (this one, benchmarks/gpu.sh's, a plain `pytest`) gets its own base temp folder from
+# tests/conftest.py, so two runs at once never share /tmp/pytest-of-$USER; --basetemp in PYTEST_ARGS overrides it.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -3,12 +3,45 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fewframes.config import PRESETS
+
+
+# Each pytest run gets a base temp folder of its own unless --basetemp names one. pytest's default,
+# /tmp/pytest-of-USER/pytest-N, is shared by every run of the user: two runs at once (the lead's suite and a
+# helper's module, two worktrees) clean up each other's numbered folders. Removed after a run that passed; kept,
+# and named at the end of the report, after one that did not.
+_OWN_BASETEMP: dict[str, Any] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):  # xdist workers get the controller's
+        parent = Path(tempfile.mkdtemp(prefix="fewframes-pytest-"))
+        config.option.basetemp = str(parent / "basetemp")
+        _OWN_BASETEMP["parent"] = parent
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _OWN_BASETEMP["exitstatus"] = int(exitstatus)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
+    if "parent" in _OWN_BASETEMP and int(exitstatus) != 0:
+        terminalreporter.write_line(f"this run's temporary files are kept in {_OWN_BASETEMP['parent']}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    parent = _OWN_BASETEMP.pop("parent", None)
+    if parent is not None and _OWN_BASETEMP.get("exitstatus") == 0:  # after every fixture's teardown
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
