@@ -226,6 +226,17 @@ class StudentConfig(_DictMixin):
         if self.pred_distance not in ("kl", "mse"):
             raise ConfigError(f"StudentConfig.pred_distance must be kl or mse, got {self.pred_distance!r}")
 
+    def rep_stages(self, epochs: int) -> tuple[int, int]:
+        """loss="rep", serial: the epochs of stage 1 (L_rep alone) and of stage 2 (L_CE) out of ``epochs``
+        (TrainConfig.epochs); ConfigError when stage 2 would get none."""
+        stage1 = self.rep_stage_epochs or max(1, epochs // 2)
+        if epochs - stage1 < 1:
+            raise ConfigError(
+                f"StudentConfig.loss='rep' trains in two stages: TrainConfig.epochs ({epochs}) must exceed "
+                f"StudentConfig.rep_stage_epochs ({stage1})"
+            )
+        return stage1, epochs - stage1
+
 
 @dataclass(frozen=True)
 class DataConfig(_DictMixin):

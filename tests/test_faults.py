@@ -246,6 +246,30 @@ def test_parameters_are_checked_before_any_step(tmp_path: Path, capsys: pytest.C
         assert not run_dir.exists()  # refused before the run folder, MLflow or ingest
 
 
+def test_a_combination_certain_to_fail_later_is_refused_before_any_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A serial L_rep student (loss (a)) trains L_rep, then L_CE: with max_epochs=1 its distill-student task
+    failed a minute into the run, after the teachers had trained. Now refused up front, naming both
+    parameters; the same settings without a serial rep student are accepted."""
+    from fewframes.cli.pipeline import check_arguments
+    from fewframes.errors import PipelineError
+    from fewframes.pipelines.dag import parameter_defaults
+
+    run_dir = tmp_path / "rep"
+    in_process_error(capsys, ["run", "--pipeline", "paper", "--preset", "tiny", "--out", str(run_dir),
+                              "--param", 'losses=["rep"]', "--param", "max_epochs=1"],
+                     "--param max_epochs=1: losses has rep", "max_epochs >= 2")
+    assert not run_dir.exists()
+    for pipeline in ("paper", "distill"):
+        arguments = {**parameter_defaults(pipeline, "tiny"), "max_epochs": 1}
+        with pytest.raises(PipelineError, match="--param max_epochs=1: losses has rep"):
+            check_arguments({**arguments, "losses": ["rep_ce", "rep"], "modes": ["serial"]})
+        check_arguments({**arguments, "losses": ["rep_ce", "rep_pred_ce"]})  # one stage each
+        check_arguments({**arguments, "losses": ["rep"], "modes": ["parallel"]})  # parallel: one stage
+        check_arguments({**arguments, "losses": ["rep"], "max_epochs": 2})
+
+
 def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     done = cli("--debug", "run", "--preset", "tiny", "--out", str(tmp_path / "r"), "--param", "max_epochs=0")
     assert done.returncode == 1 and "Traceback" in done.stderr and "PipelineError" in done.stderr

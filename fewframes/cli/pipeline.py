@@ -144,6 +144,15 @@ def check_arguments(arguments: dict[str, Any]) -> None:
             field = str(exc).split(" ", 1)[0].split(".", 1)[-1]
             key = next((k for k, f in fields.items() if f == field), field)
             raise param_error(key, str(exc).split(" ", 1)[1]) from None
+    # A combination certain to fail in a later step: a serial L_rep student (loss (a)) trains L_rep, then L_CE.
+    if "rep" in arguments.get("losses", []) and "serial" in arguments.get("modes", []):
+        from fewframes.config import StudentConfig
+
+        try:
+            StudentConfig(k=1, loss="rep").rep_stages(int(arguments["max_epochs"]))
+        except ConfigError:
+            raise param_error("max_epochs", "losses has rep, whose serial student trains in two stages (L_rep, "
+                              "then L_CE): give max_epochs >= 2 or drop rep from losses") from None
     for key in ("validation_fraction", "test_fraction"):
         if not 0.0 <= float(arguments[key]) < 1.0:
             raise param_error(key, "must be in [0, 1)")

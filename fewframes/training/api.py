@@ -40,7 +40,7 @@ from typing import Any, Callable
 from torch import nn
 
 from fewframes import fsio
-from fewframes.config import CONTROL_LOSSES, ModelConfig, StudentConfig, TrainConfig
+from fewframes.config import CONTROL_LOSSES, ConfigError, ModelConfig, StudentConfig, TrainConfig
 from fewframes.distributed import DistContext, barrier, broadcast_object, setup_distributed, teardown_distributed
 from fewframes.errors import TrainingError
 from fewframes.training.data import TEACHER_K, TEACHER_STRATEGY, TrainingData, open_training_data
@@ -307,13 +307,10 @@ def train_student(
             stages = [Stage("ce", train_config.epochs, CrossEntropyObjective(student), list(student.parameters()),
                             strategy, k, rng_view=1)]
         elif student_config.loss == "rep":
-            stage1_epochs = student_config.rep_stage_epochs or max(1, train_config.epochs // 2)
-            stage2_epochs = train_config.epochs - stage1_epochs
-            if stage2_epochs < 1:
-                raise TrainingError(
-                    f"loss=rep trains in two stages: TrainConfig.epochs ({train_config.epochs}) must exceed "
-                    f"StudentConfig.rep_stage_epochs ({stage1_epochs})"
-                )
+            try:
+                stage1_epochs, stage2_epochs = student_config.rep_stages(train_config.epochs)
+            except ConfigError as exc:
+                raise TrainingError(str(exc)) from None
 
             def freeze_classifier() -> None:
                 student.classifier.requires_grad_(False)
