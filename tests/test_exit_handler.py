@@ -37,7 +37,7 @@ def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **ar
     os.environ[WORKFLOW_ENV] = f"fewframes-distill-{uuid.uuid4().hex[:8]}"
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-    dag = make_pipeline("distill", "tiny")
+    dag = _without_retry_waits(make_pipeline("distill", "tiny"))
     try:
         with kfp_local_globals_kept():  # kfp.local's logging swaps, put back as `fewframes run` does
             dag(tracking_uri=tracking_uri, experiment=experiment, parent_run_id="", **arguments)
@@ -46,6 +46,19 @@ def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **ar
     finally:
         os.environ.pop(WORKFLOW_ENV, None)
     return None
+
+
+def _without_retry_waits(dag: Any) -> Any:
+    """``dag`` with every retry policy's backoff set to 0 s: kfp.local honours the policies (since kfp 2.16), and
+    a failed ingest-split waited 60 s + 120 s before its two retries (180 of the test's 280 s, asleep). The retry
+    counts stay: the exit handler still runs after the last attempt, as on a cluster."""
+    spec = dag.pipeline_spec  # the GraphComponent's own proto: kfp.local executes this object
+    for component in [spec.root, *spec.components.values()]:
+        if component.WhichOneof("implementation") == "dag":
+            for task in component.dag.tasks.values():
+                if task.HasField("retry_policy"):
+                    task.retry_policy.backoff_duration.seconds = 0
+    return dag
 
 
 def _parent(tracking_uri: str, experiment: str) -> Any:
