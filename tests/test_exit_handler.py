@@ -11,6 +11,7 @@ by the run id and ends it FINISHED or FAILED. The local
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def _run_cluster_shaped(tmp_path: Path, tracking_uri: str, experiment: str, **ar
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     dag = _without_retry_waits(make_pipeline("distill", "tiny"))
     try:
-        with kfp_local_globals_kept():  # kfp.local's logging swaps, put back as `fewframes run` does
+        with kfp_local_globals_kept(sys.stdout):  # kfp.local's logging kept on stdout and put back, as `fewframes run` does
             dag(tracking_uri=tracking_uri, experiment=experiment, parent_run_id="", **arguments)
     except RuntimeError as exc:  # kfp.local names the failed task
         return exc

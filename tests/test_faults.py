@@ -10,7 +10,6 @@ A case whose tool the machine lacks is skipped, saying so.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -43,13 +42,7 @@ def cli(*args: str, prefix: tuple[str, ...] = (), timeout: float = 300) -> subpr
 def stderr_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
     """stderr without blank lines, progress bars (tqdm's lines hold "NN%|") and `fewframes run`'s progress lines."""
     return [line for line in done.stderr.replace("\r", "\n").splitlines()
-            if line.strip() and "%|" not in line and not EVENT_LINE.match(line) and not KFP_TASK_STATUS.match(line)]
-
-
-# kfp.local's own "Task 'x' finished with status FAILURE" line: its per-task logging context sometimes leaves a
-# root handler on stderr while parallel loop iterations unwind (tests/test_logging_state.py), so this line can
-# appear beside ours. A known wart, not hidden: docs/faults.md says so; the one line of ours is still checked.
-KFP_TASK_STATUS = re.compile(r"^(ERROR|INFO|WARNING):root:Task .* finished with status")
+            if line.strip() and "%|" not in line and not EVENT_LINE.match(line)]
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> str:

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fewframes.errors import PipelineError
 
@@ -311,8 +311,10 @@ def run_local(
         shown = RunProgress(pipeline_root, expected, terminal, terminal=None if quiet_log else False)
         with warm_steps(), log_path.open("a" if resume else "w") as log, shown:
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
-            # kfp_local_globals_kept innermost: it puts the root logger back before the log file closes
-            with redirect, _quiet_kfp_warnings(), pinned_pipeline_folder(pinned), kfp_local_globals_kept():
+            # kfp_local_globals_kept innermost: it keeps kfp's root-logger records in the log (stdout with
+            # --verbose, where kfp's logs go) and puts the root logger back before the log file closes
+            kfp_messages = log if quiet_log else sys.stdout
+            with redirect, _quiet_kfp_warnings(), pinned_pipeline_folder(pinned), kfp_local_globals_kept(kfp_messages):
                 try:
                     dag(**arguments)
                 except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
@@ -433,32 +435,46 @@ def _without_retries(dag: Any) -> Any:
 
 
 @contextlib.contextmanager
-def kfp_local_globals_kept() -> Iterator[None]:
-    """Put back, after a DAG ran under kfp.local (also after Ctrl-C), what kfp.local swaps process-wide.
+def kfp_local_globals_kept(kfp_messages: TextIO) -> Iterator[None]:
+    """Keep what kfp.local logs through the root logger in ``kfp_messages`` (RUN_DIR/pipeline.log) and off
+    this process's stderr while the DAG runs; put back what it swaps process-wide when it ends (Ctrl-C too).
 
-    It indents output by swapping ``builtins.print``, and wraps each task in a logging context that replaces
-    the root logger's handlers with a StreamHandler on the ``sys.stdout`` of that moment (in ``fewframes
-    run``, RUN_DIR/pipeline.log) at level INFO, then restores what it saw on entry. Parallel loop iterations
-    run in threads, so these swaps overlap and unwind out of order: one iteration "restores" another's
-    handler and leaves it on the root logger, writing to a log file that closes when the run ends. Every
-    later log record in this process then failed with "--- Logging error --- ValueError: I/O operation on
-    closed file" on stderr (in one pytest process: the GCS emulator's request log broke the tests after it).
+    kfp.local indents output by swapping ``builtins.print``, and wraps each task in a logging context that
+    replaces the root logger's handlers with a StreamHandler on the ``sys.stdout`` of that moment (in
+    ``fewframes run``, the log) at level INFO, then restores what it saw on entry. Parallel loop iterations
+    run in threads, so these swaps overlap and unwind out of order:
+
+    - an iteration that leaves first "restores" the root logger of before both while the other still runs.
+      With no handler there (a CLI process configures no logging), the other's next record - "Task 'x'
+      finished with status FAILURE" - makes ``logging.error`` call ``logging.basicConfig()``, which puts a
+      handler on ``sys.stderr`` ("ERROR:root:Task ..." beside our one line) that every later swap keeps. So
+      does any record kfp logs outside its contexts ("cache hit", "Cleaned up workspace") on an empty root.
+      Here the root logger holds a handler on ``kfp_messages`` for the whole DAG, so what a swap restores
+      is never empty, and ``sys.stderr`` is ``kfp_messages`` too, so a ``basicConfig()`` in the instant a
+      swap has emptied the list (or Python's last-resort handler) still writes there;
+    - an iteration "restores" another's handler on the log file and leaves it on the root logger after the
+      file closed: every later log record in this process then failed with "--- Logging error ---
+      ValueError: I/O operation on closed file" on stderr. Everything is put back as it was on entry.
     """
     import builtins
     import logging
 
     root = logging.getLogger()
     real_print, handlers, level = builtins.print, root.handlers[:], root.level
+    kept = logging.StreamHandler(kfp_messages)
+    kept.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.addHandler(kept)
     try:
-        yield
+        with contextlib.redirect_stderr(kfp_messages):
+            yield
     finally:
         builtins.print = real_print
         for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
+            root.removeHandler(handler)
         for handler in handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
+            root.addHandler(handler)
         root.setLevel(level)
 
 
