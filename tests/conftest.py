@@ -45,6 +45,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
+def compiled_pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """``compiled_pipeline(pipeline, preset, gpu)``: the path of that IR YAML (``compile_pipeline``), compiled once
+    per session for each combination: several modules check the same compiled pipelines (a compile takes 4-8 s
+    on 2 busy cores). Read it; do not change it."""
+    from fewframes.pipelines.dag import compile_pipeline
+
+    folder = tmp_path_factory.mktemp("compiled_pipelines")
+    paths: dict[tuple[str, str, Any], Path] = {}
+
+    def compiled(pipeline: str, preset: str, gpu: Any) -> Path:
+        key = (pipeline, preset, gpu)
+        if key not in paths:
+            path = folder / f"{pipeline}-{preset}-{len(paths)}.yaml"
+            compile_pipeline(pipeline, str(path), preset, gpu)
+            paths[key] = path
+        return paths[key]
+
+    return compiled
+
+
+@pytest.fixture(scope="session")
 def tiny_tfrecords(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``tiny`` synthetic data set (160 videos, 12 classes) as 2 real-format TFRecord shards.
 

@@ -27,14 +27,10 @@ def _documents(path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def gpu_pods(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dict[str, Any]]]:
-    out = tmp_path_factory.mktemp("compiled")
-    rendered = {}
-    for pipeline, preset in (("distill", "demo"), ("paper", "paper")):
-        path = out / f"{pipeline}.yaml"
-        compile_pipeline(pipeline, str(path), preset, DEFAULT_GPU)
-        rendered[pipeline] = pods(_documents(path))
-    return rendered
+def gpu_pods(compiled_pipeline) -> dict[str, dict[str, dict[str, Any]]]:
+    # The same compiles test_pipeline_compile checks (conftest's compiled_pipeline: once per session).
+    return {pipeline: pods(_documents(compiled_pipeline(pipeline, preset, DEFAULT_GPU)))
+            for pipeline, preset in (("distill", "demo"), ("paper", "paper"))}
 
 
 def _validate_strict(pod: dict[str, Any]) -> None:
@@ -102,13 +98,15 @@ def _compiled_spec(path: Path) -> dict[str, Any]:
     return next(d for d in _documents(path) if "deploymentSpec" in d)
 
 
-def test_a_second_run_with_the_same_inputs_is_served_from_the_cache(tmp_path):
+def test_a_second_run_with_the_same_inputs_is_served_from_the_cache(tmp_path, compiled_pipeline):
     """The pipeline compiled twice and run twice with the same arguments (as `fewframes submit` does: a new
     KFP run id, the same tracking server and experiment): by the driver's cache key every step of the
     second run is a cache hit; only start-tracking and close-tracking (caching off) run again."""
     from fewframes.cluster import MLFLOW_TRACKING_URI
 
-    spec_a, spec_b = _compiled_spec(tmp_path / "a.yaml"), _compiled_spec(tmp_path / "b.yaml")
+    # One compile is the session's (conftest's compiled_pipeline), the other a fresh one of the same inputs.
+    spec_a = next(d for d in _documents(compiled_pipeline("distill", "demo", DEFAULT_GPU)) if "deploymentSpec" in d)
+    spec_b = _compiled_spec(tmp_path / "b.yaml")
     arguments = {"tracking_uri": MLFLOW_TRACKING_URI, "run_name": "demo-t4"}
     run_a, run_b = simulate_runs(spec_a, spec_b, arguments)
     uncached = {path for path in run_b.keys if path.rsplit("/", 1)[-1] in ("start-tracking", "close-tracking")}
@@ -122,10 +120,10 @@ def test_a_second_run_with_the_same_inputs_is_served_from_the_cache(tmp_path):
     assert not any("train-teacher" in path or "distill-student" in path or "report" in path for path in changed.cached)
 
 
-def test_the_cache_check_sees_a_run_specific_input(tmp_path):
+def test_the_cache_check_sees_a_run_specific_input(compiled_pipeline):
     """The simulation is not blind: with start-tracking's artifact as an input of ingest-split (as every
     step had before), ingest-split and everything downstream misses on every run."""
-    spec = _compiled_spec(tmp_path / "a.yaml")
+    spec = next(d for d in _documents(compiled_pipeline("distill", "demo", DEFAULT_GPU)) if "deploymentSpec" in d)
     (handler,) = [t for n, t in spec["root"]["dag"]["tasks"].items() if n != "close-tracking"]
     steps = spec["components"][handler["componentRef"]["name"]]["dag"]["tasks"]
     ingest = steps["ingest-split"]

@@ -40,14 +40,11 @@ def _load(path: Path) -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[dict, dict]]:
-    out = tmp_path_factory.mktemp("compiled")
+def compiled(compiled_pipeline) -> dict[tuple[str, str], tuple[dict, dict]]:
     results = {}
     for pipeline in ("distill", "paper"):
         for label, gpu in (("cpu", CPU_ONLY), ("gpu", DEFAULT_GPU)):
-            path = out / f"{pipeline}-{label}.yaml"
-            compile_pipeline(pipeline, str(path), "demo" if pipeline == "distill" else "paper", gpu)
-            results[(pipeline, label)] = _load(path)
+            results[(pipeline, label)] = _load(compiled_pipeline(pipeline, "demo" if pipeline == "distill" else "paper", gpu))
     return results
 
 
