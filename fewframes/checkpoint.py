@@ -22,8 +22,9 @@ import torch
 _CKPT_PATTERN = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename it over ``path``."""
+def torch_save_beside(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a fresh temp file in ``path``'s folder (created if needed), flushed to disk; returns the
+    temp file, which the caller publishes (rename, link) or removes. Removed here if the write fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -32,9 +33,20 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return Path(tmp_name)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename it over ``path``."""
+    path = Path(path)
+    temp = torch_save_beside(obj, path)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
         raise
     return path
 
@@ -137,4 +149,5 @@ __all__ = [
     "atomic_torch_save",
     "capture_rng_state",
     "restore_rng_state",
+    "torch_save_beside",
 ]

@@ -32,7 +32,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from fewframes import fsio
+from fewframes.checkpoint import torch_save_beside
 from fewframes.config import MAX_FRAMES, TrainConfig
 from fewframes.distributed import DistContext, barrier, broadcast_object
 from fewframes.errors import FewframesError, TrainingError
@@ -158,13 +158,8 @@ def _payload(key: str, video_indices: Tensor, encoding: Tensor, logits: Tensor) 
 def _publish_local(path: Path, payload: dict[str, Any]) -> None:
     """Write ``path`` unless it exists: temp file beside it, then an exclusive hard link (the first builder
     wins; a loser's identical-key file is dropped). Where hard links are refused (some FUSE mounts): rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = torch_save_beside(payload, path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
         try:
             os.link(temp, path)
         except FileExistsError:
@@ -173,7 +168,7 @@ def _publish_local(path: Path, payload: dict[str, Any]) -> None:
             if not path.exists():
                 os.replace(temp, path)
     finally:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
 
 
 def _publish(path: str, payload: dict[str, Any]) -> None:
