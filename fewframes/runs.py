@@ -263,9 +263,11 @@ def close_parent_run(uri: str, run_id: str, state: str, message: str = "") -> st
 
 
 def end_stale_child_runs(uri: str, parent_run_id: str, status: str = "KILLED") -> int:
-    """End every child run of ``parent_run_id`` still RUNNING with ``status``; returns how many. Only called
-    when no step of the pipeline run can still be writing to them: the parent is being closed as not
-    FINISHED, or a resume has stopped whatever the interrupted attempt left."""
+    """End every run of the pipeline run ``parent_run_id`` still RUNNING with ``status``: its child runs
+    (``mlflow.parentRunId``) and the models' top-level runs, tied to it by ``TAG_PARENT_RUN`` (a training step
+    cut short by SIGKILL leaves its model's run RUNNING); returns how many. Only called when no step of the
+    pipeline run can still be writing to them: the parent is being closed as not FINISHED, or a resume has
+    stopped whatever the interrupted attempt left."""
     if not uri or not parent_run_id:
         return 0
     import mlflow
@@ -275,13 +277,17 @@ def end_stale_child_runs(uri: str, parent_run_id: str, status: str = "KILLED") -
     bound_http_retries()
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    stale = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-        max_results=10000,
-    )
-    for run in stale:
-        client.set_terminated(run.info.run_id, status=status)
+    stale = {}
+    for tag in ("mlflow.parentRunId", TAG_PARENT_RUN):  # MLflow's filter has no OR
+        for run in client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tag}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+            max_results=10000,
+        ):
+            stale[run.info.run_id] = run
+    stale.pop(parent_run_id, None)
+    for run_id in stale:
+        client.set_terminated(run_id, status=status)
     return len(stale)
 
 
