@@ -88,10 +88,18 @@ def _resume_state(run_dir: Path, uri: str = "", parent: str = "") -> dict:
     return state
 
 
+# A process that says it runs, then sleeps. Popen returns once the child has called exec, and with vfork that can
+# be before the kernel has set up the new program's environment: /proc/PID/environ reads empty until then, and
+# processes_of_run would miss it. Its first line is the sign it runs.
+SLEEPER = "print('up', flush=True); import time; time.sleep(600)"
+
+
 def _sleeper(run_dir: Path, attempt: str = "a1") -> subprocess.Popen[bytes]:
     """A process as a step of a run of ``run_dir`` is: it carries the run's variables in its environment."""
     env = dict(os.environ, **{RUN_DIR_ENV: str(run_dir.resolve()), ATTEMPT_ENV: attempt})
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
+    process = subprocess.Popen([sys.executable, "-c", SLEEPER], env=env, stdout=subprocess.PIPE)
+    assert process.stdout.readline() == b"up\n"
+    return process
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -201,7 +209,8 @@ from fewframes.cli.resume import ATTEMPT_ENV, RUN_DIR_ENV, Watchdog
 run_dir = Path({str(run_dir)!r})
 watchdog = Watchdog(run_dir, "a1", {uri!r}, {parent!r})
 os.environ[RUN_DIR_ENV], os.environ[ATTEMPT_ENV] = str(run_dir), "a1"
-step = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+step = subprocess.Popen([sys.executable, "-c", {SLEEPER!r}], stdout=subprocess.PIPE)
+assert step.stdout.readline() == b"up\\n"
 print(watchdog.pid, step.pid, flush=True)
 time.sleep(600)
 """
@@ -285,7 +294,9 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # a tiny run (the shared fixture's) and this one with three restarts: ~4 min idle, 15 on a loaded machine
+# a tiny run (the shared fixture's) and this one with three restarts: 3.7-5.5 min at load 2-4 (nice -n 10 beside
+# a CPU hog), 9.6 at load 7-9 (2026-11-29, 2 cores)
+@pytest.mark.timeout(1800)
 def test_ctrl_c_and_sigkill_then_resume_end_with_the_uninterrupted_results(tmp_path: Path, tiny_run: Path) -> None:
     from test_faults import _parent_status, _processes_mentioning, _start_run
 
