@@ -294,8 +294,8 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.slow
-# a tiny run (the shared fixture's) and this one with three restarts: 3.7-5.5 min at load 2-4 (nice -n 10 beside
-# a CPU hog), 9.6 at load 7-9 (2026-11-29, 2 cores)
+# a tiny run (the shared fixture's) and this one with three restarts: 3.7-6.5 min at load 2-5 (nice -n 10 beside
+# one or two CPU hogs), 9.6 at load 7-9 (2026-11-29, 2 cores)
 @pytest.mark.timeout(1800)
 def test_ctrl_c_and_sigkill_then_resume_end_with_the_uninterrupted_results(tmp_path: Path, tiny_run: Path) -> None:
     from test_faults import _parent_status, _processes_mentioning, _start_run
