@@ -259,12 +259,13 @@ def run_local(
         run_dir = run_dir.resolve()
 
         uri = tracking_uri if tracking_uri is not None else local_tracking_uri(run_dir)
-        check_tracking(uri)  # fail now, not after training
         run_id = unique_name(f"local-{pipeline}")  # two runs started in the same second still differ
         arguments.update(tracking_uri=uri, experiment=experiment, run_name=arguments["run_name"] or run_id)
         context = TrackingContext(uri=uri, experiment=experiment, pipeline_run_id=run_id, pipeline=pipeline)
         recorded = {k: v for k, v in arguments.items() if k not in ("tracking_uri", "parent_run_id", "run_name")}
-        parent_run_id = start_parent_run(context, arguments["run_name"], params=recorded)
+        with _quiet_store_creation():
+            check_tracking(uri)  # fail now, not after training
+            parent_run_id = start_parent_run(context, arguments["run_name"], params=recorded)
         arguments["parent_run_id"] = parent_run_id
         state = {"preset": preset, "pipeline": pipeline, "run_id": run_id, "tracking_uri": uri,
                  "experiment": experiment, "arguments": arguments}
@@ -476,6 +477,22 @@ def kfp_local_globals_kept(kfp_messages: TextIO) -> Iterator[None]:
         for handler in handlers:
             root.addHandler(handler)
         root.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_store_creation() -> Iterator[None]:
+    """MLflow logs the creation of a new SQLite store at INFO on stderr ("Creating initial MLflow database
+    tables", "Updating database tables"): routine for every local run, so not on the user's terminal, where
+    the run's own lines are the only ones (docs/faults.md). Its warnings and errors still show."""
+    import logging
+
+    store_logger = logging.getLogger("mlflow.store.db.utils")
+    level = store_logger.level
+    store_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        store_logger.setLevel(level)
 
 
 @contextlib.contextmanager
