@@ -26,6 +26,7 @@ mlflow is imported inside the functions that use it: the core library imports wi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -257,7 +258,7 @@ class Tracker:
         self._system_metrics = SystemMetricsMonitor(
             self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, tracking_uri=self.tracking_uri
         )
-        with _quiet_logger("mlflow.system_metrics"):
+        with quiet_logger("mlflow.system_metrics"):
             self._system_metrics.start()
 
     def start_child(self, run_name: str, **kwargs: Any) -> Tracker:
@@ -468,7 +469,7 @@ class Tracker:
         if status not in ("FINISHED", "FAILED", "KILLED"):
             raise TrackingError(f"run status must be FINISHED, FAILED or KILLED, got {status!r}")
         if self._system_metrics is not None:
-            with _quiet_logger("mlflow.system_metrics"):
+            with quiet_logger("mlflow.system_metrics"):
                 self._system_metrics.finish()
             self._system_metrics = None
         if self._owns_status:
@@ -489,16 +490,15 @@ class Tracker:
 
 
 @contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    import logging
-
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Logger ``name`` shows only records at ``level`` and above for the block, then is put back."""
     logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
 
 
 def models_view_state() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from kfp.local import logging_utils
 
-from fewframes.cli.pipeline import kfp_local_globals_kept
+from fewframes.cli.pipeline import kfp_local_globals_kept, root_logger_restored
 from fewframes.cli.progress import EVENT_LINE
 
 FAILED = "Task 'b' finished with status FAILURE"  # what kfp.local logs (in colour) for a failed task
@@ -62,20 +62,11 @@ def _two_overlapping_kfp_tasks(stdout: object) -> None:
 def _root_logger_as_in_the_cli() -> Iterator[logging.Logger]:
     """The root logger as a `fewframes` process has it (no handler, level WARNING) for the block; pytest's
     own handlers, its level and ``print`` are put back after, whatever the block left."""
-    root = logging.getLogger()
-    handlers, level, real_print = root.handlers[:], root.level, builtins.print
-    for handler in handlers:
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
-    try:
-        yield root
-    finally:
-        builtins.print = real_print
+    with root_logger_restored() as root:
         for handler in root.handlers[:]:
             root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
+        root.setLevel(logging.WARNING)
+        yield root
 
 
 def test_bare_kfp_local_prints_a_failed_task_on_stderr_and_leaves_a_handler_on_the_closed_log(

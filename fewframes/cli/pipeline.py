@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import re
 import sys
@@ -221,6 +222,7 @@ def run_local(
         reopen_parent_run,
         start_parent_run,
     )
+    from fewframes.tracking import quiet_logger
 
     if resume is not None:
         state = read_resume_state(resume)
@@ -263,7 +265,9 @@ def run_local(
         arguments.update(tracking_uri=uri, experiment=experiment, run_name=arguments["run_name"] or run_id)
         context = TrackingContext(uri=uri, experiment=experiment, pipeline_run_id=run_id, pipeline=pipeline)
         recorded = {k: v for k, v in arguments.items() if k not in ("tracking_uri", "parent_run_id", "run_name")}
-        with _quiet_store_creation():
+        # MLflow logs the creation of a new SQLite store at INFO on stderr ("Creating initial MLflow database
+        # tables"): routine for every local run, so kept off the terminal (docs/faults.md); warnings still show.
+        with quiet_logger("mlflow.store.db.utils", logging.WARNING):
             check_tracking(uri)  # fail now, not after training
             parent_run_id = start_parent_run(context, arguments["run_name"], params=recorded)
         arguments["parent_run_id"] = parent_run_id
@@ -280,8 +284,6 @@ def run_local(
     if resume is not None:
         restore_metrics_files(run_dir / KFP_CACHE)
     # urllib3 logs each MLflow retry as a WARNING (kfp.local configures logging): the one line is ours.
-    import logging
-
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     error_file.unlink(missing_ok=True)  # a cause from the interrupted attempt is not this attempt's
     os.environ[ERROR_FILE_ENV] = str(error_file)
@@ -457,19 +459,26 @@ def kfp_local_globals_kept(kfp_messages: TextIO) -> Iterator[None]:
       file closed: every later log record in this process then failed with "--- Logging error ---
       ValueError: I/O operation on closed file" on stderr. Everything is put back as it was on entry.
     """
+    kept = logging.StreamHandler(kfp_messages)
+    kept.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+    with root_logger_restored() as root:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        root.addHandler(kept)
+        with contextlib.redirect_stderr(kfp_messages):
+            yield
+
+
+@contextlib.contextmanager
+def root_logger_restored() -> Iterator[logging.Logger]:
+    """The root logger for the block; its handlers, its level and ``builtins.print`` are put back as they were
+    on entry, whatever the block (or kfp.local's swaps inside it) left."""
     import builtins
-    import logging
 
     root = logging.getLogger()
     real_print, handlers, level = builtins.print, root.handlers[:], root.level
-    kept = logging.StreamHandler(kfp_messages)
-    kept.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
-    for handler in handlers:
-        root.removeHandler(handler)
-    root.addHandler(kept)
     try:
-        with contextlib.redirect_stderr(kfp_messages):
-            yield
+        yield root
     finally:
         builtins.print = real_print
         for handler in root.handlers[:]:
@@ -477,22 +486,6 @@ def kfp_local_globals_kept(kfp_messages: TextIO) -> Iterator[None]:
         for handler in handlers:
             root.addHandler(handler)
         root.setLevel(level)
-
-
-@contextlib.contextmanager
-def _quiet_store_creation() -> Iterator[None]:
-    """MLflow logs the creation of a new SQLite store at INFO on stderr ("Creating initial MLflow database
-    tables", "Updating database tables"): routine for every local run, so not on the user's terminal, where
-    the run's own lines are the only ones (docs/faults.md). Its warnings and errors still show."""
-    import logging
-
-    store_logger = logging.getLogger("mlflow.store.db.utils")
-    level = store_logger.level
-    store_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        store_logger.setLevel(level)
 
 
 @contextlib.contextmanager
