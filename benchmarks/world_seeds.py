@@ -54,27 +54,21 @@ def in_reduced_grid(row: dict[str, Any]) -> bool:
 
 
 def world_report(run_dir: Path, out: Path, world_seed: int) -> dict[str, Any]:
-    from fewframes.components.steps import BENCHMARK_FILE, ROW_FILE
-    from fewframes.report import BOUNDS_FILE, report_of_run, run_description
-    from fewframes.runs import local_tracking_uri
+    from fewframes.cli.report import read_run_folder
+    from fewframes.components.steps import ROW_FILE
+    from fewframes.report import report_of_run, run_description
 
-    run = json.loads((run_dir / "run.json").read_text())
-    root = run_dir / "kfp"
-    evaluation_dirs = []
-    for row_file in sorted(root.glob(f"**/evaluation/{ROW_FILE}")):
-        if in_reduced_grid(json.loads(row_file.read_text())):
-            evaluation_dirs.append(str(row_file.parent))
-    benchmarks = sorted(root.glob(f"**/{BENCHMARK_FILE}"))
-    arguments = {**run.get("arguments", {}), **REDUCED_GRID}
-    run_info = run_description(run.get("pipeline", ""), run.get("preset", ""), run.get("run_id", ""), arguments)
-    bounds_path = run_dir / BOUNDS_FILE
+    run = read_run_folder(str(run_dir))  # the inputs `fewframes report --run` reads, then the plan's grid of them
+    evaluation_dirs = [d for d in run.evaluation_dirs if in_reduced_grid(json.loads((Path(d) / ROW_FILE).read_text()))]
+    arguments = {**run.summary.get("arguments", {}), **REDUCED_GRID}
+    run_info = run_description(run.summary.get("pipeline", ""), run.summary.get("preset", ""),
+                               run.summary.get("run_id", ""), arguments)
     notes = [f"World seed {world_seed}: the plan's reduced grid (docs/results/world_seeds/PLAN.md) from the run "
              f"folder {run_dir.name} ({len(evaluation_dirs)} evaluated models); built by "
              f"benchmarks/world_seeds.py with the report's own code."]
-    report = report_of_run(evaluation_dirs, str(benchmarks[-1].parent) if benchmarks else None, out / f"world{world_seed}",
-                           tracking_uri=run.get("tracking_uri") or local_tracking_uri(run_dir), run_info=run_info,
-                           tolerance=float(arguments.get("tolerance", 0.01)), notes=notes,
-                           bounds=json.loads(bounds_path.read_text()) if bounds_path.is_file() else None)
+    report = report_of_run(evaluation_dirs, run.benchmark_dir, out / f"world{world_seed}", tracking_uri=run.tracking_uri,
+                           run_info=run_info, tolerance=float(arguments.get("tolerance", 0.01)), notes=notes,
+                           bounds=run.bounds)
     return report.summary
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +30,27 @@ def _pipeline_root(run_dir: Path) -> Path:
     return roots[-1]
 
 
-def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes_file: str | None = None) -> Any:
-    """Build the report of ``run_dir`` into ``out`` (``fewframes.report.report_of_run``, as the pipeline's
-    report step does); returns the ``fewframes.report.Report``."""
+@dataclass
+class RunFolder:
+    """What a ``fewframes run --out`` folder gives its report."""
+
+    evaluation_dirs: list[str]  # one per evaluated model, under the run's kfp.local output folder
+    benchmark_dir: str | None
+    summary: dict[str, Any]  # RUN_DIR/run.json; {} for a run that did not finish
+    tracking_uri: str
+    bounds: dict[str, Any] | None  # RUN_DIR/bounds.json, if present
+
+    @property
+    def incomplete(self) -> bool:  # fewframes run writes run.json last, when every step finished
+        return not self.summary
+
+
+def read_run_folder(run_dir: str) -> RunFolder:
+    """The report's inputs in ``run_dir``, with one-line errors for a folder that holds none."""
     from fewframes.components.steps import BENCHMARK_FILE, ROW_FILE
-    from fewframes.report import BOUNDS_FILE, report_of_run, run_description
+    from fewframes.report import BOUNDS_FILE
     from fewframes.runs import check_tracking, local_tracking_uri
 
-    notes = []
-    if notes_file:  # read first: a missing file is a one-line error before any work
-        if not Path(notes_file).is_file():
-            raise PipelineError(f"--notes {notes_file}: no such file")
-        text = Path(notes_file).read_text()
-        notes = [" ".join(part.split()) for part in text.split("\n\n") if part.strip()]
     folder = Path(run_dir)
     if not folder.is_dir():
         raise PipelineError(f"--run {run_dir}: no such folder")
@@ -51,31 +60,43 @@ def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes
         unfinished = "" if (folder / "run.json").is_file() else f" ({incomplete_note(run_dir)})"
         raise PipelineError(f"--run {run_dir}: no evaluated models under {root}{unfinished}")
     benchmarks = sorted(root.glob(f"**/{BENCHMARK_FILE}"))
-    benchmark_dir = str(benchmarks[-1].parent) if benchmarks else None
-
-    summary: dict[str, Any] = {}
-    incomplete = not (folder / "run.json").is_file()  # fewframes run writes it last, when every step finished
-    if not incomplete:
-        summary = json.loads((folder / "run.json").read_text())
-    else:
-        notes = [incomplete_note(run_dir)] + notes
+    summary = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
     uri = summary.get("tracking_uri")
     if uri is None:
         uri = local_tracking_uri(folder) if (folder / "mlflow.db").is_file() else ""
     check_tracking(uri)
+    bounds_path = folder / BOUNDS_FILE
+    return RunFolder(evaluation_dirs=evaluation_dirs, benchmark_dir=str(benchmarks[-1].parent) if benchmarks else None,
+                     summary=summary, tracking_uri=uri,
+                     bounds=json.loads(bounds_path.read_text()) if bounds_path.is_file() else None)
+
+
+def rebuild_report(run_dir: str, out: str, tolerance: float | None = None, notes_file: str | None = None) -> Any:
+    """Build the report of ``run_dir`` into ``out`` (``fewframes.report.report_of_run``, as the pipeline's
+    report step does); returns the ``fewframes.report.Report``."""
+    from fewframes.report import report_of_run, run_description
+
+    notes = []
+    if notes_file:  # read first: a missing file is a one-line error before any work
+        if not Path(notes_file).is_file():
+            raise PipelineError(f"--notes {notes_file}: no such file")
+        text = Path(notes_file).read_text()
+        notes = [" ".join(part.split()) for part in text.split("\n\n") if part.strip()]
+    run = read_run_folder(run_dir)
+    summary = run.summary
+    if run.incomplete:
+        notes = [incomplete_note(run_dir)] + notes
     arguments = summary.get("arguments", {})
     run_info = run_description(summary.get("pipeline", ""), summary.get("preset", ""), summary.get("run_id", ""),
                                arguments) if summary else {}
     if tolerance is None:
         tolerance = float(arguments.get("tolerance", 0.01))
-    bounds_path = folder / BOUNDS_FILE
-    bounds = json.loads(bounds_path.read_text()) if bounds_path.is_file() else None
-    report = report_of_run(evaluation_dirs, benchmark_dir, out, tracking_uri=uri, run_info=run_info,
-                           tolerance=tolerance, notes=notes, bounds=bounds)
-    if summary.get("seconds") is not None or incomplete:  # known only after the run: summary.json, not report.md
+    report = report_of_run(run.evaluation_dirs, run.benchmark_dir, out, tracking_uri=run.tracking_uri,
+                           run_info=run_info, tolerance=tolerance, notes=notes, bounds=run.bounds)
+    if summary.get("seconds") is not None or run.incomplete:  # known only after the run: summary.json, not report.md
         if summary.get("seconds") is not None:
             report.summary["run"]["seconds"] = summary["seconds"]
-        report.summary["run"]["incomplete"] = incomplete
+        report.summary["run"]["incomplete"] = run.incomplete
         from fewframes.fsio import write_bytes_atomic
 
         write_bytes_atomic(report.folder / "summary.json", json.dumps(report.summary, indent=2, default=str).encode())
