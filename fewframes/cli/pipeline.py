@@ -312,7 +312,8 @@ def run_local(
         # warm_steps: every step runs in a fork of one process that imported torch and mlflow once.
         # --verbose: KFP's logs share the terminal, so the display writes plain lines instead of redrawing.
         shown = RunProgress(pipeline_root, expected, terminal, terminal=None if quiet_log else False)
-        with warm_steps(), log_path.open("a" if resume else "w") as log, shown:
+        with warm_steps(), log_path.open("a" if resume else "w") as log_file, shown:
+            log = OneWriterAtATime(log_file)
             redirect = contextlib.redirect_stdout(log) if quiet_log else contextlib.nullcontext()
             # kfp_local_globals_kept innermost: it keeps kfp's root-logger records in the log (stdout with
             # --verbose, where kfp's logs go) and puts the root logger back before the log file closes
@@ -435,6 +436,30 @@ def _without_retries(dag: Any) -> Any:
             for task in component.dag.tasks.values():
                 task.ClearField("retry_policy")
     return dag
+
+
+class OneWriterAtATime:
+    """A text stream that several threads write to, one write at a time. kfp.local runs parallel loop
+    iterations in threads that print and log to this process's stdout (RUN_DIR/pipeline.log); a TextIOWrapper
+    is not safe for that: a full test run found raw memory bytes written into pipeline.log among two tasks'
+    lines. Everything but write/flush is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        import threading
+
+        self._stream = stream
+        self._lock = threading.RLock()  # re-entrant: a signal handler may print in the middle of a write
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            return self._stream.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 @contextlib.contextmanager
